@@ -1,0 +1,28 @@
+# The kit's two everyday commands: `make demo` runs the study, `make test` tests it.
+# Both create (or reuse) the virtual environment .venv from requirements.txt first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= smoke
+STAMP := $(VENV)/.installed-requirements
+
+.PHONY: demo test install lab clean-results
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	cp requirements.txt $(STAMP)
+
+install: $(STAMP)  ## create/update the virtual environment only
+
+demo: $(STAMP)  ## run the notebooks headlessly on the offline sample (PROFILE=smoke|cpu|t4)
+	$(PY) -m helpers.pipeline --profile $(PROFILE) $(ARGS)
+
+test: $(STAMP)  ## unit tests + every notebook under nbval (smoke profile)
+	$(PY) -m pytest -c tests/pytest.ini --rootdir . tests notebooks $(PYTEST_ARGS)
+
+lab: $(STAMP)  ## open JupyterLab on the notebooks
+	$(PY) -m jupyter lab notebooks
+
+clean-results:  ## remove executed notebooks and run folders (keeps data/)
+	rm -rf results/notebooks results/runs
