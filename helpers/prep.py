@@ -1,0 +1,212 @@
+"""Prepare a dataset once: validate, resize, cache as uint8 arrays, split, pick fractions.
+
+Training never decodes a JPEG or PNG: :func:`prepare` writes, into one folder,
+
+    images.npy    uint8 (N, S, S, 3)   resized with area averaging (PIL BOX)
+    masks.npy     uint8 (N, S, S)      values {0, 1}, resized nearest-neighbour
+    splits.csv    one row per image: isic_id, split, train_rank, in_10/25/50/100,
+                  original height/width, lesion fraction, source files
+    prepared.json what was prepared, from where, with which settings, and any notes
+
+Two protocols: ``seed`` (a seeded 70/15/15 split of the training images, as the original
+study did) and ``official`` (train on the training set, validate on the official
+validation set, test on the official test set). Training fractions are nested and
+deterministic: a seeded order of the training images, fraction ``f`` keeps the first
+``round(f * n_train)`` of them, so 10 % ⊂ 25 % ⊂ 50 % ⊂ 100 %.
+"""
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from helpers.isic import BadFile, DataError, Pair, Problem, find_split_dirs, format_problems, load_pair, pair_files
+
+PREP_VERSION = 1
+SEED_RATIOS = (0.70, 0.15, 0.15)
+FRACTION_COLUMNS = {0.10: "in_10", 0.25: "in_25", 0.50: "in_50", 1.00: "in_100"}
+
+
+@dataclass
+class Prepared:
+    """A prepared dataset: arrays (memory-mapped) and the per-image table."""
+
+    root: Path
+    images: np.ndarray   # (N, S, S, 3) uint8
+    masks: np.ndarray    # (N, S, S) uint8 {0, 1}
+    table: pd.DataFrame  # one row per image, in array order
+    manifest: dict
+
+    def indices(self, split: str, fraction: float = 1.0) -> np.ndarray:
+        """Array rows of a split; for ``train``, only the given nested fraction."""
+        rows = self.table["split"] == split
+        if split == "train" and fraction < 1.0:
+            rows &= self.table["train_rank"] < fraction_size(int((self.table["split"] == "train").sum()), fraction)
+        return np.flatnonzero(rows.to_numpy())
+
+
+def fraction_size(n_train: int, fraction: float) -> int:
+    """Images in a training fraction: ``round(fraction * n_train)``, at least one."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    return max(1, int(round(fraction * n_train)))
+
+
+def seed_split(ids: list[str], seed: int, ratios=SEED_RATIOS) -> dict[str, str]:
+    """Seeded random train/val/test assignment of ``ids`` (70/15/15 by default)."""
+    order = np.random.default_rng(seed).permutation(sorted(ids))
+    n_train, n_val = round(ratios[0] * len(ids)), round(ratios[1] * len(ids))
+    return {i: "train" if k < n_train else "val" if k < n_train + n_val else "test"
+            for k, i in enumerate(order)}
+
+
+def collect_pairs(root: str | Path, protocol: str) -> tuple[list[tuple[str, Pair]], list[Problem]]:
+    """All (split, pair) of a source folder for a protocol, and the problems met pairing them.
+
+    Raises:
+        DataError: a folder the protocol needs is absent.
+    """
+    if protocol not in ("seed", "official"):
+        raise ValueError(f"protocol must be 'seed' or 'official', got {protocol!r}")
+    splits = ("train",) if protocol == "seed" else ("train", "val", "test")
+    out, problems = [], []
+    for split in splits:
+        dirs = find_split_dirs(root, split)
+        if dirs is None:
+            raise DataError(f"{root}: no {split} images found (looked for the official folder "
+                            f"{'ISIC2018_Task1-2_Training_Input' if split == 'train' else split} up to three "
+                            f"levels down). Point DATA_DIR at the unpacked ISIC 2018 Task 1 data"
+                            + ("" if split == "train" else ", or use PROTOCOL='seed'") + ".")
+        pairs, found = pair_files(*dirs)
+        out += [(split, p) for p in pairs]
+        problems += found
+    return out, problems
+
+
+def _load_resized(pair: Pair, size: int):
+    """Decode, validate and resize one pair; a DataError becomes a Problem."""
+    try:
+        image, mask, note = load_pair(pair)
+    except BadFile as err:
+        return Problem(err.path, err.problem)
+    small = np.asarray(Image.fromarray(image).resize((size, size), Image.BOX))
+    small_mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
+    return small, small_mask, image.shape[:2], float(mask.mean()), note
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    """np.save to a temp file, then rename: a killed run never leaves a half array."""
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def _build_table(entries, results, protocol: str, seed: int) -> pd.DataFrame:
+    """The per-image table: split, nested-fraction ranks, sizes, sources."""
+    table = pd.DataFrame({
+        "isic_id": [p.isic_id for _, p in entries],
+        "split": [s for s, _ in entries],
+        "orig_height": [r[2][0] for r in results],
+        "orig_width": [r[2][1] for r in results],
+        "lesion_fraction": [round(r[3], 5) for r in results],
+        "image_path": [str(p.image_path) for _, p in entries],
+        "mask_path": [str(p.mask_path) for _, p in entries],
+        "note": [r[4] for r in results],
+    })
+    if protocol == "seed":
+        table["split"] = table["isic_id"].map(seed_split(table["isic_id"].tolist(), seed))
+    train = table.index[table["split"] == "train"]
+    rank = np.full(len(table), -1)
+    rank[np.random.default_rng(seed + 1).permutation(train.to_numpy())] = np.arange(len(train))
+    table.insert(2, "train_rank", rank)
+    for fraction, column in reversed(FRACTION_COLUMNS.items()):
+        table.insert(3, column, (rank >= 0) & (rank < fraction_size(len(train), fraction)))
+    table.insert(2, "protocol", protocol)
+    return table
+
+
+def prepare(source: str | Path, out_dir: str | Path, image_size: int, protocol: str = "seed", seed: int = 42,
+            on_bad_file: str = "raise", workers: int = 2, progress: bool = True) -> Prepared:
+    """Validate, resize and cache a source folder; reuse a finished identical preparation.
+
+    Args:
+        source: folder in the official ISIC layout.
+        out_dir: where the cache goes (e.g. from :func:`prepared_name`).
+        image_size: side of the square cached images.
+        protocol: ``seed`` or ``official``.
+        seed: split and fraction seed.
+        on_bad_file: ``raise`` (default; nothing is written) or ``skip`` (bad pairs are left
+            out and listed in ``prepared.json`` and on screen).
+        workers: decoding threads.
+        progress: show a progress bar.
+
+    Returns:
+        The :class:`Prepared` dataset.
+
+    Raises:
+        DataError: problems were found and ``on_bad_file == "raise"``; the message lists them.
+    """
+    if on_bad_file not in ("raise", "skip"):
+        raise ValueError(f"on_bad_file must be 'raise' or 'skip', got {on_bad_file!r}")
+    source, out_dir = Path(source).resolve(), Path(out_dir)
+    wanted = {"version": PREP_VERSION, "source": str(source), "image_size": int(image_size),
+              "protocol": protocol, "seed": int(seed), "on_bad_file": on_bad_file}
+    if (out_dir / "prepared.json").exists():
+        manifest = json.loads((out_dir / "prepared.json").read_text())
+        if {k: manifest.get(k) for k in wanted} == wanted:
+            return load_prepared(out_dir)
+    entries, problems = collect_pairs(source, protocol)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = list(tqdm(pool.map(lambda e: _load_resized(e[1], image_size), entries), total=len(entries),
+                            desc=f"prepare {image_size}px", disable=not progress))
+    problems += [r for r in results if isinstance(r, Problem)]
+    keep = [k for k, r in enumerate(results) if not isinstance(r, Problem)]
+    if problems and on_bad_file == "raise":
+        raise DataError(f"{len(problems)} problem(s) in {source}:\n{format_problems(problems)}\n"
+                        "Fix or remove these files, or set ON_BAD_FILE='skip' to leave them out (listed).")
+    if problems:
+        print(f"Skipping {len(problems)} bad file(s):\n{format_problems(problems)}")
+    if not keep:
+        raise DataError(f"{source}: no usable image/mask pairs.")
+    entries, results = [entries[k] for k in keep], [results[k] for k in keep]
+    table = _build_table(entries, results, protocol, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "prepared.json").unlink(missing_ok=True)            # invalid until complete
+    _atomic_save(out_dir / "images.npy", np.stack([r[0] for r in results]))
+    _atomic_save(out_dir / "masks.npy", np.stack([r[1] for r in results]))
+    table.to_csv(out_dir / "splits.csv", index=False)
+    manifest = {**wanted, "count": len(table), "splits": table["split"].value_counts().to_dict(),
+                "skipped": [str(p) for p in problems], "notes": int((table["note"] != "").sum())}
+    (out_dir / "prepared.json").write_text(json.dumps(manifest, indent=1))
+    return load_prepared(out_dir)
+
+
+def load_prepared(out_dir: str | Path) -> Prepared:
+    """Open a finished preparation (arrays memory-mapped).
+
+    Raises:
+        DataError: the folder holds no finished preparation.
+    """
+    out_dir = Path(out_dir)
+    if not (out_dir / "prepared.json").exists():
+        raise DataError(f"{out_dir}: no finished preparation here (prepared.json missing); run "
+                        f"notebook 01 (or prep.prepare) first.")
+    table = pd.read_csv(out_dir / "splits.csv", keep_default_na=False)
+    images = np.load(out_dir / "images.npy", mmap_mode="r")
+    masks = np.load(out_dir / "masks.npy", mmap_mode="r")
+    if len(images) != len(table) or len(masks) != len(table):
+        raise DataError(f"{out_dir}: images.npy/masks.npy/splits.csv disagree in length; delete the folder "
+                        f"and prepare again.")
+    return Prepared(out_dir, images, masks, table, json.loads((out_dir / "prepared.json").read_text()))
+
+
+def prepared_name(dataset: str, protocol: str, image_size: int, seed: int) -> str:
+    """Folder name of a preparation, e.g. ``synthetic-60_seed_64px_s42``."""
+    return f"{dataset}_{protocol}_{image_size}px_s{seed}"

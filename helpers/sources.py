@@ -1,0 +1,110 @@
+"""Turn notebook 01's ``DATA_SOURCE`` into a folder in the official ISIC layout, then prepare it.
+
+``DATA_SOURCE`` is one of:
+
+- ``"synthetic"`` (default, offline): the procedural sample of :mod:`helpers.synthetic`;
+- ``"folder"``: ``DATA_DIR`` is a folder in the official layout (an unpacked download, your
+  own copy, ``../shared/data/isic2018_task1_512``);
+- ``"zip"``: ``DATA_DIR`` is a zip file, or a folder of zip files (e.g. on Google Drive),
+  extracted safely into ``data/raw/<name>``;
+- ``"isic2018"``: download the official challenge zips (resumable) into ``data/downloads``
+  (or ``DATA_DIR`` when given, e.g. a Drive folder kept between runtimes), then extract.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from helpers import paths
+from helpers.isic import DataError
+from helpers.prep import Prepared, prepare, prepared_name
+from helpers.profiles import Profile
+from helpers.synthetic import generate_sample
+
+SOURCES = ("synthetic", "folder", "zip", "isic2018")
+PROTOCOLS = ("seed", "official")
+
+
+def protocol_list(protocol: str) -> list[str]:
+    """``"seed"``, ``"official"`` or ``"both"`` as the list of protocols to prepare."""
+    chosen = list(PROTOCOLS) if protocol == "both" else [protocol]
+    if not set(chosen) <= set(PROTOCOLS):
+        raise DataError(f"PROTOCOL={protocol!r} is not one of {PROTOCOLS + ('both',)}.")
+    return chosen
+
+
+def dataset_name(data_source: str, data_dir: str | None, profile: Profile, sample_seed: int = 0) -> str:
+    """Short name of a source, used in cache and result folder names."""
+    if data_source == "synthetic":
+        return f"synthetic-{profile.synthetic_count}-s{sample_seed}"
+    if data_source == "isic2018":
+        return "isic2018"
+    stem = Path(str(data_dir)).name.removesuffix(".zip") or "data"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem)
+
+
+def _extract_zips(data_dir: Path, dest: Path) -> Path:
+    """Safely extract one zip, or every zip in a folder, into ``dest``."""
+    from helpers.archives import safe_extract
+
+    zips = [data_dir] if data_dir.is_file() else sorted(data_dir.glob("*.zip"))
+    if not zips:
+        raise DataError(f"{data_dir}: no .zip files here; with DATA_SOURCE='zip', DATA_DIR must be a "
+                        f"zip file or a folder of zip files.")
+    for zip_path in zips:
+        safe_extract(zip_path, dest)
+    return dest
+
+
+def get_source(data_source: str, data_dir: str | None, profile: Profile, sample_seed: int = 0,
+               splits: tuple[str, ...] = ("train",), mirror: str | None = None) -> Path:
+    """Make the data available locally and return its root folder (official layout).
+
+    Args:
+        data_source: one of :data:`SOURCES`.
+        data_dir: folder or zip for ``folder``/``zip``; optional download folder for ``isic2018``.
+        profile: gives the sample size for ``synthetic``.
+        sample_seed: seed of the synthetic sample.
+        splits: official splits to download for ``isic2018`` (``train``, ``val``, ``test``).
+        mirror: base URL that replaces the official bucket for ``isic2018`` (a mirror).
+
+    Raises:
+        DataError: unknown source, or a path that does not exist, with what to do.
+    """
+    if data_source not in SOURCES:
+        raise DataError(f"DATA_SOURCE={data_source!r} is not one of {SOURCES}.")
+    name = dataset_name(data_source, data_dir, profile, sample_seed)
+    if data_source == "synthetic":
+        return generate_sample(paths.raw_dir(name), profile.synthetic_count, sample_seed)
+    if data_source == "isic2018":
+        from helpers.archives import safe_extract
+        from helpers.official import fetch_official
+
+        download_dir = Path(data_dir) if data_dir else paths.data_dir() / "downloads"
+        for zip_path in fetch_official(download_dir, splits=splits, base_url=mirror or None):
+            safe_extract(zip_path, paths.raw_dir(name))
+        return paths.raw_dir(name)
+    if not data_dir or not Path(data_dir).expanduser().exists():
+        raise DataError(f"DATA_DIR={data_dir!r} does not exist; with DATA_SOURCE={data_source!r} set DATA_DIR "
+                        f"to the folder (or zip) that holds the ISIC 2018 Task 1 data.")
+    data_dir = Path(data_dir).expanduser().resolve()
+    if data_source == "zip":
+        return _extract_zips(data_dir, paths.raw_dir(name))
+    return data_dir
+
+
+def ensure_prepared(profile: Profile, data_source: str = "synthetic", data_dir: str | None = None,
+                    protocol: str = "seed", seed: int = 42, on_bad_file: str = "raise",
+                    sample_seed: int = 0, mirror: str | None = None) -> Prepared:
+    """Get the data and prepare it at the profile's image size (cached: fast when done before).
+
+    Every notebook calls this with its parameters, so each one also runs on a fresh runtime.
+
+    Returns:
+        The :class:`~helpers.prep.Prepared` dataset.
+    """
+    splits = ("train",) if protocol == "seed" else ("train", "val", "test")
+    root = get_source(data_source, data_dir, profile, sample_seed, splits, mirror)
+    name = prepared_name(dataset_name(data_source, data_dir, profile, sample_seed), protocol,
+                         profile.image_size, seed)
+    return prepare(root, paths.prepared_root() / name, profile.image_size, protocol, seed, on_bad_file)

@@ -1,0 +1,65 @@
+"""Notebook hygiene: no committed outputs, a literal parameters cell first, one repository URL."""
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import paths
+from helpers.pipeline import NOTEBOOKS, notebooks_present
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_FILES = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _code_cells(path):
+    return [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+def test_notebooks_exist_in_study_order():
+    assert NOTEBOOK_FILES, "no notebooks found"
+    assert [p.name for p in notebooks_present()] == [n for n in NOTEBOOKS if (ROOT / "notebooks" / n).exists()]
+    assert NOTEBOOK_FILES[0].name == "01_data_prep.ipynb"
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_committed_without_outputs(path):
+    for cell in _code_cells(path):
+        assert cell.get("outputs") == [] and cell.get("execution_count") is None, \
+            f"{path.name} carries outputs; clear them before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_first_code_cell_is_a_literal_parameters_cell(path):
+    first = _code_cells(path)[0]
+    assert "parameters" in first["metadata"].get("tags", [])
+    tree = ast.parse("".join(first["source"]))
+    names = []
+    for node in tree.body:
+        assert isinstance(node, ast.Assign), f"{path.name}: parameters cell may only assign literals"
+        ast.literal_eval(node.value)                      # raises if not a literal
+        names.append(node.targets[0].id)
+    assert "PROFILE" in names and "SEED" in names
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_skeleton_title_first_summary_last_and_short_cells(path):
+    cells = json.loads(path.read_text())["cells"]
+    assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# ")
+    assert "What you will learn" in "".join(cells[0]["source"])
+    assert cells[-1]["cell_type"] == "markdown" and "Summary" in "".join(cells[-1]["source"])
+    for cell in _code_cells(path):
+        tree = ast.parse("\n".join(line for line in "".join(cell["source"]).splitlines()
+                                   if not line.startswith("%")))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                assert node.end_lineno - node.lineno < 15, f"{path.name}: move {node.name} into helpers/"
+
+
+def test_repository_url_is_the_same_everywhere():
+    readme = (ROOT / "README.md").read_text()
+    for path in NOTEBOOK_FILES:
+        text = path.read_text()
+        assert f'REPO_URL = \\"{paths.REPO_URL}\\"' in text, f"{path.name}: clone cell URL differs from helpers/paths.py"
+        assert paths.colab_url(path.name) in text, f"{path.name}: Colab badge differs"
+        assert paths.colab_url(path.name) in readme, f"README: Colab badge for {path.name} missing or different"
