@@ -1,0 +1,82 @@
+"""Model size and cost: parameter counts, FLOPs and a comparison table.
+
+FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode`, which
+counts convolutions, transposed convolutions and matrix multiplications
+(including attention) and reports them as FLOPs = 2 x multiply-adds (MACs).
+Element-wise work (batch norm, activations, pooling, upsampling, softmax) is
+not counted; it is a few percent of the total for these models. Many papers
+quote MACs as "FLOPs"; divide our numbers by two to compare with those.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from helpers.models import ModelConfig, build_model
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters of a model.
+
+    Args:
+        model: Any module.
+        trainable_only: Count only parameters with requires_grad.
+
+    Returns:
+        The number of scalar parameters.
+    """
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def count_flops(model: nn.Module, image_size: int | tuple[int, int], batch: int = 1) -> int:
+    """FLOPs (2 x MACs) of one forward pass in eval mode, without gradients.
+
+    Args:
+        model: A segmentation model taking (B, 3, H, W) images; may live on the
+            "meta" device, which counts without computing.
+        image_size: Side, or (height, width), of the input images.
+        batch: Batch size of the counted forward pass.
+
+    Returns:
+        Total FLOPs for the whole batch.
+    """
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    parameter = next(model.parameters())
+    images = torch.zeros(batch, 3, height, width, device=parameter.device, dtype=parameter.dtype)  # (B, 3, H, W)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(images)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops()
+
+
+def model_table(specs: list[tuple[str, str | ModelConfig]], image_size: int | tuple[int, int]) -> pd.DataFrame:
+    """Parameters and forward GFLOPs per image for a list of (model name, configuration).
+
+    The models are built on the "meta" device: nothing is allocated or computed,
+    so even the paper-size models are counted instantly.
+
+    Args:
+        specs: Pairs such as [("unet", "paper"), ("transunet", "small")].
+        image_size: Side, or (height, width), of the input images.
+
+    Returns:
+        A DataFrame with columns model, config, params_M, GFLOPs (FLOPs = 2 x MACs).
+    """
+    rows = []
+    for name, config in specs:
+        with torch.device("meta"):
+            model = build_model(name, config)
+        rows.append({
+            "model": name,
+            "config": config if isinstance(config, str) else type(config).__name__,
+            "params_M": count_parameters(model) / 1e6,
+            "GFLOPs": count_flops(model, image_size) / 1e9,
+        })
+    return pd.DataFrame(rows, columns=["model", "config", "params_M", "GFLOPs"])
