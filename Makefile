@@ -8,10 +8,10 @@ STAMP := $(VENV)/.installed-requirements
 
 .PHONY: demo test install lab clean-results
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt tests/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	cp requirements.txt $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r tests/requirements.txt
+	cat requirements.txt tests/requirements.txt > $(STAMP)
 
 install: $(STAMP)  ## create/update the virtual environment only
 
