@@ -1,0 +1,97 @@
+"""Training curves, live in a notebook: one figure for a grid of runs, redrawn after every epoch.
+
+    curves = LiveCurves()
+    train.run_grid(["unet"], fractions, data, cfg, callbacks=[curves])
+
+In a Jupyter kernel the figure is shown once and then updated in place (also under papermill,
+whose saved notebook keeps the last drawing); elsewhere nothing is drawn until you ask for
+:meth:`LiveCurves.figure`. Runs that were skipped because they had finished are drawn from
+their stored history. Figures are plain matplotlib ``Figure`` objects: nothing changes global
+matplotlib state.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Optional
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from helpers import runs
+
+
+def short_label(run_id: str) -> str:
+    """``unet-paper_f025_256px_seed_s42_isic2018`` → ``unet-paper f025``: enough to tell a grid's runs apart."""
+    found = re.match(r"(.+?)_(f\d{3})_", run_id)
+    return f"{found[1]} {found[2]}" if found else run_id
+
+
+def draw_histories(histories: dict[str, pd.DataFrame], fig: Optional[Figure] = None) -> Figure:
+    """Loss (train solid, validation dashed) and validation Dice per epoch, one colour per run.
+
+    Args:
+        histories: run id -> its history table (columns as in ``history.csv``).
+        fig: a figure to draw into (cleared first); default a new one.
+    """
+    fig = fig or Figure(figsize=(13, 3.8), layout="constrained")
+    fig.clear()
+    ax_loss, ax_dice = fig.subplots(1, 2)
+    for k, (run_id, history) in enumerate(histories.items()):
+        style = {"color": f"C{k % 10}", "marker": "o", "ms": 3}
+        ax_loss.plot(history["epoch"], history["train_loss"], "-", **style, label=short_label(run_id))
+        ax_loss.plot(history["epoch"], history["val_loss"], "--", **style)
+        ax_dice.plot(history["epoch"], history["val_dice"], "-", **style)
+    ax_loss.set(title="Loss (solid: train, dashed: validation)", xlabel="epoch", ylabel="0.5·Dice + 0.5·BCE")
+    ax_dice.set(title="Validation Dice (mean per image)", xlabel="epoch", ylabel="Dice", ylim=(0, 1))
+    for ax in (ax_loss, ax_dice):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if histories:
+        fig.legend(loc="outside right upper", fontsize=8)
+    return fig
+
+
+def plot_runs(run_ids) -> Figure:
+    """The curves of finished or running runs, read from their ``history.csv``."""
+    return draw_histories({str(r): pd.read_csv(runs.run_dir(str(r)) / "history.csv") for r in run_ids})
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
+
+
+class LiveCurves:
+    """A ``fit`` callback that keeps one figure of all runs up to date.
+
+    Args:
+        live: redraw after every epoch; default: when running inside a Jupyter kernel
+            (``KIT_LIVE_PLOTS=0`` turns it off, e.g. for long headless batches).
+    """
+
+    def __init__(self, live: Optional[bool] = None):
+        if live is None:
+            live = _in_kernel() and os.environ.get("KIT_LIVE_PLOTS", "1") != "0"
+        self.live, self.histories, self._fig, self._handle = live, {}, None, None
+
+    def __call__(self, run_id: str, history: list[dict]) -> None:
+        """Record a run's history so far (called by ``fit`` after every epoch)."""
+        self.histories[run_id] = pd.DataFrame(history)
+        if self.live:
+            from IPython.display import display
+
+            self._fig = draw_histories(self.histories, self._fig)
+            if self._handle is None:
+                self._handle = display(self._fig, display_id=True)
+            else:
+                self._handle.update(self._fig)
+
+    def figure(self) -> Figure:
+        """The curves of every run seen so far."""
+        self._fig = draw_histories(self.histories, self._fig)
+        return self._fig

@@ -1,0 +1,247 @@
+"""Run names and run folders: what one training run is, where its files are, how to load it back.
+
+A run is one model trained on one training fraction of one prepared dataset with one seed. Its
+name comes from one function, :func:`run_id`, e.g. ``unet-paper_f025_256px_seed_s42_isic2018``,
+and its folder is ``results/runs/<run_id>/``:
+
+    config.json        what was run: model, configs, fraction, data, profile, hardware, parameters
+    history.csv        one row per epoch: epoch, train_loss, val_loss, val_dice (mean per image),
+                       lr (after the epoch's last step), epoch_seconds, images_per_s (training)
+    done.json          only once the run finished: best_epoch, best_val_dice, epochs,
+                       train_seconds, images_per_s, stopped_early, status
+    checkpoints/       last.pt, last.prev.pt, best.pt (or in a Drive folder named in config.json)
+
+Evaluation adds ``test_metrics.csv`` and ``eval.json`` to the same folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+from torch import nn
+
+from helpers import paths
+from helpers.checkpoints import load_checkpoint, load_latest, restore_state
+from helpers.prep import Prepared
+from helpers.profiles import Profile
+
+DRIVE_MYDRIVE = Path("/content/drive/MyDrive")
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_seconds", "images_per_s"]
+DONE_KEYS = ["best_epoch", "best_val_dice", "epochs", "train_seconds", "images_per_s", "stopped_early"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What makes a run: everything its name and its results depend on.
+
+    Attributes:
+        model: ``unet``, ``unetpp`` or ``transunet``.
+        model_config: named configuration in the model registry (``paper``, ``small``, ``tiny``).
+        fraction: training fraction, e.g. 0.25.
+        image_size: side of the square training images.
+        seed: run seed (initialisation, order and augmentation).
+        protocol: ``seed`` or ``official``.
+        dataset: name of the data source, e.g. ``synthetic-60-s0`` or ``isic2018``.
+        model_overrides: config fields changed on top of the named config, e.g.
+            ``{"deep_supervision": True}``.
+        pretrained: start from ImageNet weights (TransUNet).
+    """
+
+    model: str
+    model_config: str
+    fraction: float
+    image_size: int
+    seed: int
+    protocol: str
+    dataset: str
+    model_overrides: dict = field(default_factory=dict)
+    pretrained: bool = False
+
+
+def _tag(key: str, value: Any) -> str:
+    if value is True:
+        return key
+    if value is False:
+        return f"no_{key}"
+    if isinstance(value, (list, tuple)):
+        value = "x".join(map(str, value))
+    return f"{key}{value}"
+
+
+def run_id(spec: RunSpec) -> str:
+    """The one name of a run: ``<model>-<config>[+overrides]_f<percent>_<size>px_<protocol>_s<seed>_<dataset>``.
+
+    Raises:
+        ValueError: the fraction is not a whole percentage.
+    """
+    percent = spec.fraction * 100
+    if not 0 < percent <= 100 or abs(percent - round(percent)) > 1e-6:
+        raise ValueError(f"fraction {spec.fraction} is not a whole percentage in (0, 100]; use e.g. 0.1 or 0.25.")
+    config = spec.model_config + "".join(f"+{_tag(k, v)}" for k, v in sorted(spec.model_overrides.items()))
+    config += "+pretrained" if spec.pretrained else ""
+    name = f"{spec.model}-{config}_f{round(percent):03d}_{spec.image_size}px_{spec.protocol}_s{spec.seed}"
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", f"{name}_{spec.dataset}")
+
+
+def dataset_of(prepared: Prepared) -> str:
+    """The data-source name of a prepared cache (its folder name without protocol, size and seed)."""
+    manifest = prepared.manifest
+    suffix = f"_{manifest.get('protocol')}_{manifest.get('image_size')}px_s{manifest.get('seed')}"
+    return prepared.root.name.removesuffix(suffix) or prepared.root.name
+
+
+def make_spec(model: str, fraction: float, prepared: Prepared, profile: Profile, seed: int,
+              model_overrides: Optional[dict] = None, pretrained: bool = False) -> RunSpec:
+    """The spec of a grid cell: config, overrides and image size from the profile, data from the cache.
+
+    Raises:
+        ValueError: the cache was prepared at another image size than the profile's.
+    """
+    size = int(prepared.manifest["image_size"])
+    if size != profile.image_size:
+        raise ValueError(f"{prepared.root} holds {size}px images but the profile asks for {profile.image_size}px; "
+                         f"prepare the data at that size (sources.ensure_prepared with the same profile).")
+    overrides = {**profile.model_overrides.get(model, {}), **(model_overrides or {})}
+    return RunSpec(model, profile.model_configs.get(model, "paper"), float(fraction), size, int(seed),
+                   str(prepared.manifest["protocol"]), dataset_of(prepared), overrides, bool(pretrained))
+
+
+def run_dir(spec_or_id: RunSpec | str) -> Path:
+    """``results/runs/<run_id>`` (not created)."""
+    name = run_id(spec_or_id) if isinstance(spec_or_id, RunSpec) else str(spec_or_id)
+    return paths.results_dir() / "runs" / name
+
+
+def drive_checkpoint_root(mydrive: Path = DRIVE_MYDRIVE) -> Path:
+    """``<MyDrive>/skin-lesion-kit/checkpoints``: where runs keep checkpoints on Google Drive.
+
+    Raises:
+        RuntimeError: Drive is not mounted.
+    """
+    if not Path(mydrive).is_dir():
+        raise RuntimeError(f"{mydrive} does not exist: Google Drive is not mounted. Set MOUNT_DRIVE = True "
+                           f"(on Colab), or CHECKPOINTS_ON_DRIVE = False to keep checkpoints in the run folders.")
+    return Path(mydrive) / "skin-lesion-kit" / "checkpoints"
+
+
+def write_json(path: Path, data: dict) -> Path:
+    """Write ``data`` as JSON via a temp file and a rename (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def write_history(folder: Path, history: list[dict]) -> Path:
+    """Write ``history.csv`` (one row per epoch, :data:`HISTORY_COLUMNS`) via a temp file and a rename."""
+    tmp = folder / ".history.csv.tmp"
+    pd.DataFrame(history, columns=HISTORY_COLUMNS).to_csv(tmp, index=False)
+    os.replace(tmp, folder / "history.csv")
+    return folder / "history.csv"
+
+
+def summarize(history: list[dict], stopped_early: bool) -> dict:
+    """The ``done.json`` of a history: best epoch and Dice, epochs, seconds, throughput."""
+    table = pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    best = table.loc[table["val_dice"].idxmax()]
+    return {"best_epoch": int(best["epoch"]), "best_val_dice": float(best["val_dice"]), "epochs": len(table),
+            "train_seconds": float(table["epoch_seconds"].sum()), "images_per_s": float(table["images_per_s"].mean()),
+            "stopped_early": bool(stopped_early), "status": "finished"}
+
+
+def load_run_config(folder: str | os.PathLike) -> dict:
+    """A run's ``config.json``.
+
+    Raises:
+        FileNotFoundError: no ``config.json`` there (not a run folder, or never started).
+    """
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: {folder} is not a run folder, or the run never started. "
+                                f"List the runs with runs.list_runs().")
+    return json.loads(path.read_text())
+
+
+def load_done(folder: str | os.PathLike) -> Optional[dict]:
+    """A run's ``done.json`` (None while it has not finished)."""
+    path = Path(folder) / "done.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def is_finished(folder: str | os.PathLike) -> bool:
+    """True once the run wrote ``done.json`` with status ``finished``."""
+    done = load_done(folder)
+    return bool(done) and done.get("status") == "finished"
+
+
+def checkpoint_dirs(folder: str | os.PathLike) -> list[Path]:
+    """Where a run's checkpoints may be: the folder in its config, then ``<run>/checkpoints``."""
+    local = Path(folder) / "checkpoints"
+    config = Path(folder) / "config.json"
+    named = Path(load_run_config(folder)["checkpoint_dir"]) if config.is_file() else local
+    return list(dict.fromkeys([named, local]))
+
+
+def load_run_model(folder: str | os.PathLike, which: str = "best", map_location: Any = "cpu") -> nn.Module:
+    """Rebuild a run's model from ``config.json`` and load its ``best`` or ``last`` weights.
+
+    Weights are read with ``weights_only=True``. When a checkpoint exists in both places (Drive
+    and the local fallback), the newer file wins.
+
+    Returns:
+        The model in eval mode, on ``map_location``.
+
+    Raises:
+        FileNotFoundError: no such checkpoint (e.g. Drive not mounted, or the run never saved one).
+    """
+    from helpers.models import build_model
+
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
+    config = load_run_config(folder)
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config["model_overrides"].items()}
+    model = build_model(config["model"], config["model_config"], **overrides)
+    dirs = checkpoint_dirs(folder)
+    if which == "last":
+        found = [load_latest(d, map_location) for d in dirs]
+        state = max((s for s, _ in found if s is not None), key=lambda s: s["epoch"], default=None)
+    else:
+        files = sorted((d / "best.pt" for d in dirs if (d / "best.pt").is_file()), key=lambda p: p.stat().st_mtime)
+        state = load_checkpoint(files[-1], map_location) if files else None
+    if state is None:
+        raise FileNotFoundError(f"No {which} checkpoint of run {Path(folder).name} in {', '.join(map(str, dirs))}; "
+                                f"mount Drive if the run kept its checkpoints there, or train it first.")
+    restore_state(state, model, restore_rng=False)
+    return model.to(map_location).eval()
+
+
+def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """One row per run folder: its spec, whether it finished, and its best validation Dice.
+
+    Args:
+        root: folder of run folders (default ``results/runs``).
+    """
+    root = Path(root) if root else paths.results_dir() / "runs"
+    columns = ["run_id", "model", "model_config", "fraction", "image_size", "seed", "protocol", "dataset",
+               "finished", "best_val_dice", "best_epoch", "epochs", "train_seconds", "run_dir"]
+    rows = []
+    for folder in sorted(p for p in root.glob("*") if (p / "config.json").is_file()):
+        config, done = load_run_config(folder), load_done(folder) or {}
+        rows.append({**{k: config.get(k) for k in columns}, **{k: done.get(k) for k in columns if k in done},
+                     "finished": is_finished(folder), "run_dir": str(folder)})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def run_files(run_id_or_dir: str | os.PathLike) -> pd.DataFrame:
+    """The files of a run, wherever they are (run folder, checkpoint folders): name, size, folder."""
+    folder = Path(run_id_or_dir) if Path(run_id_or_dir).is_dir() else run_dir(str(run_id_or_dir))
+    files = sorted(p for p in folder.glob("*") if p.is_file())
+    files += [p for d in checkpoint_dirs(folder) if d.is_dir() for p in sorted(d.glob("*.pt"))]
+    return pd.DataFrame({"file": [p.name for p in files], "kB": [round(p.stat().st_size / 1024, 1) for p in files],
+                         "folder": [str(p.parent) for p in files]})

@@ -1,0 +1,279 @@
+"""The training engine: exact resume after SIGKILL, fallback to last.prev.pt, NaN stops, skips, repeatability."""
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers import checkpoints, runs, train
+from helpers.checkpoints import load_checkpoint
+from helpers.losses import DiceBCELoss
+from helpers.profiles import resolve_profile
+from tests.tiny_data import make_tiny_prepared, one_torch_thread  # noqa: F401 (autouse fixture)
+
+WORKER = Path(__file__).with_name("train_worker.py")
+STEPS_PER_EPOCH = 5  # 20 training images, batch 4
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_prepared(tmp_path_factory.mktemp("prepared") / "tiny_seed_32px_s0")
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
+    return tmp_path / "results"
+
+
+def _profile(**changes):
+    return dataclasses.replace(resolve_profile("smoke", image_size=32, batch_size=4, num_epochs=3), **changes)
+
+
+def _spec(tiny, model="unet", **kw):
+    return runs.make_spec(model, 1.0, tiny, _profile(), seed=0, **kw)
+
+
+def _weights(results_dir, name="last.pt"):
+    path = next(Path(results_dir).glob(f"runs/*/checkpoints/{name}"))
+    return load_checkpoint(path)
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+class StepHook(DiceBCELoss):
+    """Dice+BCE that, from training step ``step`` on, returns NaN (``nan``), makes the gradients NaN
+    while the loss stays finite (``nan_grad``, at that step only), or raises KeyboardInterrupt."""
+
+    def __init__(self, step, action):
+        super().__init__()
+        self.step, self.action, self.calls = step, action, 0
+
+    def forward(self, logits, masks):
+        loss = super().forward(logits, masks)
+        if torch.is_grad_enabled():
+            self.calls += 1
+            if self.calls == self.step and self.action == "nan_grad":
+                logits.register_hook(lambda grad: grad * float("nan"))
+            elif self.calls >= self.step and self.action == "nan":
+                return loss * float("nan")
+            elif self.calls >= self.step and self.action == "raise":
+                raise KeyboardInterrupt("simulated disconnect")
+        return loss
+
+
+# ---- subprocess: SIGKILL in the middle of an epoch, then restart -------------------------------
+
+def _worker(tiny, results, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return [sys.executable, str(WORKER), "--prepared", str(tiny.root), "--results", str(results),
+            "--epochs", "3", *extra], env
+
+
+def _run_worker(tiny, results, *extra):
+    cmd, env = _worker(tiny, results, *extra)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _kill_worker_at(tiny, results, step, *extra):
+    """Start a worker that hangs inside training step ``step``; SIGKILL it there."""
+    cmd, env = _worker(tiny, results, "--hang-at-step", str(step), *extra)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    marker, deadline = Path(results) / "hanging", time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "worker never reached the step"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    _run_worker(tiny, folder)
+    return _weights(folder), pd.read_csv(next(folder.glob("runs/*/history.csv")))
+
+
+def test_sigkill_in_epoch_2_resumes_from_epoch_1_and_ends_bit_exact(tiny, tmp_path, uninterrupted):
+    reference, reference_history = uninterrupted
+    _kill_worker_at(tiny, tmp_path, STEPS_PER_EPOCH + 3)  # batch 3 of epoch 2
+    assert _weights(tmp_path)["epoch"] == 1
+    assert list(pd.read_csv(next(tmp_path.glob("runs/*/history.csv")))["epoch"]) == [1]
+    assert not list(tmp_path.glob("runs/*/done.json"))
+    out = _run_worker(tiny, tmp_path)
+    assert "(epoch 1 done)" in out and "RESULT resumed" in out
+    final = _weights(tmp_path)
+    assert final["epoch"] == 3
+    _assert_same_weights(final["model"], reference["model"])  # bit-exact on the CPU
+    history = pd.read_csv(next(tmp_path.glob("runs/*/history.csv")))
+    columns = ["epoch", "train_loss", "val_loss", "val_dice", "lr"]
+    pd.testing.assert_frame_equal(history[columns], reference_history[columns], check_exact=True)
+
+
+def test_timed_checkpoints_resume_mid_epoch_bit_exact(tiny, tmp_path, uninterrupted):
+    reference, _ = uninterrupted
+    _kill_worker_at(tiny, tmp_path, STEPS_PER_EPOCH + 3, "--minutes", "1e-9")  # saves after every batch
+    state = _weights(tmp_path)
+    assert (state["epoch"], state["batches_done"]) == (1, 2)
+    out = _run_worker(tiny, tmp_path, "--minutes", "1e-9")
+    assert "(epoch 1 done, batch 2 of epoch 2)" in out
+    _assert_same_weights(_weights(tmp_path)["model"], reference["model"])
+
+
+# ---- in-process -------------------------------------------------------------------------------
+
+def test_truncated_last_checkpoint_falls_back_to_previous(tiny, results, tmp_path, monkeypatch):
+    reference = train.fit(_spec(tiny), tiny, _profile(), progress=False)
+    reference_weights = _weights(results)["model"]
+    monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "second"))
+    with pytest.raises(KeyboardInterrupt):  # a disconnect in epoch 3
+        train.fit(_spec(tiny), tiny, _profile(), criterion=StepHook(2 * STEPS_PER_EPOCH + 1, "raise"), progress=False)
+    last = next((tmp_path / "second").glob("runs/*/checkpoints/last.pt"))
+    assert load_checkpoint(last)["epoch"] == 2
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # half-copied to Drive
+    with pytest.warns(RuntimeWarning, match="Skipping unreadable checkpoint"):
+        result = train.fit(_spec(tiny), tiny, _profile(), progress=False)
+    assert result["status"] == "resumed" and result["best_val_dice"] == reference["best_val_dice"]
+    _assert_same_weights(_weights(tmp_path / "second")["model"], reference_weights)
+
+
+@pytest.mark.parametrize(("action", "step", "where"), [
+    ("nan", STEPS_PER_EPOCH + 2, "training, by batch 2"),  # the loss itself becomes NaN
+    ("nan_grad", 2 * STEPS_PER_EPOCH, "validation"),  # finite last loss, NaN weights after its step
+])
+def test_nan_stops_the_run_and_leaves_the_best_checkpoint_intact(tiny, results, action, step, where):
+    spec = _spec(tiny)
+    with pytest.raises(train.TrainingDiverged, match=rf"NaN/inf in epoch 2 \({where}\).*\(epoch 1\)"):
+        train.fit(spec, tiny, _profile(), criterion=StepHook(step, action), progress=False)
+    folder = runs.run_dir(spec)
+    best, last = load_checkpoint(folder / "checkpoints/best.pt"), load_checkpoint(folder / "checkpoints/last.pt")
+    assert best["epoch"] == 1 and last["epoch"] == 1
+    _assert_same_weights(best["model"], last["model"])
+    assert all(torch.isfinite(t).all() for t in best["model"].values() if t.is_floating_point())
+    assert list(pd.read_csv(folder / "history.csv")["epoch"]) == [1]
+    assert not runs.is_finished(folder)
+    assert train.fit(spec, tiny, _profile(), progress=False)["status"] == "resumed"  # and it can go on
+
+
+def test_grid_skips_finished_runs_and_reports_their_results(tiny, results, capsys):
+    first = train.run_grid(["unet"], [0.5, 1.0], tiny, _profile(num_epochs=1), seed=0, progress=False)
+    assert list(first["status"]) == ["trained", "trained"]
+    assert list(first["run_id"]) == ["unet-tiny_f050_32px_seed_s0_tiny", "unet-tiny_f100_32px_seed_s0_tiny"]
+    stamps = {p: p.stat().st_mtime_ns for p in results.glob("runs/*/*")}
+    seen = []
+    second = train.run_grid(["unet"], [0.5, 1.0], tiny, _profile(num_epochs=1), seed=0, progress=False,
+                            callbacks=[lambda run_id, history: seen.append((run_id, len(history)))])
+    assert list(second["status"]) == ["skipped", "skipped"]
+    assert list(second["best_val_dice"]) == list(first["best_val_dice"])
+    assert "finished earlier (1 epochs" in capsys.readouterr().out
+    assert stamps == {p: p.stat().st_mtime_ns for p in results.glob("runs/*/*")}  # nothing rewritten
+    assert seen == [("unet-tiny_f050_32px_seed_s0_tiny", 1), ("unet-tiny_f100_32px_seed_s0_tiny", 1)]
+
+
+def test_cpu_run_is_repeatable(tiny, results, tmp_path, monkeypatch):
+    train.seed_everything(0, deterministic=True)
+    try:
+        first = train.fit(_spec(tiny), tiny, _profile(num_epochs=2), progress=False)
+        monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "again"))
+        torch.manual_seed(123)  # fit seeds itself from the spec: what ran before does not matter
+        second = train.fit(_spec(tiny), tiny, _profile(num_epochs=2), progress=False)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert first["best_val_dice"] == second["best_val_dice"]
+    _assert_same_weights(_weights(results)["model"], _weights(tmp_path / "again")["model"])
+
+
+def test_failed_drive_write_retries_then_continues_locally(tiny, results, tmp_path, monkeypatch):
+    sleeps = []
+    monkeypatch.setattr(checkpoints.time, "sleep", sleeps.append)
+    (tmp_path / "drive").write_text("not a folder")  # writes below it fail like an unmounted Drive
+    spec = _spec(tiny)
+    with pytest.warns(RuntimeWarning, match="wrote .* instead"):
+        result = train.fit(spec, tiny, _profile(num_epochs=1), checkpoint_dir=tmp_path / "drive" / "ckpt",
+                           progress=False)
+    assert result["status"] == "trained" and sleeps[:3] == [0.5, 1.0, 2.0]
+    local = runs.run_dir(spec) / "checkpoints"
+    assert {p.name for p in local.glob("*.pt")} == {"best.pt", "last.pt"}
+    assert runs.load_run_config(runs.run_dir(spec))["checkpoint_dir"] == str(tmp_path / "drive" / "ckpt")
+    assert isinstance(runs.load_run_model(runs.run_dir(spec)), torch.nn.Module)
+
+
+def test_early_stopping_stops_after_patience_epochs_without_a_better_dice(tiny, results, monkeypatch):
+    scripted = iter([(0.5, 0.50), (0.4, 0.60), (0.4, 0.55), (0.4, 0.58), (0.3, 0.70)])  # (val loss, val Dice)
+    monkeypatch.setattr(train, "_validate", lambda run: next(scripted))
+    result = train.fit(_spec(tiny), tiny, _profile(num_epochs=5), early_stopping=2, progress=False)
+    summary = (result["epochs"], result["best_epoch"], result["best_val_dice"], result["stopped_early"])
+    assert summary == (4, 2, 0.6, True)
+    assert load_checkpoint(runs.run_dir(_spec(tiny)) / "checkpoints/best.pt")["epoch"] == 2
+    assert train.fit(_spec(tiny), tiny, _profile(num_epochs=5), progress=False)["status"] == "skipped"
+
+
+def test_unetpp_with_deep_supervision_trains_and_reloads(tiny, results):
+    spec = _spec(tiny, model="unetpp", model_overrides={"deep_supervision": True})
+    assert runs.run_id(spec) == "unetpp-tiny+deep_supervision_f100_32px_seed_s0_tiny"
+    result = train.fit(spec, tiny, _profile(num_epochs=1), progress=False)
+    assert np.isfinite(result["best_val_dice"])
+    model = runs.load_run_model(runs.run_dir(spec))
+    assert model.config.deep_supervision and not model.training
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32)
+
+
+def test_cosine_schedule_with_warmup():
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = train.cosine_schedule(optimizer, total_steps=6, warmup_steps=2)
+    lrs = []
+    for _ in range(6):
+        lrs.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.8535534, 0.5, 0.1464466])
+
+
+def test_device_and_mixed_precision_choice(monkeypatch):
+    assert train.pick_device() == torch.device("cpu")
+    assert train.amp_dtype(torch.device("cpu")) is None  # fp32 on the CPU
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (7, 5))  # a T4
+    assert train.amp_dtype(torch.device("cuda", 0)) == torch.float16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (8, 0))  # an A100
+    assert train.amp_dtype(torch.device("cuda", 0)) == torch.bfloat16
+
+
+def test_imagenet_initialisation_loads_the_resnet_where_the_vit_does_not_fit(monkeypatch):
+    import torchvision
+    from helpers.models import build_model
+
+    resnet = torchvision.models.resnet50().state_dict()
+    monkeypatch.setattr(torchvision.models.ResNet50_Weights, "get_state_dict", lambda self, progress: resnet)
+    model = build_model("transunet", "tiny", resnet_width=64)
+    train.init_from_imagenet(model)
+    assert torch.equal(model.backbone.conv1.weight, resnet["conv1.weight"])
+    assert torch.equal(model.backbone.layer1[0].conv2.weight, resnet["layer1.0.conv2.weight"])
+
+
+def test_live_curves_collect_every_run_and_match_the_files(tiny, results):
+    from helpers import live
+
+    curves = live.LiveCurves(live=False)
+    train.run_grid(["unet"], [0.5, 1.0], tiny, _profile(num_epochs=2), seed=0, progress=False, callbacks=[curves])
+    assert list(curves.histories) == ["unet-tiny_f050_32px_seed_s0_tiny", "unet-tiny_f100_32px_seed_s0_tiny"]
+    fig = curves.figure()
+    ax_loss, ax_dice = fig.axes
+    assert len(ax_loss.lines) == 4 and len(ax_dice.lines) == 2  # train + val loss, Dice, per run
+    assert [t.get_text() for t in fig.legends[0].texts] == ["unet-tiny f050", "unet-tiny f100"]
+    from_files = live.plot_runs(curves.histories).axes[1]
+    for live_line, file_line in zip(ax_dice.lines, from_files.lines, strict=True):
+        assert list(live_line.get_ydata()) == list(file_line.get_ydata())
