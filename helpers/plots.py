@@ -79,3 +79,158 @@ def fraction_table(table: pd.DataFrame) -> pd.DataFrame:
     columns = [c for c in table.columns if c.startswith("in_")]
     return pd.DataFrame({"fraction": [f"{c[3:]} %" for c in columns],
                          "training images": [int(table[c].sum()) for c in columns]})
+
+
+# ---- Figures of results (notebook 04 and the report) -------------------------------------------
+MODEL_COLOURS = {"unet": "tab:blue", "unetpp": "tab:orange", "transunet": "tab:green"}
+
+
+def error_overlay(image: np.ndarray, mask: np.ndarray, pred: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """The image tinted by outcome: green = hit (TP), red = false alarm (FP), blue = missed (FN).
+
+    Args:
+        image: uint8 # (H, W, 3)
+        mask: binary # (H, W)
+        pred: binary # (H, W)
+        alpha: tint strength.
+
+    Returns:
+        uint8 # (H, W, 3)
+    """
+    mask, pred = np.asarray(mask) > 0, np.asarray(pred) > 0
+    out = np.asarray(image, np.float32).copy()
+    for where, colour in ((mask & pred, (0, 200, 0)), (~mask & pred, (230, 0, 0)), (mask & ~pred, (0, 90, 255))):
+        out[where] = (1 - alpha) * out[where] + alpha * np.asarray(colour, np.float32)
+    return out.round().astype(np.uint8)
+
+
+def data_efficiency(summary: pd.DataFrame, metric: str = "dice", reference: dict | None = None) -> Figure:
+    """Test score against training fraction, one line per model, with its 95 % CI band.
+
+    Args:
+        summary: rows of ``summary.csv`` with ``model``, ``fraction``, ``<metric>_mean``,
+            ``<metric>_ci_low`` and ``<metric>_ci_high`` (rows without them are left out).
+        metric: per-image metric averaged over test images, e.g. ``dice`` or ``jaccard_thresholded``.
+        reference: optional ``{model: {fraction: value}}`` drawn dashed and labelled as reference.
+    """
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    rows = summary.dropna(subset=[f"{metric}_mean"]) if f"{metric}_mean" in summary else summary.iloc[:0]
+    for model, group in rows.sort_values("fraction").groupby("model", sort=True):
+        x, colour = 100 * group["fraction"].astype(float), MODEL_COLOURS.get(model)
+        ax.plot(x, group[f"{metric}_mean"], "o-", color=colour, label=model)
+        ax.fill_between(x, group[f"{metric}_ci_low"], group[f"{metric}_ci_high"], color=colour, alpha=0.2)
+    for model, values in (reference or {}).items():
+        fractions = sorted(values)
+        ax.plot([100 * f for f in fractions], [values[f] for f in fractions], "x--", color=MODEL_COLOURS.get(model),
+                alpha=0.6, label=f"{model}: original study (reference)")
+    ax.set_xscale("log")
+    ax.set_xticks([10, 25, 50, 100], labels=["10 %", "25 %", "50 %", "100 %"])
+    ax.minorticks_off()
+    ax.set(xlabel="training data used", ylabel=f"test {metric} (per image, mean)",
+           title=f"Data efficiency: {metric} (bands: 95 % bootstrap CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def metric_distributions(per_image: pd.DataFrame, metric: str = "dice") -> Figure:
+    """Per-image score distributions: one panel per training fraction, a box and the points per model.
+
+    Args:
+        per_image: long table with columns ``model``, ``fraction`` and ``metric`` (one row per image and run).
+        metric: the column to show.
+    """
+    fractions = sorted(per_image["fraction"].unique())
+    fig = Figure(figsize=(3.2 * max(1, len(fractions)), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(fractions)), sharey=True, squeeze=False)[0])
+    jitter = np.random.default_rng(0)
+    for ax, fraction in zip(axes, fractions):
+        here = per_image[per_image["fraction"] == fraction]
+        models = sorted(here["model"].unique())
+        data = [here.loc[here["model"] == m, metric].dropna().to_numpy() for m in models]
+        ax.boxplot(data, showfliers=False, widths=0.5)
+        for k, (model, values) in enumerate(zip(models, data), start=1):
+            ax.scatter(k + jitter.uniform(-0.15, 0.15, len(values)), values, s=8, alpha=0.5,
+                       color=MODEL_COLOURS.get(model))
+        ax.set_xticks(range(1, len(models) + 1), labels=models)
+        ax.set_title(f"{100 * fraction:g} % of training data", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel(f"test {metric}, one point per image")
+    return fig
+
+
+def training_curves(histories: pd.DataFrame) -> Figure:
+    """Loss and validation Dice per epoch: one column per model, one line per training fraction.
+
+    Args:
+        histories: long table of ``history.csv`` rows with added ``model`` and ``fraction`` columns
+            (epoch, train_loss, val_loss, val_dice).
+    """
+    from matplotlib import colormaps
+    from matplotlib.ticker import MaxNLocator
+
+    models = sorted(histories["model"].unique()) if len(histories) else [""]
+    fig = Figure(figsize=(3.6 * len(models), 5.4), layout="constrained")
+    axes = fig.subplots(2, len(models), squeeze=False, sharex=True)
+    for col, model in enumerate(models):
+        runs = histories[histories["model"] == model]
+        fractions = sorted(runs["fraction"].unique())
+        for k, fraction in enumerate(fractions):
+            run, colour = runs[runs["fraction"] == fraction], colormaps["viridis"](k / max(1, len(fractions) - 1))
+            axes[0, col].plot(run["epoch"], run["train_loss"], "o-", ms=3, color=colour, label=f"{100 * fraction:g} %")
+            axes[0, col].plot(run["epoch"], run["val_loss"], "s--", ms=3, color=colour)
+            axes[1, col].plot(run["epoch"], run["val_dice"], "o-", ms=3, color=colour)
+        axes[0, col].set_title(f"{model}: loss (solid train, dashed val)", fontsize=9)
+        axes[1, col].set_title(f"{model}: validation Dice", fontsize=9)
+        axes[1, col].set_xlabel("epoch")
+        if fractions:
+            axes[0, col].legend(fontsize=7, title="training data", title_fontsize=7)
+    last_epoch = int(histories["epoch"].max()) if len(histories) else 1
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.set_xlim(0.5, last_epoch + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    axes[0, 0].set_ylabel("Dice + BCE loss")
+    axes[1, 0].set_ylabel("Dice (per image, mean)")
+    return fig
+
+
+def pick_cases(scores: np.ndarray, per_group: int = 3) -> dict[str, np.ndarray]:
+    """Indices of the best, median and worst scores, ``per_group`` each, no image twice; best first."""
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")  # best first
+    n = len(order)
+    if n < 3 * per_group:
+        return dict(zip(("best", "median", "worst"), np.array_split(order, 3)))
+    mid = n // 2 - per_group // 2
+    return {"best": order[:per_group], "median": order[mid:mid + per_group], "worst": order[n - per_group:]}
+
+
+def case_gallery(images, masks, preds, scores, ids, per_group: int = 3, size: float = 2.2) -> Figure:
+    """Best, median and worst test cases: truth outline green, prediction outline magenta.
+
+    Args:
+        images: uint8 # (N, H, W, 3)
+        masks: binary # (N, H, W)
+        preds: binary # (N, H, W)
+        scores: per-image Dice (or another score) # (N,)
+        ids: ISIC ids # (N,)
+        per_group: cases per row.
+    """
+    groups = pick_cases(scores, per_group)
+    fig = Figure(figsize=(size * per_group, size * 3 + 0.3), layout="constrained")
+    axes = fig.subplots(3, per_group, squeeze=False)
+    for row, (name, picked) in zip(axes, groups.items()):
+        for ax, k in _pad(row, picked):
+            ax.axis("off")
+            if k is not None:
+                ax.imshow(overlay(images[k], masks[k], pred=preds[k]))
+                ax.set_title(f"{name} · {ids[k]}\nDice {scores[k]:.3f}", fontsize=8)
+    fig.suptitle("Test cases (green: truth, magenta: prediction)", fontsize=10)
+    return fig
+
+
+def _pad(axes, picked) -> list:
+    """Pairs ``(ax, index or None)`` so rows with fewer cases than axes stay blank."""
+    picked = list(picked)
+    return [(ax, picked[k] if k < len(picked) else None) for k, ax in enumerate(axes)]

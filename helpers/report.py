@@ -1,0 +1,253 @@
+"""``results/report.md``: tables, statistics and figures from the run folders, and the reference study.
+
+    write_report()   →  results/summary.csv, results/comparisons.csv, results/figures/*.png, results/report.md
+
+The report is rebuilt from the run folders every time, so it never disagrees with them. Every score
+in it is per image, averaged over the test images; the original study's numbers (from the kit's
+design notes) appear only in a section of their own, labelled as reference.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers import evaluate, paths, plots, results
+from helpers.prep import load_prepared
+
+# The original study's own per-image test Dice (seed protocol, 256 px, ISIC 2018 training set, Colab T4).
+REFERENCE_DICE = {"unet": {0.10: 0.7548, 0.25: 0.8019, 0.50: 0.8377, 1.00: 0.8589},
+                  "unetpp": {0.10: 0.7288, 0.25: 0.8038, 0.50: 0.8415, 1.00: 0.8608}}
+REFERENCE_NOTES = """\
+- UNet++ at 100 %: Dice 0.8608 ± 0.167, IoU 0.7831 ± 0.191, pixel accuracy 0.9493 (per image, mean ± std).
+- Setup: ISIC 2018 Task 1 training set (2,594 images), 256 × 256, random 70/15/15 split; AdamW (lr 1e-4,
+  weight decay 1e-4), cosine annealing, 20 epochs, batch 20–24, fp16, loss 0.5·Dice + 0.5·BCE.
+- Time on a Colab T4: about 45 min per 100 % run, 25 min at 50 %, 15 min at 25 %, 8 min at 10 %
+  (about 5 hours for all eight); inference 50–60 ms per image.
+- Its claimed model sizes (UNet 31 M, UNet++ 9 M, TransUNet 105 M) did not match its code; TransUNet
+  was trained from scratch and never finished, so there is no reference for it. It reported no
+  challenge metric (thresholded Jaccard) and no confidence intervals, and compared models by eye."""
+HOW_TO_READ = """\
+- **Per image, then averaged.** Each score is computed on every test image separately; the tables show
+  the mean over the test images ± the standard deviation (the spread between images) and, in brackets,
+  the 95 % bootstrap confidence interval of the mean (how sure we are of the mean itself). Nothing is pooled.
+- **Dice** = 2·TP / (2·TP + FP + FN) and **IoU** (Jaccard) = TP / (TP + FP + FN): overlap of prediction and
+  truth, 1 is perfect. Dice ≥ IoU always; Dice 0.86 ≈ IoU 0.75.
+- **Thresholded Jaccard** (the ISIC 2018 challenge score): IoU, but 0 for any image below 0.65, so a few
+  failed images pull it down hard. Compare it with the IoU column to see how many images fail.
+- **Pixel accuracy, sensitivity, specificity**: right pixels / all pixels, found lesion / all lesion, right
+  skin / all skin. Accuracy looks high even for poor masks because most pixels are skin.
+- **HD95** (pixels at the training size): the 95th percentile of boundary distances; lower is better; an
+  empty prediction scores the image diagonal.
+- **orig**: the same score at the original image size (prediction resized back), what the challenge scores.
+- **Which differences are real**: a paired comparison on the same test images (mean of the per-image
+  differences A − B, its 95 % bootstrap CI, a Wilcoxon signed-rank test). The verdict names a winner only
+  when the CI excludes 0 *and* the Holm-adjusted p (corrected for making many comparisons) is below 0.05;
+  with few test images that rarely happens, which is the honest answer."""
+
+
+def _md_table(table: pd.DataFrame) -> str:
+    """A GitHub-markdown table (no extra dependency)."""
+    if table.empty:
+        return "_(none)_"
+
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(cell, table.columns)) + " |", "|" + " --- |" * len(table.columns)]
+    return "\n".join(lines + ["| " + " | ".join(map(cell, row)) + " |" for row in table.to_numpy()])
+
+
+def _fmt(row, metric: str, ci: bool = False) -> str:
+    mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
+    if mean is None or pd.isna(mean):
+        return "–"
+    text = f"{mean:.3f} ± {std:.3f}" if metric != "hd95" else f"{mean:.1f} ± {std:.1f}"
+    return text + (f" [{row[f'{metric}_ci_low']:.3f}, {row[f'{metric}_ci_high']:.3f}]" if ci else "")
+
+
+def _number(value, pattern: str) -> str:
+    return "–" if value is None or pd.isna(value) else pattern.format(value)
+
+
+def results_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Test scores of every evaluated run, at the training size: mean ± std [95 % CI] over test images."""
+    return pd.DataFrame([{
+        "model": r["model"], "config": r.get("config"), "fraction": f"{100 * r['fraction']:g} %",
+        "n test": int(r["n_test"]), "Dice": _fmt(r, "dice", ci=True), "IoU": _fmt(r, "iou"),
+        "thresholded Jaccard": _fmt(r, "jaccard_thresholded", ci=True), "pixel accuracy": _fmt(r, "accuracy"),
+        "sensitivity": _fmt(r, "sensitivity"), "specificity": _fmt(r, "specificity"), "HD95 (px)": _fmt(r, "hd95")}
+        for _, r in summary[summary["status"] == "ok"].iterrows()])
+
+
+def original_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Scores at the original image size (what the challenge scores), for runs that have them."""
+    ok = summary[summary["status"] == "ok"]
+    if "dice_orig_mean" not in ok:
+        return pd.DataFrame()
+    return pd.DataFrame([{
+        "model": r["model"], "fraction": f"{100 * r['fraction']:g} %", "n test": int(r["n_test"]),
+        "Dice (orig)": _fmt(r, "dice_orig"), "IoU (orig)": _fmt(r, "iou_orig"),
+        "thresholded Jaccard (orig)": _fmt(r, "jaccard_thresholded_orig", ci=True)}
+        for _, r in ok.dropna(subset=["dice_orig_mean"]).iterrows()])
+
+
+def cost_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Size, training time and inference speed of every finished run."""
+    return pd.DataFrame([{
+        "model": r["model"], "config": r.get("config"), "fraction": f"{100 * r['fraction']:g} %",
+        "train images": _number(r.get("train_images"), "{:,.0f}"), "params": _number(r.get("params"), "{:,.0f}"),
+        "epochs (best)": f"{_number(r.get('epochs'), '{:.0f}')} ({_number(r.get('best_epoch'), '{:.0f}')})",
+        "training time": _number(r.get("train_seconds"), "{:.1f} s"),
+        "training img/s": _number(r.get("train_images_per_s"), "{:.0f}"),
+        "inference img/s": _number(r.get("images_per_s"), "{:.0f}"),
+        "inference ms/img": _number(r.get("ms_per_image"), "{:.1f}")}
+        for _, r in summary[summary["status"].isin(["ok", "not evaluated"])].iterrows()])
+
+
+def comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """The paired comparisons in words and numbers."""
+    return pd.DataFrame([{
+        "fraction": f"{100 * r.fraction:g} %", "A vs B": f"{r.model_a} vs {r.model_b}", "metric": r.metric,
+        "n": r.n, "mean A − B [95 % CI]": f"{r.mean_diff:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]",
+        "A better on": f"{100 * r.a_wins:.0f} % of images", "Wilcoxon p": f"{r.p_wilcoxon:.3g}",
+        "Holm p": f"{r.p_holm:.3g}", "verdict": r.verdict} for r in comparisons.itertuples()])
+
+
+def reference_table(shown: pd.DataFrame) -> pd.DataFrame:
+    """The original study's Dice beside ours (the :func:`figure_runs`), per model and fraction."""
+    ours, rows = shown, []
+    for model in sorted(set(REFERENCE_DICE) | set(ours["model"])):
+        for fraction in sorted(set(REFERENCE_DICE.get(model, {})) | set(ours.loc[ours["model"] == model, "fraction"])):
+            mine = ours[(ours["model"] == model) & np.isclose(ours["fraction"], fraction)]
+            rows.append({"model": model, "fraction": f"{100 * fraction:g} %",
+                         "original study Dice (reference)":
+                             _number(REFERENCE_DICE.get(model, {}).get(fraction), "{:.4f}"),
+                         "this kit Dice": _fmt(mine.iloc[0], "dice") if len(mine) else "–"})
+    return pd.DataFrame(rows)
+
+
+def per_image_long(summary: pd.DataFrame, results_root=None) -> pd.DataFrame:
+    """Every evaluated run's per-image table, stacked, with ``run_id``, ``model`` and ``fraction``."""
+    folder = results.runs_dir(results_root)
+    tables = [pd.read_csv(folder / r.run_id / evaluate.METRICS_FILE).assign(run_id=r.run_id, model=r.model,
+                                                                             fraction=r.fraction)
+              for r in summary[summary["status"] == "ok"].itertuples()]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["run_id", "model", "fraction"])
+
+
+def load_histories(summary: pd.DataFrame, results_root=None) -> pd.DataFrame:
+    """``history.csv`` of every finished run (evaluated or not), stacked, with ``model`` and ``fraction``."""
+    folder, tables = results.runs_dir(results_root), []
+    for r in summary[summary["status"].isin(["ok", "not evaluated"])].itertuples():
+        if (folder / r.run_id / "history.csv").is_file():
+            tables.append(pd.read_csv(folder / r.run_id / "history.csv").assign(model=r.model, fraction=r.fraction))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["model", "fraction", "epoch"])
+
+
+def best_run_gallery(summary: pd.DataFrame, results_root=None, per_group: int = 3):
+    """Best / median / worst test cases of the evaluated run with the highest mean Dice (None if none)."""
+    ok = summary[summary["status"] == "ok"]
+    if ok.empty:
+        return None
+    best = ok.loc[ok["dice_mean"].idxmax()]
+    run_dir = results.runs_dir(results_root) / best["run_id"]
+    prepared = load_prepared(results.run_config(run_dir)["prepared_dir"])
+    ids, preds = evaluate.load_predictions(run_dir)
+    rows = prepared.table.reset_index().set_index("isic_id").loc[ids, "index"].to_numpy()
+    scores = pd.read_csv(run_dir / evaluate.METRICS_FILE).set_index("isic_id").loc[ids, "dice"].to_numpy()
+    fig = plots.case_gallery(prepared.images[rows], prepared.masks[rows], preds, scores, ids, per_group)
+    fig.suptitle(f"{best['run_id']} (highest mean Dice)\nbest, median and worst test cases "
+                 "(green: truth, magenta: prediction)", fontsize=9)
+    return fig
+
+
+def figure_runs(summary: pd.DataFrame, results_root=None) -> pd.DataFrame:
+    """The runs the figures show: the largest group of one protocol, dataset, image size and profile
+    (newest evaluation per model and fraction, :func:`helpers.results.newest_runs`)."""
+    newest = results.newest_runs(summary, results_root)
+    if newest.empty:
+        return newest
+    ids = newest.groupby(results.GROUP_KEYS[:-1], dropna=False, sort=False).ngroup()
+    return newest[ids == ids.value_counts().idxmax()]
+
+
+def make_figures(summary: pd.DataFrame, results_root=None) -> dict[str, Path]:
+    """Draw and save the report's figures (of :func:`figure_runs`) into ``<results>/figures/``.
+
+    Returns:
+        name → path of each figure written.
+    """
+    root = Path(results_root or paths.results_dir())
+    (root / "figures").mkdir(parents=True, exist_ok=True)
+    shown = figure_runs(summary, root)
+    if shown.empty:
+        return {}
+    real_seed = not shown.empty and shown["protocol"].eq("seed").all() and \
+        not shown["dataset"].astype(str).str.startswith("synthetic").any()
+    figures = {"data_efficiency_dice": plots.data_efficiency(shown, "dice", REFERENCE_DICE if real_seed else None),
+               "data_efficiency_jaccard_thresholded": plots.data_efficiency(shown, "jaccard_thresholded"),
+               "dice_distributions": plots.metric_distributions(per_image_long(shown, root), "dice"),
+               "training_curves": plots.training_curves(load_histories(shown, root)),
+               "cases": best_run_gallery(shown, root)}
+    for name, fig in figures.items():
+        if fig is not None:
+            fig.savefig(root / "figures" / f"{name}.png", dpi=110)
+    return {name: root / "figures" / f"{name}.png" for name, fig in figures.items() if fig is not None}
+
+
+def _setup_table(summary: pd.DataFrame) -> pd.DataFrame:
+    names = {"profile": "profile", "protocol": "protocol", "dataset": "dataset", "image_size": "image size",
+             "amp": "mixed precision", "hardware": "training hardware", "eval_hardware": "evaluation hardware",
+             "tta": "flip TTA", "postprocess": "post-processing", "threshold": "threshold"}
+    ok = summary[summary["status"] == "ok"]
+    table = (ok if len(ok) else summary)[[c for c in names if c in summary]].drop_duplicates()
+    return table.astype(object).fillna("–").rename(columns=names)
+
+
+def _figures_caption(shown: pd.DataFrame) -> str:
+    if shown.empty:
+        return "_(no evaluated run yet)_"
+    r = shown.iloc[0]
+    return (f"Runs shown: profile `{r.get('profile')}`, {r.get('protocol')} protocol, dataset `{r.get('dataset')}`, "
+            f"{r.get('image_size')} px ({len(shown)} runs; the newest evaluation per model and fraction).")
+
+
+def write_report(results_root=None, n_boot: int = 2000, seed: int = 0) -> Path:
+    """Rebuild ``summary.csv``, ``comparisons.csv``, the figures and ``report.md`` from the run folders.
+
+    Returns:
+        The path of ``report.md``.
+    """
+    root = Path(results_root or paths.results_dir())
+    summary = pd.read_csv(results.write_summary(root, n_boot, seed))
+    comparisons = pd.concat([results.compare_models(summary, m, root, n_boot, seed)
+                             for m in ("dice", "jaccard_thresholded")], ignore_index=True)
+    comparisons.to_csv(root / results.COMPARISONS_FILE, index=False, float_format="%.6g")
+    figures, shown = make_figures(summary, root), figure_runs(summary, root)
+    counts = summary["status"].value_counts().to_dict()
+    problems = summary[summary["status"] != "ok"][["run_id", "status", "problem"]]
+    synthetic = summary["dataset"].astype(str).str.startswith("synthetic").any() if "dataset" in summary else False
+    parts = [f"# Results: skin-lesion segmentation (ISIC 2018 Task 1)\n\nGenerated {time.strftime('%Y-%m-%d %H:%M')}"
+             f" from {len(summary)} run folder(s) ({', '.join(f'{v} {k}' for k, v in counts.items()) or 'none'}); "
+             f"tables in `{results.SUMMARY_FILE}` and `{results.COMPARISONS_FILE}`.",
+             "## How to read this report\n\n" + HOW_TO_READ,
+             "## Setup: profile and hardware\n\n" + _md_table(_setup_table(summary)),
+             "## Test results (per image: mean ± std [95 % CI])\n\nAt the training size:\n\n"
+             + _md_table(results_table(summary)) + "\n\nAt the original image size (prediction resized back; what "
+             "the challenge scores):\n\n" + _md_table(original_table(summary)),
+             "## Size, time and speed\n\n" + _md_table(cost_table(summary)),
+             "## Which differences are real (paired, same test images)\n\n" + _md_table(comparisons_table(comparisons)),
+             "## Runs left out (flagged, not crashed)\n\n" + _md_table(problems),
+             "## Figures\n\n" + _figures_caption(shown) + "\n\n"
+             + "\n\n".join(f"![{name}](figures/{path.name})" for name, path in figures.items()),
+             "## The original study, for reference (its figures, not ours)\n\nThese numbers are the original "
+             "study's own, copied from the kit's design notes; they were measured on the real ISIC 2018 data at "
+             "256 px and are comparable only to a `t4` run of the seed protocol on that data"
+             + (" (the runs here used the synthetic sample, so the columns are not comparable)" if synthetic else "")
+             + ".\n\n"
+             + _md_table(reference_table(shown)) + "\n\n" + REFERENCE_NOTES]
+    (root / "report.md").write_text("\n\n".join(parts) + "\n")
+    return root / "report.md"

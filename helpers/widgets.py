@@ -1,0 +1,139 @@
+"""An interactive viewer of predictions (ipywidgets): pick a run and a test image, slide the threshold.
+
+    viewer = PredictionViewer()   # the finished runs under results/runs
+    viewer                        # last line of a notebook cell: shows controls, picture and scores
+
+Four panels: the image, the ground truth, the probs with the prediction's outline, and the errors
+(green: hit, red: false alarm, blue: missed). Below them, that image's own scores (per image, at the
+training size). Probs are cached per run, image and TTA setting, so sliding the threshold or
+toggling post-processing is instant; the picture is a PNG in an ``ipywidgets.Image``, so the viewer
+builds and updates without a browser (which is how the tests drive it).
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from helpers import distributed, evaluate, plots, results, runs
+from helpers.prep import load_prepared
+
+SHOWN = (("dice", "Dice"), ("iou", "IoU"), ("jaccard_thresholded", "thresholded Jaccard"),
+         ("accuracy", "pixel accuracy"), ("sensitivity", "sensitivity"), ("specificity", "specificity"),
+         ("hd95", "HD95 (px)"))
+
+
+class PredictionViewer:
+    """Controls, picture and scores of one test image of one finished run.
+
+    Args:
+        results_root: the results folder (default ``paths.results_dir()``); its finished runs are listed.
+        load_model: ``run_dir → nn.Module``; default :func:`helpers.runs.load_run_model` (best.pt).
+        to_input: uint8 (B, S, S, 3) → float (B, 3, S, S); default :func:`helpers.data.to_model_input`.
+        device: where to run the model (default :func:`helpers.distributed.pick_device`).
+
+    Raises:
+        ValueError: there is no finished run to show (the message says what to run first).
+    """
+
+    def __init__(self, results_root=None, *, load_model=None, to_input=None, device=None):
+        import ipywidgets as w
+
+        self.root, self.load_model, self.to_input = results_root, load_model or runs.load_run_model, to_input
+        self.device = torch.device(device) if device else distributed.pick_device()
+        run_ids = [p.name for p in results.list_run_dirs(results_root)
+                   if results.run_status(p)[0] in ("ok", "not evaluated")]
+        if not run_ids:
+            raise ValueError(f"No finished run in {results.runs_dir(results_root)}: train one first "
+                             "(notebooks 02 and 03).")
+        self._cache, self._model, self.updates, self._loading = {}, (None, None), 0, False
+        self.run = w.Dropdown(options=run_ids, description="run")
+        self.image = w.Dropdown(description="test image")
+        self.threshold = w.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, description="threshold")
+        self.tta = w.Checkbox(value=False, description="flip TTA")
+        self.post = w.Checkbox(value=False, description="post-process")
+        self.picture = w.Image(format="png")
+        self.scores = w.HTML()
+        self.widget = w.VBox([w.HBox([self.run, self.image]), w.HBox([self.threshold, self.tta, self.post]),
+                              self.picture, self.scores])
+        self.run.observe(lambda _: self._load_run(), names="value")
+        for control in (self.image, self.threshold, self.tta, self.post):
+            control.observe(lambda _: self.update(), names="value")
+        self._load_run()
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def _load_run(self) -> None:
+        """Open the chosen run's data and model; list its test images (worst Dice first, if known)."""
+        run_dir = results.runs_dir(self.root) / self.run.value
+        self.prepared = load_prepared(results.run_config(run_dir)["prepared_dir"])
+        self._model = (self.run.value, self.load_model(run_dir).to(self.device).eval())
+        rows = self.prepared.indices("test")
+        ids = self.prepared.table["isic_id"].iloc[rows].to_numpy()
+        labels = list(ids)
+        if (run_dir / evaluate.METRICS_FILE).is_file():
+            dice = pd.read_csv(run_dir / evaluate.METRICS_FILE).set_index("isic_id")["dice"].reindex(ids).to_numpy()
+            order = np.argsort(dice, kind="stable")
+            rows, labels = rows[order], [f"{ids[k]} (Dice {dice[k]:.3f})" for k in order]
+        self._loading = True  # options and value change together: draw once, after both
+        self.image.options = list(zip(labels, rows.tolist()))
+        self.image.value = int(rows[0])
+        self._loading = False
+        self.update()
+
+    def probs(self) -> np.ndarray:
+        """Probs of the current image, float (S, S), cached per run, image and TTA."""
+        key = (self.run.value, self.image.value, self.tta.value)
+        if key not in self._cache:
+            rows = np.array([self.image.value])
+            _, probs, _ = next(evaluate.iter_probs(self._model[1], self.prepared.images, rows,
+                                                   to_input=self.to_input, tta=self.tta.value))
+            self._cache[key] = probs[0]
+        return self._cache[key]
+
+    def current(self) -> tuple[np.ndarray, pd.Series]:
+        """The current prediction, bool (S, S), and its per-image scores."""
+        preds = evaluate.finalize(self.probs(), self.threshold.value, self.post.value)
+        mask = np.asarray(self.prepared.masks[self.image.value])
+        return preds, evaluate.score_images(preds[None], mask[None]).iloc[0]
+
+    def update(self) -> None:
+        """Redraw the picture and the scores for the current settings."""
+        if self._loading or self.image.value is None:
+            return
+        preds, scores = self.current()
+        self.picture.value = self._png(preds)
+        cells = "".join(f"<td style='padding:0 8px'>{label}<br><b>{scores[key]:.3f}</b></td>" for key, label in SHOWN)
+        self.scores.value = (f"<table><tr>{cells}</tr></table><small>Scores of this image only (per image, at "
+                             f"{preds.shape[0]} px), threshold {self.threshold.value:.2f}, TTA {self.tta.value}, "
+                             f"post-processing {self.post.value}.</small>")
+        self.updates += 1
+
+    def _png(self, preds: np.ndarray) -> bytes:
+        from matplotlib.figure import Figure
+
+        image = np.asarray(self.prepared.images[self.image.value])
+        mask = np.asarray(self.prepared.masks[self.image.value])
+        fig = Figure(figsize=(11, 3.3), layout="constrained")
+        axes = fig.subplots(1, 4)
+        axes[0].imshow(image)
+        axes[1].imshow(mask, cmap="gray", vmin=0, vmax=1)
+        axes[2].imshow(plots.overlay(np.stack([(self.probs() * 255).astype(np.uint8)] * 3, -1), mask, pred=preds))
+        axes[3].imshow(plots.error_overlay(image, mask, preds))
+        titles = ("image", "truth (white: lesion)", "probs\noutlines: truth green, prediction magenta",
+                  "errors\ngreen hit, red false alarm, blue missed")
+        for ax, title in zip(axes, titles):
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=80)
+        return buffer.getvalue()
+
+
+def prediction_viewer(results_root: str | Path | None = None, **kwargs) -> PredictionViewer:
+    """Build a :class:`PredictionViewer` (same arguments)."""
+    return PredictionViewer(results_root, **kwargs)

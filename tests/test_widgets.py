@@ -1,0 +1,66 @@
+"""The prediction viewer builds and updates headlessly, and shows the same scores as the evaluation."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import results
+from helpers.widgets import PredictionViewer
+from tests.run_fixtures import Brightness, make_run, shifted_prepared
+
+PNG = b"\x89PNG"
+
+
+@pytest.fixture(scope="module")
+def viewer(tmp_path_factory):
+    root = tmp_path_factory.mktemp("viewer")
+    prepared = shifted_prepared(root / "data")
+    make_run(root, "bright_f100", "unet", 1.0, prepared.root)
+    make_run(root, "unet_f010_unfinished", "unet", 0.1, prepared.root, finished=False)
+    load = lambda run_dir: Brightness(scale=1.0)  # soft probs: 0.83 on the bright box, 0.17 elsewhere
+    results.evaluate_runs(root, load_model=load, progress=False)
+    return PredictionViewer(root, load_model=load, device="cpu"), root
+
+
+def _dice_shown(viewer) -> float:
+    html = viewer.scores.value
+    return float(html.split("Dice<br><b>")[1].split("</b>")[0])
+
+
+def test_lists_finished_runs_and_test_images_worst_first(viewer):
+    view, root = viewer
+    assert list(view.run.options) == ["bright_f100"]          # the unfinished run is not offered
+    table = pd.read_csv(root / "runs" / "bright_f100" / "test_metrics.csv")
+    assert len(view.image.options) == len(table) == 6
+    labels = [label for label, _ in view.image.options]
+    assert labels[0].startswith(table.loc[table["dice"].idxmin(), "isic_id"])
+    assert bytes(view.picture.value).startswith(PNG) and "Dice" in view.scores.value
+
+
+def test_scores_match_the_evaluation_for_the_same_settings(viewer):
+    view, root = viewer
+    table = pd.read_csv(root / "runs" / "bright_f100" / "test_metrics.csv").set_index("isic_id")
+    for label, row in view.image.options:
+        view.image.value = row
+        assert _dice_shown(view) == pytest.approx(table.loc[label.split()[0], "dice"], abs=1e-3)  # shown to 3 decimals
+
+
+def test_threshold_tta_and_postprocessing_update_the_view(viewer):
+    view, _ = viewer
+    view.threshold.value = 0.5
+    before, picture, updates = _dice_shown(view), view.picture.value, view.updates
+    view.threshold.value = 0.9                      # above every prob: nothing predicted, Dice 0
+    assert _dice_shown(view) == 0.0 and view.picture.value != picture and view.updates == updates + 1
+    view.threshold.value = 0.5
+    assert _dice_shown(view) == pytest.approx(before)
+    view.tta.value = True                           # the model is flip-symmetric: same scores
+    view.post.value = True
+    assert view.updates == updates + 4 and _dice_shown(view) == pytest.approx(before, abs=0.02)
+    assert "TTA True" in view.scores.value and "post-processing True" in view.scores.value
+    preds, scores = view.current()
+    assert preds.dtype == bool and preds.shape == view.prepared.masks.shape[1:]
+    assert np.isfinite(scores["hd95"])
+
+
+def test_no_finished_run_is_an_error_saying_what_to_do(tmp_path):
+    with pytest.raises(ValueError, match="No finished run .* train one first"):
+        PredictionViewer(tmp_path)
