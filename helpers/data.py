@@ -68,7 +68,7 @@ def to_model_input(images, device: torch.device | str | None = None,
     Args:
         images: uint8 (N, H, W, 3) or one image (H, W, 3); numpy array or torch tensor.
         device: where the result goes (the uint8 batch is moved first: 4× fewer bytes).
-        memory_format: ``torch.channels_last`` on CUDA (faster convolutions), else the default.
+        memory_format: ``torch.channels_last`` for training (faster convolutions on CUDA and on the CPU).
 
     Returns:
         float32 (N, 3, H, W).

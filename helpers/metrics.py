@@ -72,7 +72,9 @@ def confusion_counts(preds: Array, masks: Array) -> Counts:
     """
     p, m = as_batch_hw(binarize(preds), binarize(masks))
     p, m = p.flatten(1), m.flatten(1).to(p.device)  # (B, H*W)
-    return (p & m).sum(1), (p & ~m).sum(1), (~p & m).sum(1), (~p & ~m).sum(1)
+    tp = torch.count_nonzero(p & m, dim=1)
+    predicted, actual = torch.count_nonzero(p, dim=1), torch.count_nonzero(m, dim=1)
+    return tp, predicted - tp, actual - tp, p.shape[1] - predicted - actual + tp
 
 
 def _reduce(counts: Sequence[torch.Tensor], reduction: str) -> list[torch.Tensor]:

@@ -10,153 +10,30 @@ several GPUs: :mod:`helpers.distributed`.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-import random
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from helpers import distributed, runs
-from helpers.checkpoints import load_latest, make_state, restore_state, save_checkpoint, save_weights_atomic
-from helpers.data import make_loaders, to_model_input
+from helpers.checkpoints import save_weights_atomic
+from helpers.data import to_model_input
 from helpers.distributed import amp_dtype, pick_device  # noqa: F401  (part of this module's API)
-from helpers.losses import DiceBCELoss
 from helpers.metrics import MetricAccumulator, dice
-from helpers.models import build_model
-from helpers.models.summary import count_parameters
+from helpers.session import (RunState, cosine_schedule, init_from_imagenet,  # noqa: F401  (API)
+                             seed_everything, start_run)
 
 
 class TrainingDiverged(FloatingPointError):
     """The training loss became NaN or infinite; nothing from that epoch was saved."""
 
 
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed python, numpy and torch (all devices); optionally insist on deterministic algorithms."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-
-def cosine_schedule(optimizer, total_steps: int, warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule: linear warm-up to the base lr, then cosine decay to 0 at ``total_steps``."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def init_from_imagenet(model: torch.nn.Module) -> None:
-    """Start a TransUNet from torchvision's ImageNet weights: ResNet-50 always, ViT-B/16 where it fits."""
-    from torchvision.models import ResNet50_Weights
-    from helpers.models import load_pretrained
-
-    if model.config.hidden_size == 768 and model.config.mlp_dim == 3072:  # ViT-B/16 sized
-        report = load_pretrained(model, download=True)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            torch.save(ResNet50_Weights.IMAGENET1K_V1.get_state_dict(progress=True), Path(tmp) / "r50.pt")
-            report = load_pretrained(model, resnet_weights=Path(tmp) / "r50.pt")
-    print(f"ImageNet initialisation: {report}")
-
-
-@dataclasses.dataclass
-class _Run:
-    """Everything one ``fit`` call works with."""
-
-    folder: Path
-    checkpoint_dir: Path
-    fallback_dir: Optional[Path]
-    device: torch.device
-    dtype: Optional[torch.dtype]
-    dist: distributed.DistInfo
-    model: torch.nn.Module
-    net: torch.nn.Module  # the model, in DistributedDataParallel under torchrun
-    loaders: Any
-    optimizer: Any
-    scheduler: Any
-    scaler: Any
-    criterion: Callable
-    config: dict
-    save_every_s: Optional[float]
-    history: list = dataclasses.field(default_factory=list)
-    best: float = -math.inf
-    start_epoch: int = 1
-    skip: int = 0              # batches of start_epoch done before a mid-epoch checkpoint
-    partial: tuple = (0.0, 0)  # their loss sum and image count
-    finished: bool = False
-    last_save: float = dataclasses.field(default_factory=time.monotonic)
-
-    def checkpoint(self, epoch: int, batches_done: int = 0, partial=(0.0, 0)) -> None:
-        """Save last.pt: ``epoch`` finished, plus ``batches_done`` batches of the next one."""
-        state = make_state(self.model, self.optimizer, self.scheduler, self.scaler, epoch, self.best,
-                           self.history, self.config)
-        state.update(batches_done=batches_done, partial=list(partial), finished=self.finished)
-        save_checkpoint(state, self.checkpoint_dir / "last.pt", fallback_dir=self.fallback_dir)
-        self.last_save = time.monotonic()
-
-
-def _setup(spec, prepared, profile, checkpoint_dir, num_epochs, warmup_epochs, minutes, criterion) -> _Run:
-    """Build model, loaders, optimizer, schedule and scaler; resume from the newest checkpoint."""
-    info, device, folder = distributed.setup(), pick_device(), runs.run_dir(spec)
-    seed_everything(spec.seed)  # the same start whatever ran before in this process
-    model = build_model(spec.model, spec.model_config, **spec.model_overrides)
-    if spec.pretrained:
-        init_from_imagenet(model)
-    model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
-    net = distributed.wrap(model, device, info)
-    loaders = make_loaders(prepared, spec.fraction, profile.batch_size, profile.num_workers, spec.seed,
-                           distributed=info.world_size > 1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=profile.lr, weight_decay=profile.weight_decay)
-    steps, dtype, local = len(loaders.train), amp_dtype(device) if profile.amp else None, folder / "checkpoints"
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else local
-    config = {"run_id": runs.run_id(spec), **dataclasses.asdict(spec), "prepared_dir": str(prepared.root),
-              "checkpoint_dir": str(checkpoint_dir), "profile": profile.as_dict(), "num_epochs": num_epochs,
-              "batch_size": profile.batch_size, "lr": profile.lr, "weight_decay": profile.weight_decay,
-              "amp": str(dtype).removeprefix("torch.") if dtype else "off", "device": str(device),
-              "hardware": distributed.hardware(device, info), "torch_version": str(torch.__version__),
-              "params": count_parameters(model), "train_images": len(loaders.train.dataset),
-              "warmup_epochs": warmup_epochs}
-    run = _Run(folder, checkpoint_dir, local if checkpoint_dir != local else None, device, dtype, info, model, net,
-               loaders, optimizer, cosine_schedule(optimizer, num_epochs * steps, round(warmup_epochs * steps)),
-               torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), criterion or DiceBCELoss(),
-               config, minutes * 60 if minutes else None)
-    _resume(run)
-    if info.is_main:
-        runs.write_json(folder / "config.json", config)
-    return run
-
-
-def _resume(run: _Run) -> None:
-    """Continue from the newest readable checkpoint (Drive or its local fallback), if there is one."""
-    found = [load_latest(d, run.device) for d in (run.checkpoint_dir, run.fallback_dir) if d]
-    state, path = max(((s, p) for s, p in found if s), key=lambda sp: (sp[0]["epoch"], sp[0]["batches_done"]),
-                      default=(None, None))
-    if state is None:
-        return
-    info = restore_state(state, run.model, run.optimizer, run.scheduler, run.scaler)
-    run.history, run.best, run.finished = info["history"], info["best_metric"], state["finished"]
-    run.start_epoch, run.skip, run.partial = info["epoch"] + 1, state["batches_done"], tuple(state["partial"])
-    changed = [k for k in ("num_epochs", "batch_size", "lr", "amp") if info["config"].get(k) != run.config[k]]
-    if run.dist.is_main:
-        at = f", batch {run.skip} of epoch {run.start_epoch}" if run.skip else ""
-        print(f"Resuming {run.config['run_id']} from {path} (epoch {info['epoch']} done{at})."
-              + (f" Note: {', '.join(changed)} differ from the interrupted session's." if changed else ""))
-
-
-def _diverged(run: _Run, epoch: int, where: str) -> TrainingDiverged:
+def _diverged(run: RunState, epoch: int, where: str) -> TrainingDiverged:
     last = f"epoch {run.history[-1]['epoch']}" if run.history else "none yet"
     return TrainingDiverged(
         f"Run {run.config['run_id']}: the loss became NaN/inf in epoch {epoch} ({where}). Nothing "
@@ -165,10 +42,9 @@ def _diverged(run: _Run, epoch: int, where: str) -> TrainingDiverged:
         f"from that checkpoint.")
 
 
-def _step(run: _Run, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+def _step(run: RunState, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """One optimisation step on a batch: uint8 images (B, H, W, 3), masks (B, 1, H, W); returns the loss."""
-    fmt = torch.channels_last if run.device.type == "cuda" else torch.contiguous_format
-    inputs, masks = to_model_input(images, run.device, fmt), masks.to(run.device, non_blocking=True)
+    inputs, masks = to_model_input(images, run.device, torch.channels_last), masks.to(run.device, non_blocking=True)
     with torch.autocast(run.device.type, dtype=run.dtype, enabled=run.dtype is not None):
         logits = run.net(inputs)  # (B, 1, H, W), or a list of them (deep supervision)
     loss = run.criterion(logits, masks)  # fp32
@@ -180,7 +56,7 @@ def _step(run: _Run, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return loss.detach()
 
 
-def _train_epoch(run: _Run, epoch: int, progress: bool) -> tuple[float, float]:
+def _train_epoch(run: RunState, epoch: int, progress: bool) -> tuple[float, float]:
     """One pass over this process's training batches; returns (mean loss over all processes, images/s)."""
     run.net.train()
     loader, skip = run.loaders.train, run.skip if epoch == run.start_epoch else 0
@@ -207,7 +83,7 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def _validate(run: _Run) -> tuple[float, float]:
+def _validate(run: RunState) -> tuple[float, float]:
     """Mean validation loss and mean per-image Dice, over all processes' shards."""
     run.model.eval()
     metrics, loss_sum = MetricAccumulator(), torch.zeros((), device=run.device)
@@ -262,7 +138,7 @@ def fit(spec: runs.RunSpec, prepared, profile, *, checkpoint_dir: str | os.PathL
     num_epochs = num_epochs or profile.num_epochs
     if runs.is_finished(runs.run_dir(spec)):
         return _skip(spec, callbacks)
-    run = _setup(spec, prepared, profile, checkpoint_dir, num_epochs, warmup_epochs, checkpoint_every_minutes,
+    run = start_run(spec, prepared, profile, checkpoint_dir, num_epochs, warmup_epochs, checkpoint_every_minutes,
                  criterion)
     status, main = "resumed" if run.history or run.skip else "trained", run.dist.is_main
     epochs = range(run.start_epoch, 1 if run.finished else num_epochs + 1)

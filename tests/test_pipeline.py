@@ -1,7 +1,6 @@
 """The headless runner: parameters from the command line, executed copies, failures named."""
 import json
 
-import pytest
 
 from helpers import pipeline
 
