@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= smoke
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: demo test install lab clean-results
+.PHONY: demo test bench install lab clean-results
 
 $(STAMP): requirements.txt tests/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ demo: $(STAMP)  ## run the notebooks headlessly on the offline sample (PROFILE=s
 
 test: $(STAMP)  ## unit tests + every notebook under nbval (smoke profile)
 	$(PY) -m pytest -c tests/pytest.ini --rootdir . tests notebooks $(PYTEST_ARGS)
+
+bench: $(STAMP)  ## benchmarks: data path, training, inference → table + results/bench.csv
+	$(PY) -m helpers.bench $(ARGS)
 
 lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(PY) -m jupyter lab notebooks

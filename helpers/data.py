@@ -82,10 +82,11 @@ def to_model_input(images, device: torch.device | str | None = None,
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"to_model_input takes uint8 images (N, H, W, 3) as cached by helpers.prep; got "
                          f"{images.dtype} {tuple(images.shape)}. Pass prepared.images[rows], not floats.")
-    x = images.to(device or images.device, non_blocking=True).permute(0, 3, 1, 2).float() / 255  # (N, 3, H, W)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(memory_format=memory_format)
+    x = images.to(device or images.device, non_blocking=True).float()  # (N, H, W, 3)
+    scale = torch.tensor([1 / (255 * s) for s in IMAGENET_STD], device=x.device)
+    shift = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)], device=x.device)
+    x = x.mul_(scale).add_(shift).permute(0, 3, 1, 2)  # (N, 3, H, W), already channels_last in memory
+    return x.contiguous(memory_format=memory_format)  # a copy only for the default (contiguous) format
 
 
 class LesionDataset(Dataset):

@@ -1,0 +1,283 @@
+"""Benchmarks that print figures: data path, training throughput, inference latency.
+
+    python -m helpers.bench                      # this machine, the profile for its device
+    python -m helpers.bench --profile t4 --data-source folder --data-dir /path/to/isic
+
+Every row goes to ``results/bench.csv`` (appended) with the hardware, torch version and
+settings. Sections:
+
+- ``data``: images/s of a data path at 256 px. The *naive recipe* (as the original study did)
+  decodes a JPEG and a PNG per item every epoch, resizes, and runs a heavy albumentations
+  chain (shift-scale-rotate, one of elastic/grid/optical distortion, one of noise/blur, one of
+  colour jitters, normalise). The *kit* reads the cached uint8 arrays and runs
+  :func:`helpers.data.train_transform`, normalising on the device.
+- ``train``: end-to-end training images/s, the naive recipe (naive loader, fp32, a host sync
+  per batch) beside the kit's :func:`helpers.train.fit`, and achieved TFLOP/s (3 × forward FLOPs
+  per image, the usual forward + backward estimate).
+- ``step``: one model's training step on a resident batch, with AMP, channels_last and
+  torch.compile switched where the device has them (what the GPU alone can do).
+- ``infer``: ms/image at batch 1 and at the evaluation batch size.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from helpers import paths
+from helpers.data import LesionDataset, to_model_input, train_transform
+from helpers.distributed import amp_dtype, pick_device
+from helpers.losses import DiceBCELoss
+from helpers.models import build_model
+from helpers.models.summary import count_flops
+from helpers.profiles import resolve_profile
+
+DATA_SIZE = 256
+
+
+def naive_transform(size: int) -> A.Compose:
+    """The heavy per-item chain of the naive recipe (resize included, as it decodes originals)."""
+    return A.Compose([
+        A.Resize(size, size),
+        A.Affine(scale=(0.9, 1.1), translate_percent=(-0.0625, 0.0625), rotate=(-45, 45), p=0.5),
+        A.OneOf([A.ElasticTransform(), A.GridDistortion(), A.OpticalDistortion()], p=0.3),
+        A.OneOf([A.GaussNoise(), A.GaussianBlur(), A.MotionBlur()], p=0.3),
+        A.OneOf([A.ColorJitter(), A.HueSaturationValue(), A.RandomBrightnessContrast()], p=0.5),
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.Normalize(),
+    ])
+
+
+class NaiveDataset(Dataset):
+    """Decodes the original JPEG and PNG of every item, every epoch (the naive recipe)."""
+
+    def __init__(self, table: pd.DataFrame, size: int):
+        self.table, self.transform = table.reset_index(drop=True), naive_transform(size)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = np.asarray(Image.open(self.table.at[i, "image_path"]).convert("RGB"))
+        mask = (np.asarray(Image.open(self.table.at[i, "mask_path"]).convert("L")) > 127).astype(np.uint8)
+        out = self.transform(image=image, mask=mask)
+        return torch.from_numpy(out["image"]).permute(2, 0, 1).contiguous(), torch.from_numpy(out["mask"]).float()[None]
+
+
+def images_per_second(loader: DataLoader, batches: int, consume=lambda images: images) -> float:
+    """Images/s over ``batches`` batches, epochs repeated as needed, timed from the first batch.
+
+    The first batch (worker start-up) is not timed; ``batches`` should be well above the
+    batches that workers prefetch (2 per worker), so that the figure is the steady rate.
+    """
+    def stream():
+        while True:
+            yield from loader
+
+    iterator = stream()
+    next(iterator)
+    count, start = 0, time.perf_counter()
+    for _, (images, _) in zip(range(batches), iterator):
+        consume(images)
+        count += len(images)
+    return count / (time.perf_counter() - start)
+
+
+def bench_data(prepared, workers: int, batches: int) -> list[dict]:
+    """Naive vs kit data path at 256 px, with 0 and ``workers`` loader processes."""
+    rows = prepared.indices("train")
+    naive = NaiveDataset(prepared.table.iloc[rows], DATA_SIZE)
+    kit = LesionDataset(prepared.images, prepared.masks, rows, train_transform())
+    out = []
+    for n in sorted({0, workers}):
+        kit_input = lambda images: to_model_input(images, memory_format=torch.channels_last)  # as fit does
+        for name, dataset, consume in (("naive recipe", naive, lambda x: x), ("kit", kit, kit_input)):
+            loader = DataLoader(dataset, batch_size=16, shuffle=True, num_workers=n, persistent_workers=n > 0)
+            out.append({"section": "data", "name": name, "workers": n, "image_size": DATA_SIZE,
+                        "images_per_s": images_per_second(loader, batches, consume)})
+    return out
+
+
+def naive_train(prepared, model_name: str, config: str, size: int, batch_size: int, steps: int) -> float:
+    """Images/s of the naive recipe end to end: per-item decoding, fp32, ``loss.item()`` every batch."""
+    device = pick_device()
+    model = build_model(model_name, config).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    criterion = DiceBCELoss()
+    loader = DataLoader(NaiveDataset(prepared.table.iloc[prepared.indices("train")], size), batch_size=batch_size,
+                        shuffle=True, num_workers=0, drop_last=True)
+
+    def step(images, masks=None):
+        loss = criterion(model(images.to(device)), masks.to(device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    iterator, count = iter(loader), 0
+    step(*next(iterator))
+    start = time.perf_counter()
+    for _, (images, masks) in zip(range(steps), iterator):
+        step(images, masks)
+        count += len(images)
+    return count / (time.perf_counter() - start)
+
+
+def kit_train(prepared, profile, model_name: str) -> float:
+    """Images/s of the kit's own ``fit`` for one epoch (training part only, from history.csv)."""
+    from helpers import runs, train
+
+    spec = runs.make_spec(model_name, 1.0, prepared, profile, seed=0)
+    result = train.fit(spec, prepared, profile, num_epochs=1, progress=False)
+    return float(pd.read_csv(Path(result["run_dir"]) / "history.csv")["images_per_s"].iloc[-1])
+
+
+def bench_train(prepared, profile, steps: int) -> list[dict]:
+    """End-to-end training throughput: the naive recipe beside the kit, then the kit per model."""
+    out, size = [], profile.image_size
+    for name in profile.models:
+        config = profile.model_configs[name]
+        flops = count_flops(build_model(name, config, **profile.model_overrides.get(name, {})), size)
+        settings = {"section": "train", "model": name, "config": config, "image_size": size,
+                    "batch_size": profile.batch_size, "amp": profile.amp, "workers": profile.num_workers}
+        kit = kit_train(prepared, profile, name)
+        out.append({**settings, "name": "kit (fit)", "images_per_s": kit, "tflops": 3 * flops * kit / 1e12})
+        if name == "unet":
+            naive = naive_train(prepared, name, config, size, profile.batch_size, steps)
+            out.append({**settings, "name": "naive recipe", "amp": False, "workers": 0, "images_per_s": naive,
+                        "tflops": 3 * flops * naive / 1e12})
+    return out
+
+
+def step_speed(model_name: str, config: str, size: int, batch_size: int, steps: int, amp: bool,
+               channels_last: bool, compile_model: bool) -> float:
+    """Images/s of training steps on one resident random batch (no data loading)."""
+    device = pick_device()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(model_name, config).to(device, memory_format=fmt).train()
+    net = torch.compile(model) if compile_model else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    dtype = amp_dtype(device) if amp else None
+    scaler, criterion = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), DiceBCELoss()
+    images = torch.randn(batch_size, 3, size, size, device=device).contiguous(memory_format=fmt)
+    masks = (torch.rand(batch_size, 1, size, size, device=device) > 0.5).float()
+    for k in range(steps + 2):  # two warm-up steps (compilation, cuDNN autotuning)
+        if k == 2:
+            torch.cuda.synchronize() if device.type == "cuda" else None
+            start = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = net(images)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(criterion(logits, masks)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    torch.cuda.synchronize() if device.type == "cuda" else None
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def bench_steps(profile, steps: int, with_compile: bool) -> list[dict]:
+    """Training-step throughput of each model with the device's switches on and off."""
+    cuda, out = pick_device().type == "cuda", []
+    switches = [(a, c, k) for a in ((False, True) if cuda else (False,)) for c in (False, True)
+                for k in ((False, True) if with_compile else (False,))]
+    for name in profile.models:
+        config, size = profile.model_configs[name], profile.image_size
+        flops = count_flops(build_model(name, config), size)
+        for amp, channels_last, compiled in switches:
+            speed = step_speed(name, config, size, profile.batch_size, steps, amp, channels_last, compiled)
+            out.append({"section": "step", "name": "train step", "model": name, "config": config, "image_size": size,
+                        "batch_size": profile.batch_size, "amp": amp, "channels_last": channels_last,
+                        "compile": compiled, "images_per_s": speed, "tflops": 3 * flops * speed / 1e12})
+    return out
+
+
+def bench_inference(prepared, profile) -> list[dict]:
+    """ms/image of each model at batch 1 and at the evaluation batch size (the profile's batch size)."""
+    from helpers.evaluate import iter_probs
+
+    device, rows, out = pick_device(), prepared.indices("test"), []
+    for name in profile.models:
+        config = profile.model_configs[name]
+        model = build_model(name, config, **profile.model_overrides.get(name, {})).to(device)
+        for batch in (1, profile.batch_size):
+            timed = list(iter_probs(model, prepared.images, rows[: max(8, 2 * batch)], batch_size=batch, amp=profile.amp))
+            seconds, count = sum(t for _, _, t in timed), sum(len(b) for b, _, _ in timed)
+            out.append({"section": "infer", "name": "inference", "model": name, "config": config,
+                        "image_size": profile.image_size, "batch_size": batch, "amp": profile.amp,
+                        "images_per_s": count / seconds, "ms_per_image": 1000 * seconds / count})
+    return out
+
+
+def hardware() -> str:
+    """The device in words, e.g. ``NVIDIA H200`` or ``cpu: 2 cores``."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"cpu: {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
+
+
+def run_sections(profile, args) -> list[dict]:
+    """The rows of the sections named in ``args.sections``."""
+    from helpers.sources import ensure_prepared
+
+    sections, rows = args.sections.split(","), []
+    if "data" in sections:
+        data_profile = resolve_profile(profile.name, image_size=DATA_SIZE, synthetic_count=args.images)
+        prepared = ensure_prepared(data_profile, args.data_source, args.data_dir)
+        rows += bench_data(prepared, max(1, profile.num_workers or 2), args.batches)
+    if {"train", "infer"} & set(sections):
+        prepared = ensure_prepared(profile, args.data_source, args.data_dir)
+        rows += bench_train(prepared, profile, args.steps) if "train" in sections else []
+        rows += bench_inference(prepared, profile) if "infer" in sections else []
+    rows += bench_steps(profile, args.steps, args.compile) if "step" in sections else []
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks, print the table, append the rows to results/bench.csv."""
+    parser = argparse.ArgumentParser(description="Benchmark the data path, training and inference.")
+    parser.add_argument("--profile", default="", help="profile (default: t4 with a GPU, cpu without)")
+    parser.add_argument("--data-source", default="synthetic")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--images", type=int, default=160, help="synthetic images to generate")
+    parser.add_argument("--batches", type=int, default=24, help="batches timed per data-path row")
+    parser.add_argument("--steps", type=int, default=4, help="steps timed per training row")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile in the step section")
+    parser.add_argument("--sections", default="data,train,step,infer")
+    args = parser.parse_args(argv)
+    results, previous = paths.results_dir(), os.environ.get(paths.RESULTS_ENV)
+    scratch = tempfile.mkdtemp(prefix="kit-bench-")
+    os.environ[paths.RESULTS_ENV] = scratch  # training rows write their run folders here, then it goes
+    try:
+        profile = resolve_profile(args.profile or None, synthetic_count=args.images)
+        rows = run_sections(profile, args)
+    finally:
+        os.environ.pop(paths.RESULTS_ENV)
+        shutil.rmtree(scratch, ignore_errors=True)
+        if previous is not None:
+            os.environ[paths.RESULTS_ENV] = previous
+    table = pd.DataFrame(rows).assign(profile=profile.name, data=args.data_source, hardware=hardware(),
+                                      torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
+    pd.set_option("display.width", 200)
+    print(table.drop(columns=["torch", "date"]).round(3).to_string(index=False))
+    results.mkdir(parents=True, exist_ok=True)
+    out = results / "bench.csv"
+    earlier = pd.read_csv(out) if out.exists() else None
+    pd.concat([earlier, table], ignore_index=True).to_csv(out, index=False)
+    print(f"rows appended to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

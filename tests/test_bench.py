@@ -1,0 +1,37 @@
+"""The benchmark harness runs end to end and records every row with its settings (no timing asserts)."""
+import numpy as np
+import pandas as pd
+import torch
+
+from helpers import bench
+from helpers.profiles import resolve_profile
+from helpers.sources import ensure_prepared
+
+
+def test_naive_dataset_decodes_originals_and_normalises(tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
+    prepared = ensure_prepared(resolve_profile("smoke", synthetic_count=12))
+    dataset = bench.NaiveDataset(prepared.table, 48)
+    image, mask = dataset[0]
+    assert image.shape == (3, 48, 48) and image.dtype == torch.float32
+    assert image.min() < 0 < image.max()                      # ImageNet-normalised, not uint8
+    assert mask.shape == (1, 48, 48) and set(np.unique(mask.numpy())) <= {0.0, 1.0}
+    names = [type(t).__name__ for t in bench.naive_transform(48).transforms]
+    assert names.count("OneOf") == 3 and "Affine" in names and "Normalize" in names
+
+
+def test_bench_writes_every_section_to_bench_csv(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
+    assert bench.main(["--profile", "smoke", "--images", "24", "--batches", "2", "--steps", "1"]) == 0
+    table = pd.read_csv(tmp_path / "results" / "bench.csv")
+    assert set(table["section"]) == {"data", "train", "step", "infer"}
+    data = table[table["section"] == "data"]
+    assert set(data["name"]) == {"naive recipe", "kit"} and (data["image_size"] == 256).all()
+    assert set(table.loc[table["section"] == "train", "name"]) == {"kit (fit)", "naive recipe"}
+    assert (table["images_per_s"] > 0).all() and table["hardware"].str.startswith("cpu").all()
+    assert (table.loc[table["section"] == "infer", "ms_per_image"] > 0).all()
+    assert "rows appended to" in capsys.readouterr().out
+    assert not (tmp_path / "results" / "runs").exists()        # bench runs leave no run folders behind
+    bench.main(["--profile", "smoke", "--images", "24", "--batches", "2", "--sections", "infer"])
+    assert len(pd.read_csv(tmp_path / "results" / "bench.csv")) == len(table) + 6   # appended, same columns
