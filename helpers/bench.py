@@ -36,7 +36,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from helpers import paths
-from helpers.data import LesionDataset, to_model_input, train_transform
+from helpers.data import LesionDataset, seed_worker, single_threaded_opencv, to_model_input, train_transform
 from helpers.distributed import amp_dtype, pick_device
 from helpers.losses import DiceBCELoss
 from helpers.models import build_model
@@ -104,7 +104,10 @@ def bench_data(prepared, workers: int, batches: int) -> list[dict]:
     for n in sorted({0, workers}):
         kit_input = lambda images: to_model_input(images, memory_format=torch.channels_last)  # as fit does
         for name, dataset, consume in (("naive recipe", naive, lambda x: x), ("kit", kit, kit_input)):
-            loader = DataLoader(dataset, batch_size=16, shuffle=True, num_workers=n, persistent_workers=n > 0)
+            if n:
+                single_threaded_opencv()
+            loader = DataLoader(dataset, batch_size=16, shuffle=True, num_workers=n, persistent_workers=n > 0,
+                                worker_init_fn=seed_worker)
             out.append({"section": "data", "name": name, "workers": n, "image_size": DATA_SIZE,
                         "images_per_s": images_per_second(loader, batches, consume)})
     return out

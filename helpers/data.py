@@ -165,8 +165,21 @@ class EpochSampler(Sampler):
         return -(-self.size // self.num_replicas) - self.start
 
 
-def _seed_worker(worker_id: int) -> None:
-    """Seed numpy and random in a loader worker from its torch seed (set by the loader's generator)."""
+def single_threaded_opencv() -> None:
+    """Turn OpenCV's own thread pool off (albumentations' warps run on OpenCV).
+
+    A pool that the main process already started does not survive ``fork``: a loader worker could
+    then wait for ever inside a cv2 call (seen here with two workers). Called before workers start
+    and in every worker; loaders parallelise over images instead.
+    """
+    import cv2
+
+    cv2.setNumThreads(0)
+
+
+def seed_worker(worker_id: int) -> None:
+    """Loader-worker start: seed numpy and random from the worker's torch seed, OpenCV single-threaded."""
+    single_threaded_opencv()
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
@@ -183,9 +196,11 @@ class Loaders:
 
 def _loader(dataset: Dataset, sampler: Sampler, batch_size: int, num_workers: int, seed: int,
             pin_memory: bool) -> DataLoader:
+    if num_workers > 0:
+        single_threaded_opencv()
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       pin_memory=pin_memory, persistent_workers=num_workers > 0,
-                      worker_init_fn=_seed_worker, generator=torch.Generator().manual_seed(seed))
+                      worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(seed))
 
 
 def make_loaders(prepared: Prepared, fraction: float, batch_size: int, num_workers: int = 0, seed: int = 42,

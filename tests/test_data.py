@@ -112,3 +112,14 @@ def test_augmented_examples_start_with_the_cached_image(tiny):
     row = tiny.indices("train")[0]
     assert images.shape == (4, 32, 32, 3) and masks.shape == (4, 32, 32) and masks.dtype == np.uint8
     assert np.array_equal(images[0], tiny.images[row])
+
+
+def test_loaders_with_workers_turn_opencv_threads_off_before_forking(tiny, monkeypatch):
+    import cv2
+
+    cv2.setNumThreads(2)
+    make_loaders(tiny, 0.5, batch_size=4, num_workers=0, seed=1)
+    assert cv2.getNumThreads() == 2            # in-process loading leaves OpenCV alone
+    loaders = make_loaders(tiny, 0.5, batch_size=4, num_workers=2, seed=1)
+    assert cv2.getNumThreads() == 1            # a pool started here would not survive fork
+    assert loaders.train.worker_init_fn.__name__ == "seed_worker"
