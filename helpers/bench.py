@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -37,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from helpers import paths
 from helpers.data import LesionDataset, seed_worker, single_threaded_opencv, to_model_input, train_transform
-from helpers.distributed import amp_dtype, pick_device
+from helpers.distributed import DistInfo, amp_dtype, hardware, pick_device
 from helpers.losses import DiceBCELoss
 from helpers.models import build_model
 from helpers.models.summary import count_flops
@@ -223,13 +222,6 @@ def bench_inference(prepared, profile) -> list[dict]:
     return out
 
 
-def hardware() -> str:
-    """The device in words, e.g. ``NVIDIA H200`` or ``cpu: 2 cores``."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return f"cpu: {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
-
-
 def run_sections(profile, args) -> list[dict]:
     """The rows of the sections named in ``args.sections``."""
     from helpers.sources import ensure_prepared
@@ -270,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
         if previous is not None:
             os.environ[paths.RESULTS_ENV] = previous
-    table = pd.DataFrame(rows).assign(profile=profile.name, data=args.data_source, hardware=hardware(),
+    table = pd.DataFrame(rows).assign(profile=profile.name, data=args.data_source, hardware=hardware(pick_device(), DistInfo()),
                                       torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
     pd.set_option("display.width", 200)
     print(table.drop(columns=["torch", "date"]).round(3).to_string(index=False))

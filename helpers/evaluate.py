@@ -19,7 +19,6 @@ the normalisation training used.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from tqdm.auto import tqdm
 
 from helpers import distributed, metrics, runs
 from helpers.data import to_model_input
+from helpers.paths import write_atomic
 
 METRICS = ("dice", "iou", "accuracy", "sensitivity", "specificity", "jaccard_thresholded", "hd95")
 ORIG_METRICS = tuple(f"{m}_orig" for m in METRICS if m != "hd95")
@@ -208,12 +208,6 @@ def evaluate(model: torch.nn.Module, prepared, split: str = "test", *, to_input:
     return Evaluation(table, info, preds)
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_evaluation(result: Evaluation, run_dir: str | Path) -> Path:
     """Write ``eval.json``, ``test_preds.npz`` (bit-packed preds) and, last, ``test_metrics.csv``.
 
@@ -224,9 +218,9 @@ def save_evaluation(result: Evaluation, run_dir: str | Path) -> Path:
     info = {**result.info, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     runs.write_json(run_dir / EVAL_FILE, info)
     packed = np.packbits(result.preds, axis=-1)
-    _write_atomic(run_dir / PREDS_FILE, lambda p: np.savez_compressed(
+    write_atomic(run_dir / PREDS_FILE, lambda p: np.savez_compressed(
         p, packed=packed, width=result.preds.shape[-1], isic_id=result.table["isic_id"].to_numpy(str)))
-    _write_atomic(run_dir / METRICS_FILE, lambda p: result.table.to_csv(p, index=False, float_format="%.6g"))
+    write_atomic(run_dir / METRICS_FILE, lambda p: result.table.to_csv(p, index=False, float_format="%.6g"))
     return run_dir / METRICS_FILE
 
 

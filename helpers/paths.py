@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 REPO_URL = "https://github.com/skin-lesion-kit/skin-lesion-kit"
 DATA_ENV = "KIT_DATA_DIR"
@@ -44,6 +45,27 @@ def raw_dir(name: str) -> Path:
 def prepared_root() -> Path:
     """Folder that holds prepared (resized, cached) datasets."""
     return data_dir() / "prepared"
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+    """Write a file via a temporary sibling and a rename, so a killed process never leaves half a file.
+
+    Args:
+        path: the final file.
+        write: called with the temporary path (same suffix as ``path``), writes the content there.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def in_colab() -> bool:

@@ -17,7 +17,6 @@ deterministic: a seeded order of the training images, fraction ``f`` keeps the f
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from helpers.isic import BadFile, DataError, Pair, Problem, find_split_dirs, format_problems, load_pair, pair_files
+from helpers.paths import write_atomic
 
 PREP_VERSION = 1
 SEED_RATIOS = (0.70, 0.15, 0.15)
@@ -101,13 +101,6 @@ def _load_resized(pair: Pair, size: int):
     return small, small_mask, image.shape[:2], float(mask.mean()), note
 
 
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    """np.save to a temp file, then rename: a killed run never leaves a half array."""
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
 def _build_table(entries, results, protocol: str, seed: int) -> pd.DataFrame:
     """The per-image table: split, nested-fraction ranks, sizes, sources."""
     table = pd.DataFrame({
@@ -179,8 +172,8 @@ def prepare(source: str | Path, out_dir: str | Path, image_size: int, protocol: 
     table = _build_table(entries, results, protocol, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "prepared.json").unlink(missing_ok=True)            # invalid until complete
-    _atomic_save(out_dir / "images.npy", np.stack([r[0] for r in results]))
-    _atomic_save(out_dir / "masks.npy", np.stack([r[1] for r in results]))
+    write_atomic(out_dir / "images.npy", lambda tmp: np.save(tmp, np.stack([r[0] for r in results])))
+    write_atomic(out_dir / "masks.npy", lambda tmp: np.save(tmp, np.stack([r[1] for r in results])))
     table.to_csv(out_dir / "splits.csv", index=False)
     manifest = {**wanted, "count": len(table), "splits": table["split"].value_counts().to_dict(),
                 "skipped": [str(p) for p in problems], "notes": int((table["note"] != "").sum())}

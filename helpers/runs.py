@@ -131,19 +131,13 @@ def drive_checkpoint_root(mydrive: Path = DRIVE_MYDRIVE) -> Path:
 
 def write_json(path: Path, data: dict) -> Path:
     """Write ``data`` as JSON via a temp file and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
-    return path
+    return paths.write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, default=str)))
 
 
 def write_history(folder: Path, history: list[dict]) -> Path:
     """Write ``history.csv`` (one row per epoch, :data:`HISTORY_COLUMNS`) via a temp file and a rename."""
-    tmp = folder / ".history.csv.tmp"
-    pd.DataFrame(history, columns=HISTORY_COLUMNS).to_csv(tmp, index=False)
-    os.replace(tmp, folder / "history.csv")
-    return folder / "history.csv"
+    table = pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    return paths.write_atomic(folder / "history.csv", lambda tmp: table.to_csv(tmp, index=False))
 
 
 def summarize(history: list[dict], stopped_early: bool) -> dict:

@@ -25,6 +25,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
+from helpers.paths import write_atomic
+
 IMAGE_DIR = "ISIC2018_Task1-2_Training_Input"
 MASK_DIR = "ISIC2018_Task1_Training_GroundTruth"
 FIRST_ID = 9_000_000
@@ -185,10 +187,8 @@ def _write_case(root: Path, seed: int, index: int) -> None:
     if image_path.exists() and mask_path.exists():
         return
     image, mask = make_case(seed, index)
-    for array, path, options in ((image, image_path, {"quality": 90}), (mask, mask_path, {})):
-        tmp = path.with_name(path.name + ".tmp")
-        Image.fromarray(array).save(tmp, format=path.suffix[1:].replace("jpg", "jpeg"), **options)
-        os.replace(tmp, path)
+    write_atomic(image_path, lambda tmp: Image.fromarray(image).save(tmp, format="JPEG", quality=90))
+    write_atomic(mask_path, lambda tmp: Image.fromarray(mask).save(tmp, format="PNG"))
 
 
 def generate_sample(root: str | Path, count: int = 200, seed: int = 0, progress: bool = True,
