@@ -240,8 +240,10 @@ def test_model_table_has_the_columns_and_known_values() -> None:
     assert paper.loc[("unetpp", "tiny"), "GFLOPs"] == pytest.approx(count_flops(tiny, 256) / 1e9)
 
 
-def test_registry_lists_paper_small_and_tiny_for_every_model() -> None:
-    assert list_configs() == {name: ["paper", "small", "tiny"] for name in MODELS}
+def test_registry_lists_paper_small_cpu_and_tiny_for_every_model() -> None:
+    assert list_configs() == {name: ["paper", "small", "cpu", "tiny"] for name in MODELS}
+    assert get_config("unet", "cpu").base == 16 and get_config("unetpp", "cpu").base == 8
+    assert get_config("transunet", "cpu").img_size == 128
     assert set(MODEL_CONFIGS) == set(MODELS)
     assert get_config("unet", "small").base == 32
     assert get_config("transunet", "small", dropout=0.0).dropout == 0.0

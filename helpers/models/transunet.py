@@ -72,6 +72,11 @@ TRANSUNET_CONFIGS: dict[str, TransUNetConfig] = {
     # torchvision's ResNet-50 stages 1-3 as they are (3, 4, 6) and a ViT-S-sized transformer:
     # 25.3 M parameters, 34 GFLOPs per 256-px image (paper: 77; UNet paper: 96).
     "small": TransUNetConfig(resnet_blocks=(3, 4, 6), hidden_size=384, num_layers=6, num_heads=6, mlp_dim=1536),
+    # The cpu profile's: a narrow two-block-per-stage CNN and a 4-layer, 128-wide transformer, 1.3 M parameters.
+    "cpu": TransUNetConfig(
+        img_size=128, resnet_width=16, resnet_blocks=(2, 2, 2), hidden_size=128, num_layers=4, num_heads=4,
+        mlp_dim=512, head_channels=64, decoder_channels=(64, 32, 16, 8),
+    ),
     "tiny": TransUNetConfig(
         img_size=64, resnet_width=8, resnet_blocks=(1, 1, 1), hidden_size=32, num_layers=2,
         num_heads=2, mlp_dim=64, head_channels=16, decoder_channels=(16, 8, 8, 4),

@@ -39,6 +39,7 @@ class UNetConfig:
 UNET_CONFIGS: dict[str, UNetConfig] = {
     "paper": UNetConfig(base=64),  # 31.0 M parameters, the original network
     "small": UNetConfig(base=32),  # 7.8 M parameters, a quarter of the compute
+    "cpu": UNetConfig(base=16),  # 1.9 M parameters, the cpu profile
     "tiny": UNetConfig(base=4),  # for tests and the smoke profile
 }
 
