@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import evaluate, paths, plots, results
+from helpers import evaluate, failures, paths, plots, results
 from helpers.prep import load_prepared
 
 # The original study's own per-image test Dice (seed protocol, 256 px, ISIC 2018 training set, Colab T4).
@@ -198,6 +198,20 @@ def make_figures(summary: pd.DataFrame, results_root=None) -> dict[str, Path]:
     return {name: root / "figures" / f"{name}.png" for name, fig in figures.items() if fig is not None}
 
 
+def failure_section(shown: pd.DataFrame, root: Path) -> str:
+    """Write ``failures.csv`` and ``figures/worst_cases.png`` for the best shown run; the report's text on them."""
+    ok = shown[shown["status"] == "ok"] if len(shown) else shown
+    if ok.empty:
+        return "_(no evaluated run yet)_"
+    run_dir = results.runs_dir(root) / ok.loc[ok["dice_mean"].idxmax(), "run_id"]
+    table = failures.failure_table(run_dir)
+    table.to_csv(root / "failures.csv", index=False, float_format="%.4g")
+    failures.worst_cases(run_dir, table).savefig(root / "figures" / "worst_cases.png", dpi=110)
+    return (f"Run `{run_dir.name}` (the highest mean Dice); every test image's attributes are in `failures.csv` "
+            f"(see `helpers/failures.py` for their definitions).\n\n{failures.describe_failures(table)}\n\n"
+            + _md_table(failures.failure_summary(table).round(3)) + "\n\n![worst cases](figures/worst_cases.png)")
+
+
 def _setup_table(summary: pd.DataFrame) -> pd.DataFrame:
     names = {"profile": "profile", "protocol": "protocol", "dataset": "dataset", "image_size": "image size",
              "amp": "mixed precision", "hardware": "training hardware", "eval_hardware": "evaluation hardware",
@@ -227,6 +241,7 @@ def write_report(results_root=None, n_boot: int = 2000, seed: int = 0) -> Path:
                              for m in ("dice", "jaccard_thresholded")], ignore_index=True)
     comparisons.to_csv(root / results.COMPARISONS_FILE, index=False, float_format="%.6g")
     figures, shown = make_figures(summary, root), figure_runs(summary, root)
+    failure_text = failure_section(shown, root)
     counts = summary["status"].value_counts().to_dict()
     problems = summary[summary["status"] != "ok"][["run_id", "status", "problem"]]
     synthetic = summary["dataset"].astype(str).str.startswith("synthetic").any() if "dataset" in summary else False
@@ -240,6 +255,7 @@ def write_report(results_root=None, n_boot: int = 2000, seed: int = 0) -> Path:
              "the challenge scores):\n\n" + _md_table(original_table(summary)),
              "## Size, time and speed\n\n" + _md_table(cost_table(summary)),
              "## Which differences are real (paired, same test images)\n\n" + _md_table(comparisons_table(comparisons)),
+             "## Where the best run fails\n\n" + failure_text,
              "## Runs left out (flagged, not crashed)\n\n" + _md_table(problems),
              "## Figures\n\n" + _figures_caption(shown) + "\n\n"
              + "\n\n".join(f"![{name}](figures/{path.name})" for name, path in figures.items()),

@@ -182,6 +182,11 @@ def checkpoint_dirs(folder: str | os.PathLike) -> list[Path]:
     return list(dict.fromkeys([named, local]))
 
 
+def has_checkpoint(folder: str | os.PathLike) -> bool:
+    """True when the run's ``best.pt`` is reachable (a results folder copied without checkpoints has none)."""
+    return any((d / "best.pt").is_file() for d in checkpoint_dirs(folder))
+
+
 def load_run_model(folder: str | os.PathLike, which: str = "best", map_location: Any = "cpu") -> nn.Module:
     """Rebuild a run's model from ``config.json`` and load its ``best`` or ``last`` weights.
 

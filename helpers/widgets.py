@@ -45,10 +45,11 @@ class PredictionViewer:
         self.root, self.load_model, self.to_input = results_root, load_model or runs.load_run_model, to_input
         self.device = torch.device(device) if device else distributed.pick_device()
         run_ids = [p.name for p in results.list_run_dirs(results_root)
-                   if results.run_status(p)[0] in ("ok", "not evaluated")]
+                   if results.run_status(p)[0] in ("ok", "not evaluated") and (load_model or runs.has_checkpoint(p))]
         if not run_ids:
-            raise ValueError(f"No finished run in {results.runs_dir(results_root)}: train one first "
-                             "(notebooks 02 and 03).")
+            raise ValueError(f"No finished run with its best.pt in {results.runs_dir(results_root)}: train one first "
+                             "(notebooks 02 and 03), or mount Drive if its checkpoints are there (a results "
+                             "folder copied without checkpoints can be read, not viewed live).")
         self._cache, self._model, self.updates, self._loading = {}, (None, None), 0, False
         self.run = w.Dropdown(options=run_ids, description="run")
         self.image = w.Dropdown(description="test image")

@@ -84,6 +84,19 @@ def test_load_run_model_rebuilds_and_loads_best_or_last(trained):
                for k, v in load_checkpoint(folder / "checkpoints" / "last.pt")["model"].items())
 
 
+def test_has_checkpoint_sees_best_pt_only(trained, tmp_path):
+    folder = runs.run_dir(trained)
+    assert runs.has_checkpoint(folder)
+    copy = tmp_path / folder.name  # a results folder copied without its checkpoints
+    copy.mkdir()
+    for name in ("config.json", "history.csv"):
+        (copy / name).write_bytes((folder / name).read_bytes())
+    config = json.loads((copy / "config.json").read_text())
+    config["checkpoint_dir"] = str(tmp_path / "elsewhere")
+    (copy / "config.json").write_text(json.dumps(config))
+    assert not runs.has_checkpoint(copy)
+
+
 def test_list_runs_and_run_files(trained):
     table = runs.list_runs()
     assert list(table["run_id"]) == ["unet-tiny_f050_32px_seed_s0_tiny"]

@@ -1,9 +1,12 @@
 """The prediction viewer builds and updates headlessly, and shows the same scores as the evaluation."""
+import json
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import results
+from helpers import results, runs
 from helpers.widgets import PredictionViewer
 from tests.run_fixtures import Brightness, make_run, shifted_prepared
 
@@ -64,3 +67,15 @@ def test_threshold_tta_and_postprocessing_update_the_view(viewer):
 def test_no_finished_run_is_an_error_saying_what_to_do(tmp_path):
     with pytest.raises(ValueError, match="No finished run .* train one first"):
         PredictionViewer(tmp_path)
+
+
+def test_runs_copied_without_checkpoints_are_not_offered(viewer, tmp_path):
+    _, root = viewer
+    assert all(runs.has_checkpoint(p) for p in results.list_run_dirs(root))
+    copy = tmp_path / "copied"  # e.g. a committed results folder on another machine
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    for config in copy.glob("runs/*/config.json"):
+        config.write_text(json.dumps({**json.loads(config.read_text()), "checkpoint_dir": str(tmp_path / "gone")}))
+    assert not any(runs.has_checkpoint(p) for p in results.list_run_dirs(copy))
+    with pytest.raises(ValueError, match="copied without checkpoints"):
+        PredictionViewer(copy, device="cpu")

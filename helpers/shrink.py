@@ -1,0 +1,90 @@
+"""A smaller copy of a folder in the official ISIC 2018 layout: every pair resized, the same names.
+
+    python -m helpers.shrink /path/to/isic2018 data/isic2018_task1_256 --size 256
+
+Use it to take the data where the full copy cannot go: a GPU machine that sees only your working
+tree, a Google Drive with little space, a class's laptops. Images are resized by area averaging and
+saved as JPEG (quality 95 by default), masks by nearest neighbour as 0/255 PNG, exactly as the
+preparation step resizes them, so preparing the copy at that size changes nothing more. Point
+``DATA_SOURCE = "folder"`` and ``DATA_DIR`` at the copy. Scores computed "at the original resolution"
+on such a copy are at the copy's resolution.
+
+Every pair is validated first (helpers.isic); a bad pair stops the copy and is named, nothing is written.
+Files already in the destination are kept, so an interrupted copy resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image
+
+from helpers.isic import SPLIT_DIRS, DataError, Problem, format_problems
+from helpers.paths import write_atomic
+from helpers.prep import _load_resized, collect_pairs
+
+
+def shrink_folder(source: str | Path, dest: str | Path, size: int, protocol: str = "seed", quality: int = 95,
+                  workers: int = 2) -> dict:
+    """Write a resized copy of ``source`` to ``dest`` in the same layout.
+
+    Args:
+        source: folder holding the official ISIC 2018 Task 1 folders (up to three levels down).
+        dest: the new folder (created).
+        size: side of the square copies, in pixels.
+        protocol: "seed" copies the training split; "official" copies train, val and test.
+        quality: JPEG quality of the images.
+        workers: decoding threads.
+
+    Returns:
+        ``{"pairs": n, "written": files written now, "bytes": size of the copy}``.
+
+    Raises:
+        DataError: a file is unreadable or invalid (all such files are listed); nothing was written.
+    """
+    if size < 16:
+        raise ValueError(f"size must be at least 16 pixels, got {size}")
+    dest = Path(dest)
+    entries, problems = collect_pairs(source, protocol)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        loaded = list(pool.map(lambda entry: _load_resized(entry[1], size), entries))
+    problems += [r for r in loaded if isinstance(r, Problem)]
+    if problems:
+        raise DataError(f"{source}: {len(problems)} problem(s); nothing was copied:\n{format_problems(problems)}")
+    written = 0
+    for (split, pair), (image, mask, *_rest) in zip(entries, loaded):
+        image_dir, mask_dir = (dest / name for name in SPLIT_DIRS[split])
+        targets = ((image_dir / f"{pair.isic_id}.jpg", Image.fromarray(image), {"quality": quality}),
+                   (mask_dir / f"{pair.isic_id}_segmentation.png", Image.fromarray(mask * 255), {}))
+        for path, picture, options in targets:
+            if not path.exists():
+                write_atomic(path, lambda tmp, p=picture, o=options: p.save(tmp, **o))
+                written += 1
+    total = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    return {"pairs": len(entries), "written": written, "bytes": total}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description="Write a resized copy of an ISIC 2018 Task 1 folder.")
+    parser.add_argument("source", help="folder with the official ISIC 2018 Task 1 folders")
+    parser.add_argument("dest", help="folder for the copy")
+    parser.add_argument("--size", type=int, required=True, help="side of the square copies, in pixels")
+    parser.add_argument("--protocol", default="seed", choices=("seed", "official"),
+                        help="seed: the training split only; official: train, val and test")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
+    args = parser.parse_args(argv)
+    try:
+        done = shrink_folder(args.source, args.dest, args.size, args.protocol, args.quality)
+    except DataError as err:
+        print(f"✗ {err}", file=sys.stderr)
+        return 1
+    print(f"✓ {done['pairs']} pairs at {args.size} px in {args.dest} ({done['bytes'] / 1e6:.1f} MB; "
+          f"{done['written']} files written now)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
