@@ -1,0 +1,94 @@
+"""Publish a study: copy the small files of a results folder into a folder of its own, to commit.
+
+    python -m helpers.snapshot            # → results/<dataset>_<protocol>_<profile>_<hardware>/
+    python -m helpers.snapshot --name my-study
+
+It copies ``report.md`` and the tables and figures beside it (rebuild them first: notebook 04, or
+``report.write_report()``), ``bench.csv`` rows of the same hardware, and per run ``config.json``,
+``done.json``, ``history.csv``, ``eval.json`` and ``test_metrics.csv`` (the per-image scores). Never
+checkpoints, predictions or images. The report's figure links keep working inside the copy, and
+every number in it traces to a file there. Files already in the folder (a README, say) stay.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from helpers import paths, results
+
+TOP_FILES = ("report.md", results.SUMMARY_FILE, results.COMPARISONS_FILE, "failures.csv")
+RUN_FILES = ("config.json", "done.json", "history.csv", "eval.json", "test_metrics.csv")
+
+
+def _slug(values) -> str:
+    text = "+".join(sorted({str(v) for v in values if pd.notna(v) and str(v)})) or "unknown"
+    return re.sub(r"[^a-z0-9.+]+", "-", text.lower()).strip("-")
+
+
+def study_name(summary: pd.DataFrame) -> str:
+    """``<dataset>_<protocol>_<profile>_<hardware>`` of the summary's runs (several values joined by ``+``)."""
+    rows = summary[summary["status"] == "ok"] if (summary["status"] == "ok").any() else summary
+    return "_".join(_slug(rows[column]) if column in rows else "unknown"
+                    for column in ("dataset", "protocol", "profile", "hardware"))
+
+
+def snapshot(name: str | None = None, results_root: str | Path | None = None, dest_root: str | Path | None = None) -> Path:
+    """Copy a study's small files to ``<dest_root>/<name>/`` (defaults: the results folder, :func:`study_name`).
+
+    Returns:
+        The study folder.
+
+    Raises:
+        FileNotFoundError: there is no report yet (the message says how to make one).
+    """
+    root = Path(results_root or paths.results_dir())
+    if not (root / "report.md").is_file() or not (root / results.SUMMARY_FILE).is_file():
+        raise FileNotFoundError(f"{root} has no report.md and summary.csv yet: run notebook 04 "
+                                f"(or helpers.report.write_report()) first.")
+    summary = pd.read_csv(root / results.SUMMARY_FILE)
+    dest = Path(dest_root or root) / (name or study_name(summary))
+    dest.mkdir(parents=True, exist_ok=True)
+    for file in TOP_FILES:
+        if (root / file).is_file():
+            shutil.copy2(root / file, dest / file)
+    if (root / "figures").is_dir():
+        shutil.copytree(root / "figures", dest / "figures", dirs_exist_ok=True)
+    if (root / "bench.csv").is_file() and "hardware" in summary:
+        bench = pd.read_csv(root / "bench.csv")
+        mine = bench[bench["hardware"].isin(set(summary["hardware"].dropna()))]
+        if len(mine):
+            mine.to_csv(dest / "bench.csv", index=False)
+    for run_id in summary["run_id"]:
+        for file in RUN_FILES:
+            source = results.runs_dir(root) / run_id / file
+            if source.is_file():
+                (dest / "runs" / run_id).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, dest / "runs" / run_id / file)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description="Copy a study's report, tables, figures and per-image scores "
+                                                 "into results/<name>/ to commit.")
+    parser.add_argument("--name", default=None, help="folder name (default: dataset_protocol_profile_hardware)")
+    parser.add_argument("--results", default=None, help="results folder (default: $KIT_RESULTS_DIR or results/)")
+    parser.add_argument("--dest", default=None, help="where the study folder goes (default: the results folder)")
+    args = parser.parse_args(argv)
+    try:
+        folder = snapshot(args.name, args.results, args.dest)
+    except FileNotFoundError as err:
+        print(f"✗ {err}", file=sys.stderr)
+        return 1
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    print(f"✓ {folder}: {len(files)} files, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Publishing a study: the small files, named by data, protocol, profile and hardware; never checkpoints."""
+import pandas as pd
+import pytest
+
+from helpers import report, results
+from helpers.snapshot import main, snapshot, study_name
+from tests.run_fixtures import Brightness, make_run, shifted_prepared
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study") / "results"
+    prepared = shifted_prepared(root.parent / "data")
+    make_run(root, "unet_f100", "unet", 1.0, prepared.root)
+    make_run(root, "unetpp_f100", "unetpp", 1.0, prepared.root)
+    make_run(root, "unet_f050_unfinished", "unet", 0.5, prepared.root, finished=False)
+    results.evaluate_runs(root, load_model=lambda _: Brightness(), progress=False)
+    report.write_report(root, n_boot=50)
+    pd.DataFrame([{"section": "train", "images_per_s": 9.0, "hardware": "cpu: test"},
+                  {"section": "train", "images_per_s": 900.0, "hardware": "other GPU"}]).to_csv(root / "bench.csv")
+    return root
+
+
+def test_copies_report_tables_figures_and_per_image_scores_only(reported, tmp_path):
+    folder = snapshot(results_root=reported, dest_root=tmp_path)
+    assert folder.name == "shifted_seed_smoke_cpu-test"
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert {"report.md", "summary.csv", "comparisons.csv", "failures.csv", "bench.csv"} <= files
+    assert {"runs/unet_f100/test_metrics.csv", "runs/unet_f100/history.csv", "runs/unet_f100/config.json",
+            "runs/unetpp_f100/eval.json", "runs/unet_f050_unfinished/config.json"} <= files
+    assert not [f for f in files if f.endswith((".pt", ".npz", ".npy", ".jpg"))]
+    for link in [line.split("](")[1].rstrip(")") for line in (folder / "report.md").read_text().splitlines()
+                 if line.startswith("![")]:
+        assert (folder / link).is_file(), link
+    assert pd.read_csv(folder / "bench.csv")["hardware"].tolist() == ["cpu: test"]
+    summary = pd.read_csv(folder / "summary.csv")
+    assert set(summary["run_id"]) == {p.name for p in (folder / "runs").iterdir()}
+
+
+def test_names_and_errors(reported, tmp_path, capsys):
+    summary = pd.read_csv(reported / "summary.csv")
+    assert study_name(summary.assign(hardware="NVIDIA H200")) == "shifted_seed_smoke_nvidia-h200"
+    assert main(["--results", str(tmp_path), "--name", "x"]) == 1
+    assert "no report.md" in capsys.readouterr().err
+    assert main(["--results", str(reported), "--dest", str(tmp_path), "--name", "mine"]) == 0
+    assert (tmp_path / "mine" / "report.md").is_file()
