@@ -29,6 +29,7 @@ REFERENCE_NOTES = """\
 - Its claimed model sizes (UNet 31 M, UNet++ 9 M, TransUNet 105 M) did not match its code; TransUNet
   was trained from scratch and never finished, so there is no reference for it. It reported no
   challenge metric (thresholded Jaccard) and no confidence intervals, and compared models by eye."""
+NOTES_FILE = "notes.md"  # what people saw in the figures, written by hand beside the report; included in it
 HOW_TO_READ = """\
 - **Per image, then averaged.** Each score is computed on every test image separately; the tables show
   the mean over the test images ± the standard deviation (the spread between images) and, in brackets,
@@ -255,7 +256,9 @@ def write_report(results_root=None, n_boot: int = 2000, seed: int = 0) -> Path:
              "the challenge scores):\n\n" + _md_table(original_table(summary)),
              "## Size, time and speed\n\n" + _md_table(cost_table(summary)),
              "## Which differences are real (paired, same test images)\n\n" + _md_table(comparisons_table(comparisons)),
-             "## Where the best run fails\n\n" + failure_text,
+             "## Where the best run fails\n\n" + failure_text
+             + (f"\n\n### Notes of the people who ran it (`{NOTES_FILE}`)\n\n" + (root / NOTES_FILE).read_text().strip()
+                if (root / NOTES_FILE).is_file() else ""),
              "## Runs left out (flagged, not crashed)\n\n" + _md_table(problems),
              "## Figures\n\n" + _figures_caption(shown) + "\n\n"
              + "\n\n".join(f"![{name}](figures/{path.name})" for name, path in figures.items()),

@@ -3,7 +3,7 @@
     python -m helpers.snapshot            # → results/<dataset>_<protocol>_<profile>_<hardware>/
     python -m helpers.snapshot --name my-study
 
-It copies ``report.md`` and the tables and figures beside it (rebuild them first: notebook 04, or
+It copies ``report.md`` and the tables, figures and ``notes.md`` beside it (rebuild them first: notebook 04, or
 ``report.write_report()``), ``bench.csv`` rows of the same hardware, and per run ``config.json``,
 ``done.json``, ``history.csv``, ``eval.json`` and ``test_metrics.csv`` (the per-image scores). Never
 checkpoints, predictions or images. The report's figure links keep working inside the copy, and
@@ -21,7 +21,7 @@ import pandas as pd
 
 from helpers import paths, results
 
-TOP_FILES = ("report.md", results.SUMMARY_FILE, results.COMPARISONS_FILE, "failures.csv")
+TOP_FILES = ("report.md", results.SUMMARY_FILE, results.COMPARISONS_FILE, "failures.csv", "notes.md")
 RUN_FILES = ("config.json", "done.json", "history.csv", "eval.json", "test_metrics.csv")
 
 

@@ -15,6 +15,7 @@ def reported(tmp_path_factory):
     make_run(root, "unetpp_f100", "unetpp", 1.0, prepared.root)
     make_run(root, "unet_f050_unfinished", "unet", 0.5, prepared.root, finished=False)
     results.evaluate_runs(root, load_model=lambda _: Brightness(), progress=False)
+    (root / "notes.md").write_text("The worst cases all show a ruler.")
     report.write_report(root, n_boot=50)
     pd.DataFrame([{"section": "train", "images_per_s": 9.0, "hardware": "cpu: test"},
                   {"section": "train", "images_per_s": 900.0, "hardware": "other GPU"}]).to_csv(root / "bench.csv")
@@ -25,7 +26,9 @@ def test_copies_report_tables_figures_and_per_image_scores_only(reported, tmp_pa
     folder = snapshot(results_root=reported, dest_root=tmp_path)
     assert folder.name == "shifted_seed_smoke_cpu-test"
     files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-    assert {"report.md", "summary.csv", "comparisons.csv", "failures.csv", "bench.csv"} <= files
+    assert {"report.md", "summary.csv", "comparisons.csv", "failures.csv", "bench.csv", "notes.md"} <= files
+    assert "### Notes of the people who ran it (`notes.md`)\n\nThe worst cases all show a ruler." in \
+        (folder / "report.md").read_text()
     assert {"runs/unet_f100/test_metrics.csv", "runs/unet_f100/history.csv", "runs/unet_f100/config.json",
             "runs/unetpp_f100/eval.json", "runs/unet_f050_unfinished/config.json"} <= files
     assert not [f for f in files if f.endswith((".pt", ".npz", ".npy", ".jpg"))]
