@@ -150,3 +150,21 @@ def worst_cases(run_dir: str | Path, table: pd.DataFrame, count: int = 8, prepar
         ax.axis("off")
     fig.suptitle(f"{run_dir.name}: the {len(worst)} worst test images (green: truth, magenta: prediction)", fontsize=8)
     return fig
+
+
+def postprocess_effect(run_dir: str | Path, prepared=None) -> dict:
+    """Mean per-image Dice and thresholded Jaccard of a run's saved test predictions, as they are and after
+    :func:`helpers.evaluate.postprocess` (largest component kept, holes filled), at the training size.
+
+    Measured on the saved predictions, so it needs no checkpoint. Returns ``{"dice": (before, after),
+    "jaccard_thresholded": (before, after), "already": bool}`` (``already``: the run was evaluated with it).
+    """
+    run_dir = Path(run_dir)
+    prepared = prepared or load_prepared(results.run_config(run_dir)["prepared_dir"])
+    ids, preds = evaluate.load_predictions(run_dir)
+    rows = prepared.table.reset_index().set_index("isic_id").loc[ids, "index"].to_numpy()
+    masks = prepared.masks[rows].astype(bool)
+    before = evaluate.score_images(preds, masks, with_hd95=False)
+    after = evaluate.score_images(np.stack([evaluate.postprocess(p) for p in preds]), masks, with_hd95=False)
+    return {**{k: (float(before[k].mean()), float(after[k].mean())) for k in ("dice", "jaccard_thresholded")},
+            "already": bool(results.read_eval(run_dir).get("postprocess"))}

@@ -208,8 +208,13 @@ def failure_section(shown: pd.DataFrame, root: Path) -> str:
     table = failures.failure_table(run_dir)
     table.to_csv(root / "failures.csv", index=False, float_format="%.4g")
     failures.worst_cases(run_dir, table).savefig(root / "figures" / "worst_cases.png", dpi=110)
+    effect = failures.postprocess_effect(run_dir)
+    post = "" if effect["already"] else (
+        "\n- keeping only the largest component and filling its holes (`POSTPROCESS = True` in notebook 04), "
+        "measured on the saved predictions at the training size: mean Dice {:.3f} → {:.3f}, thresholded "
+        "Jaccard {:.3f} → {:.3f}.".format(*effect["dice"], *effect["jaccard_thresholded"]))
     return (f"Run `{run_dir.name}` (the highest mean Dice); every test image's attributes are in `failures.csv` "
-            f"(see `helpers/failures.py` for their definitions).\n\n{failures.describe_failures(table)}\n\n"
+            f"(see `helpers/failures.py` for their definitions).\n\n{failures.describe_failures(table)}{post}\n\n"
             + _md_table(failures.failure_summary(table).round(3)) + "\n\n![worst cases](figures/worst_cases.png)")
 
 

@@ -1,4 +1,6 @@
 """The failure analysis: per-image attributes of an evaluated run, the worst tenth against the rest, in words."""
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -75,3 +77,18 @@ def test_summary_and_words_contrast_the_worst_tenth_with_the_rest():
     assert "100 % of them are small lesions" in text and "most are **missed**" in text
     assert "(0.25×)" in text
     assert "too few" in describe_failures(table.head(5))
+
+
+def test_postprocess_effect_is_measured_on_the_saved_predictions(evaluated, tmp_path):
+    run_dir, prepared = evaluated
+    effect = failures.postprocess_effect(run_dir, prepared)
+    assert effect["dice"][0] == pytest.approx(effect["dice"][1]) and not effect["already"]  # one box: no change
+    assert effect["dice"][0] == pytest.approx(pd.read_csv(run_dir / evaluate.METRICS_FILE)["dice"].mean(), abs=1e-6)
+    copy = tmp_path / run_dir.name  # the same run with a stray blob added to every prediction
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    ids, preds = evaluate.load_predictions(run_dir)
+    preds[:, -3:, :3] = True
+    np.savez_compressed(copy / evaluate.PREDS_FILE, packed=np.packbits(preds, axis=-1), width=preds.shape[-1],
+                        isic_id=ids)
+    stray = failures.postprocess_effect(copy, prepared)
+    assert stray["dice"][0] < stray["dice"][1] == pytest.approx(effect["dice"][1])
