@@ -168,3 +168,31 @@ def postprocess_effect(run_dir: str | Path, prepared=None) -> dict:
     after = evaluate.score_images(np.stack([evaluate.postprocess(p) for p in preds]), masks, with_hd95=False)
     return {**{k: (float(before[k].mean()), float(after[k].mean())) for k in ("dice", "jaccard_thresholded")},
             "already": bool(results.read_eval(run_dir).get("postprocess"))}
+
+
+def report_section(shown: pd.DataFrame, root: Path, md_table) -> str:
+    """Write ``failures.csv`` and ``figures/worst_cases.png`` for the best of the report's runs; the report's text.
+
+    Args:
+        shown: the runs the report's figures show (``report.figure_runs``).
+        root: the results folder.
+        md_table: DataFrame → markdown table (the report's own).
+    """
+    ok = shown[shown["status"] == "ok"] if len(shown) else shown
+    if ok.empty:
+        return "_(no evaluated run yet)_"
+    run_dir = results.runs_dir(root) / ok.loc[ok["dice_mean"].idxmax(), "run_id"]
+    try:  # needs the run's saved predictions and its prepared data, which a copied results folder may lack
+        table = failure_table(run_dir)
+    except (OSError, ValueError, KeyError) as err:
+        return f"_(not available for `{run_dir.name}`: {type(err).__name__}: {err})_"
+    table.to_csv(root / "failures.csv", index=False, float_format="%.4g")
+    worst_cases(run_dir, table).savefig(root / "figures" / "worst_cases.png", dpi=110)
+    effect = postprocess_effect(run_dir)
+    post = "" if effect["already"] else (
+        "\n- keeping only the largest component and filling its holes (`POSTPROCESS = True` in notebook 04), "
+        "measured on the saved predictions at the training size: mean Dice {:.3f} → {:.3f}, thresholded "
+        "Jaccard {:.3f} → {:.3f}.".format(*effect["dice"], *effect["jaccard_thresholded"]))
+    return (f"Run `{run_dir.name}` (the highest mean Dice); every test image's attributes are in `failures.csv` "
+            f"(see `helpers/failures.py` for their definitions).\n\n{describe_failures(table)}{post}\n\n"
+            + md_table(failure_summary(table).round(3)) + "\n\n![worst cases](figures/worst_cases.png)")

@@ -9,6 +9,7 @@ design notes) appear only in a section of their own, labelled as reference.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +17,8 @@ import pandas as pd
 
 from helpers import evaluate, failures, paths, plots, results
 from helpers.prep import load_prepared
+from helpers.reference import REFERENCE_DICE, REFERENCE_NOTES  # noqa: F401  (part of this module's API)
 
-# The original study's own per-image test Dice (seed protocol, 256 px, ISIC 2018 training set, Colab T4).
-REFERENCE_DICE = {"unet": {0.10: 0.7548, 0.25: 0.8019, 0.50: 0.8377, 1.00: 0.8589},
-                  "unetpp": {0.10: 0.7288, 0.25: 0.8038, 0.50: 0.8415, 1.00: 0.8608}}
-REFERENCE_NOTES = """\
-- UNet++ at 100 %: Dice 0.8608 ± 0.167, IoU 0.7831 ± 0.191, pixel accuracy 0.9493 (per image, mean ± std).
-- Setup: ISIC 2018 Task 1 training set (2,594 images), 256 × 256, random 70/15/15 split; AdamW (lr 1e-4,
-  weight decay 1e-4), cosine annealing, 20 epochs, batch 20–24, fp16, loss 0.5·Dice + 0.5·BCE.
-- Time on a Colab T4: about 45 min per 100 % run, 25 min at 50 %, 15 min at 25 %, 8 min at 10 %
-  (about 5 hours for all eight); inference 50–60 ms per image.
-- Its claimed model sizes (UNet 31 M, UNet++ 9 M, TransUNet 105 M) did not match its code; TransUNet
-  was trained from scratch and never finished, so there is no reference for it. It reported no
-  challenge metric (thresholded Jaccard) and no confidence intervals, and compared models by eye."""
 NOTES_FILE = "notes.md"  # what people saw in the figures, written by hand beside the report; included in it
 HOW_TO_READ = """\
 - **Per image, then averaged.** Each score is computed on every test image separately; the tables show
@@ -175,6 +165,15 @@ def figure_runs(summary: pd.DataFrame, results_root=None) -> pd.DataFrame:
     return newest[ids == ids.value_counts().idxmax()]
 
 
+def _or_none(draw, *args):
+    """A figure that needs a run's predictions and data: None (and a warning) where they are missing."""
+    try:
+        return draw(*args)
+    except (OSError, ValueError, KeyError) as err:
+        warnings.warn(f"{draw.__name__} skipped: {type(err).__name__}: {err}")
+        return None
+
+
 def make_figures(summary: pd.DataFrame, results_root=None) -> dict[str, Path]:
     """Draw and save the report's figures (of :func:`figure_runs`) into ``<results>/figures/``.
 
@@ -192,30 +191,11 @@ def make_figures(summary: pd.DataFrame, results_root=None) -> dict[str, Path]:
                "data_efficiency_jaccard_thresholded": plots.data_efficiency(shown, "jaccard_thresholded"),
                "dice_distributions": plots.metric_distributions(per_image_long(shown, root), "dice"),
                "training_curves": plots.training_curves(load_histories(shown, root)),
-               "cases": best_run_gallery(shown, root)}
+               "cases": _or_none(best_run_gallery, shown, root)}
     for name, fig in figures.items():
         if fig is not None:
             fig.savefig(root / "figures" / f"{name}.png", dpi=110)
     return {name: root / "figures" / f"{name}.png" for name, fig in figures.items() if fig is not None}
-
-
-def failure_section(shown: pd.DataFrame, root: Path) -> str:
-    """Write ``failures.csv`` and ``figures/worst_cases.png`` for the best shown run; the report's text on them."""
-    ok = shown[shown["status"] == "ok"] if len(shown) else shown
-    if ok.empty:
-        return "_(no evaluated run yet)_"
-    run_dir = results.runs_dir(root) / ok.loc[ok["dice_mean"].idxmax(), "run_id"]
-    table = failures.failure_table(run_dir)
-    table.to_csv(root / "failures.csv", index=False, float_format="%.4g")
-    failures.worst_cases(run_dir, table).savefig(root / "figures" / "worst_cases.png", dpi=110)
-    effect = failures.postprocess_effect(run_dir)
-    post = "" if effect["already"] else (
-        "\n- keeping only the largest component and filling its holes (`POSTPROCESS = True` in notebook 04), "
-        "measured on the saved predictions at the training size: mean Dice {:.3f} → {:.3f}, thresholded "
-        "Jaccard {:.3f} → {:.3f}.".format(*effect["dice"], *effect["jaccard_thresholded"]))
-    return (f"Run `{run_dir.name}` (the highest mean Dice); every test image's attributes are in `failures.csv` "
-            f"(see `helpers/failures.py` for their definitions).\n\n{failures.describe_failures(table)}{post}\n\n"
-            + _md_table(failures.failure_summary(table).round(3)) + "\n\n![worst cases](figures/worst_cases.png)")
 
 
 def _setup_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -247,7 +227,7 @@ def write_report(results_root=None, n_boot: int = 2000, seed: int = 0) -> Path:
                              for m in ("dice", "jaccard_thresholded")], ignore_index=True)
     comparisons.to_csv(root / results.COMPARISONS_FILE, index=False, float_format="%.6g")
     figures, shown = make_figures(summary, root), figure_runs(summary, root)
-    failure_text = failure_section(shown, root)
+    failure_text = failures.report_section(shown, root, _md_table)
     counts = summary["status"].value_counts().to_dict()
     problems = summary[summary["status"] != "ok"][["run_id", "status", "problem"]]
     synthetic = summary["dataset"].astype(str).str.startswith("synthetic").any() if "dataset" in summary else False

@@ -1,4 +1,6 @@
 """Publishing a study: the small files, named by data, protocol, profile and hardware; never checkpoints."""
+import shutil
+
 import pandas as pd
 import pytest
 
@@ -47,3 +49,12 @@ def test_names_and_errors(reported, tmp_path, capsys):
     assert "no report.md" in capsys.readouterr().err
     assert main(["--results", str(reported), "--dest", str(tmp_path), "--name", "mine"]) == 0
     assert (tmp_path / "mine" / "report.md").is_file()
+
+
+def test_report_without_predictions_or_data_says_so_instead_of_crashing(reported, tmp_path):
+    copy = tmp_path / "results"  # a study folder elsewhere: no predictions, no prepared data
+    shutil.copytree(reported, copy, ignore=shutil.ignore_patterns("checkpoints", "*.npz"))
+    with pytest.warns(UserWarning, match="best_run_gallery skipped"):
+        text = report.write_report(copy, n_boot=50).read_text()
+    assert "## Where the best run fails\n\n_(not available for `unet" in text and "test_preds.npz" in text
+    assert "## Test results" in text and "figures/cases.png" not in text
