@@ -27,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import albumentations as A
+from helpers import data  # noqa: F401  (first: it keeps albumentations from asking PyPI for updates)
+import albumentations as A  # noqa: E402
 import numpy as np
 import pandas as pd
 import torch

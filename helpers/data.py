@@ -14,11 +14,13 @@ seen. Under ``torchrun`` the sampler gives every process its share of each globa
 """
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-import albumentations as A
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # else importing albumentations asks PyPI for a newer version
+import albumentations as A  # noqa: E402
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler

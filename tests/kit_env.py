@@ -15,6 +15,7 @@ os.environ.setdefault("KIT_PROFILE", "smoke")
 os.environ.setdefault("KIT_DATA_DIR", str(_scratch / "data"))
 os.environ.setdefault("KIT_RESULTS_DIR", str(_scratch / "results"))
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network call to PyPI when a test imports albumentations
 
 
 def pytest_sessionfinish(session, exitstatus):

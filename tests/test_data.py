@@ -123,3 +123,22 @@ def test_loaders_with_workers_turn_opencv_threads_off_before_forking(tiny, monke
     loaders = make_loaders(tiny, 0.5, batch_size=4, num_workers=2, seed=1)
     assert cv2.getNumThreads() == 1            # a pool started here would not survive fork
     assert loaders.train.worker_init_fn.__name__ == "seed_worker"
+
+
+def test_importing_the_kit_never_asks_pypi_for_albumentations_updates():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = ("import urllib.request\n"
+             "def refuse(*a, **k): raise SystemExit(3)\n"  # a network attempt ends the process with 3
+             "urllib.request.build_opener = refuse\n"
+             "import helpers.bench, helpers.data\n")
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).parents[1], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    bare = subprocess.run([sys.executable, "-c", probe.replace("helpers.bench, helpers.data", "albumentations")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert bare.returncode == 3  # the probe would have caught the check: albumentations alone does ask
