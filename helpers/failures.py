@@ -28,6 +28,11 @@ from helpers.prep import load_prepared
 WORST_SHARE = 0.10  # the share of test images called "worst"
 
 
+def _rows(prepared, ids) -> np.ndarray:
+    """Row numbers in the prepared arrays of the given ISIC ids."""
+    return prepared.table.reset_index().set_index("isic_id").loc[list(ids), "index"].to_numpy()
+
+
 def _contrast(image: np.ndarray, mask: np.ndarray) -> float:
     """Lab distance between the mean lesion colour and the mean skin colour (NaN if either is absent)."""
     import cv2
@@ -72,7 +77,7 @@ def failure_table(run_dir: str | Path, prepared=None) -> pd.DataFrame:
     prepared = prepared or load_prepared(results.run_config(run_dir)["prepared_dir"])
     ids, preds = evaluate.load_predictions(run_dir)
     scores = pd.read_csv(run_dir / evaluate.METRICS_FILE).set_index("isic_id").loc[ids]
-    rows = prepared.table.reset_index().set_index("isic_id").loc[ids, "index"].to_numpy()
+    rows = _rows(prepared, ids)
     out = []
     for k, (isic_id, row) in enumerate(zip(ids, rows)):
         mask, pred, image = prepared.masks[row].astype(bool), preds[k], prepared.images[row]
@@ -137,8 +142,8 @@ def worst_cases(run_dir: str | Path, table: pd.DataFrame, count: int = 8, prepar
     prepared = prepared or load_prepared(results.run_config(run_dir)["prepared_dir"])
     ids, preds = evaluate.load_predictions(run_dir)
     where = {isic_id: k for k, isic_id in enumerate(ids)}
-    rows = prepared.table.reset_index().set_index("isic_id")["index"]
     worst = table.head(count)
+    rows = dict(zip(worst["isic_id"], _rows(prepared, worst["isic_id"])))
     cols = min(4, max(1, len(worst)))
     fig = Figure(figsize=(2.4 * cols, 2.6 * -(-len(worst) // cols) + 0.4), layout="constrained")
     for ax, case in zip(fig.subplots(-(-len(worst) // cols), cols, squeeze=False).ravel(), worst.itertuples()):
@@ -162,8 +167,7 @@ def postprocess_effect(run_dir: str | Path, prepared=None) -> dict:
     run_dir = Path(run_dir)
     prepared = prepared or load_prepared(results.run_config(run_dir)["prepared_dir"])
     ids, preds = evaluate.load_predictions(run_dir)
-    rows = prepared.table.reset_index().set_index("isic_id").loc[ids, "index"].to_numpy()
-    masks = prepared.masks[rows].astype(bool)
+    masks = prepared.masks[_rows(prepared, ids)].astype(bool)
     before = evaluate.score_images(preds, masks, with_hd95=False)
     after = evaluate.score_images(np.stack([evaluate.postprocess(p) for p in preds]), masks, with_hd95=False)
     return {**{k: (float(before[k].mean()), float(after[k].mean())) for k in ("dice", "jaccard_thresholded")},
