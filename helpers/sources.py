@@ -56,6 +56,18 @@ def _extract_zips(data_dir: Path, dest: Path) -> Path:
     return dest
 
 
+def _existing(data_dir: str | None) -> Path | None:
+    """``DATA_DIR`` as an absolute path: as given, else relative to the repository root (papermill runs
+    notebooks from ``notebooks/``, so a path typed at the repository root would not be found); None if absent."""
+    if not data_dir:
+        return None
+    path = Path(data_dir).expanduser()
+    for candidate in (path, paths.repo_root() / path):
+        if candidate.exists():
+            return candidate.resolve()
+    return None
+
+
 def get_source(data_source: str, data_dir: str | None, profile: Profile, sample_seed: int = 0,
                splits: tuple[str, ...] = ("train",), mirror: str | None = None) -> Path:
     """Make the data available locally and return its root folder (official layout).
@@ -84,10 +96,12 @@ def get_source(data_source: str, data_dir: str | None, profile: Profile, sample_
         for zip_path in fetch_official(download_dir, splits=splits, base_url=mirror or None):
             safe_extract(zip_path, paths.raw_dir(name))
         return paths.raw_dir(name)
-    if not data_dir or not Path(data_dir).expanduser().exists():
-        raise DataError(f"DATA_DIR={data_dir!r} does not exist; with DATA_SOURCE={data_source!r} set DATA_DIR "
+    found = _existing(data_dir)
+    if found is None:
+        raise DataError(f"DATA_DIR={data_dir!r} does not exist (a relative path is read from the current folder, "
+                        f"then from the repository root); with DATA_SOURCE={data_source!r} set DATA_DIR "
                         f"to the folder (or zip) that holds the ISIC 2018 Task 1 data.")
-    data_dir = Path(data_dir).expanduser().resolve()
+    data_dir = found
     if data_source == "zip":
         return _extract_zips(data_dir, paths.raw_dir(name))
     return data_dir

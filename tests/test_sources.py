@@ -51,6 +51,13 @@ def test_unknown_source_and_missing_folder_say_what_to_do(tmp_path):
         get_source("zip", str(tmp_path), SMOKE)
 
 
+def test_relative_data_dir_is_found_from_the_repository_root_too(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path / ".")  # as papermill does: the notebook runs elsewhere (notebooks/)
+    assert get_source("folder", "helpers", SMOKE) == paths.repo_root() / "helpers"
+    (tmp_path / "helpers").mkdir()  # the current folder wins when both have it
+    assert get_source("folder", "helpers", SMOKE) == (tmp_path / "helpers").resolve()
+
+
 def test_zip_with_windows_paths_and_nested_top_folder_prepares(tmp_path):
     src = make_dataset(tmp_path / "src", 8)
     zip_path = _zip_of(src, tmp_path / "isic_part.zip", backslashes=True, top="My Data\\")
