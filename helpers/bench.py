@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from helpers import data  # noqa: F401  (first: it keeps albumentations from asking PyPI for updates)
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # else importing albumentations asks PyPI for a newer version
 import albumentations as A  # noqa: E402
 import numpy as np
 import pandas as pd
@@ -36,12 +36,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from helpers import paths
-from helpers.data import LesionDataset, seed_worker, single_threaded_opencv, to_model_input, train_transform
-from helpers.distributed import DistInfo, amp_dtype, hardware, pick_device
-from helpers.losses import DiceBCELoss
+from helpers.data.loaders import LesionDataset, seed_worker, single_threaded_opencv, to_model_input, train_transform
 from helpers.models import build_model
 from helpers.models.summary import count_flops
-from helpers.profiles import resolve_profile
+from helpers.profiles import resolve_config
+from helpers.training.devices import DistInfo, amp_dtype, hardware, pick_device
+from helpers.training.losses import DiceBCELoss
 
 DATA_SIZE = 256
 
@@ -140,10 +140,10 @@ def naive_train(prepared, model_name: str, config: str, size: int, batch_size: i
 
 def kit_train(prepared, profile, model_name: str) -> float:
     """Images/s of the kit's own ``fit`` for one epoch (training part only, from history.csv)."""
-    from helpers import runs, train
+    from helpers.training import loop, runs
 
-    spec = runs.make_spec(model_name, 1.0, prepared, profile, seed=0)
-    result = train.fit(spec, prepared, profile, num_epochs=1, progress=False)
+    spec = runs.make_spec(model_name, 1.0, 0, prepared, profile.with_(num_epochs=1))
+    result = loop.fit(spec, prepared, num_workers=profile.num_workers, progress=False)
     return float(pd.read_csv(Path(result["run_dir"]) / "history.csv")["images_per_s"].iloc[-1])
 
 
@@ -208,14 +208,15 @@ def bench_steps(profile, steps: int, with_compile: bool) -> list[dict]:
 
 def bench_inference(prepared, profile) -> list[dict]:
     """ms/image of each model at batch 1 and at the evaluation batch size (the profile's batch size)."""
-    from helpers.evaluate import iter_probs
+    from helpers.evaluation.inference import iter_probs
 
     device, rows, out = pick_device(), prepared.indices("test"), []
     for name in profile.models:
         config = profile.model_configs[name]
         model = build_model(name, config, **profile.model_overrides.get(name, {})).to(device)
         for batch in (1, profile.batch_size):
-            timed = list(iter_probs(model, prepared.images, rows[: max(8, 2 * batch)], batch_size=batch, amp=profile.amp))
+            timed = list(iter_probs(model, prepared.images, rows[: max(8, 2 * batch)], batch_size=batch,
+                                    amp=profile.amp != "off"))
             seconds, count = sum(t for _, _, t in timed), sum(len(b) for b, _, _ in timed)
             out.append({"section": "infer", "name": "inference", "model": name, "config": config,
                         "image_size": profile.image_size, "batch_size": batch, "amp": profile.amp,
@@ -225,11 +226,11 @@ def bench_inference(prepared, profile) -> list[dict]:
 
 def run_sections(profile, args) -> list[dict]:
     """The rows of the sections named in ``args.sections``."""
-    from helpers.sources import ensure_prepared
+    from helpers.data.sources import ensure_prepared
 
     sections, rows = args.sections.split(","), []
     if "data" in sections:
-        data_profile = resolve_profile(profile.name, image_size=DATA_SIZE, synthetic_count=args.images)
+        data_profile = resolve_config(profile.name, image_size=DATA_SIZE, synthetic_count=args.images)
         prepared = ensure_prepared(data_profile, args.data_source, args.data_dir)
         rows += bench_data(prepared, max(1, profile.num_workers or 2), args.batches)
     if {"train", "infer"} & set(sections):
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = tempfile.mkdtemp(prefix="kit-bench-")
     os.environ[paths.RESULTS_ENV] = scratch  # training rows write their run folders here, then it goes
     try:
-        profile = resolve_profile(args.profile or None, synthetic_count=args.images)
+        profile = resolve_config(args.profile or None, synthetic_count=args.images)
         rows = run_sections(profile, args)
     finally:
         os.environ.pop(paths.RESULTS_ENV)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 REPO_URL = "https://github.com/skin-lesion-kit/skin-lesion-kit"
 DATA_ENV = "KIT_DATA_DIR"
@@ -66,6 +66,24 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def portable(path: str | os.PathLike, home: str | os.PathLike) -> str:
+    """How a run folder records ``path``: relative to ``home`` when inside it (POSIX form), else absolute."""
+    path, home = Path(path).resolve(), Path(home).resolve()
+    return path.relative_to(home).as_posix() if path.is_relative_to(home) else str(path)
+
+
+def locate(recorded: str, home: str | os.PathLike, moved_to: str | os.PathLike | None = None) -> Path | None:
+    """The folder a recorded path names now: relative ones under ``home``; an absolute one as it is if it
+    exists, else (written on another machine) ``moved_to / <its name>`` if that exists; else None."""
+    path = Path(recorded)
+    if not path.is_absolute():
+        return Path(home) / path
+    if path.exists():
+        return path
+    moved = Path(moved_to) / path.name if moved_to else None
+    return moved if moved and moved.exists() else None
 
 
 def in_colab() -> bool:

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import pytest
+from http.server import BaseHTTPRequestHandler
 
 
-class _Handler(BaseHTTPRequestHandler):
+class Handler(BaseHTTPRequestHandler):
     """Serves `server.files`; each request consumes one action from `server.script`."""
 
     def log_message(self, *args):  # keep test output quiet
@@ -48,17 +45,3 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.wfile.write(body)
-
-
-@pytest.fixture
-def server():
-    """A ThreadingHTTPServer on 127.0.0.1, port 0, with switches set per test."""
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.files, srv.requests, srv.script = {}, [], []
-    srv.default, srv.drop_after, srv.no_length = "ok", 0, False
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()

@@ -7,7 +7,7 @@ import zipfile
 import pytest
 from PIL import Image
 
-from helpers.archives import ArchiveError, UnsafeArchiveError, safe_extract
+from helpers.data.archives import ArchiveError, UnsafeArchiveError, safe_extract
 
 IMAGES = "ISIC2018_Task1-2_Training_Input"
 MASKS = "ISIC2018_Task1_Training_GroundTruth"

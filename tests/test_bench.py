@@ -4,13 +4,13 @@ import pandas as pd
 import torch
 
 from helpers import bench
-from helpers.profiles import resolve_profile
-from helpers.sources import ensure_prepared
+from helpers.data.sources import ensure_prepared
+from helpers.profiles import resolve_config
 
 
 def test_naive_dataset_decodes_originals_and_normalises(tmp_path, monkeypatch):
     monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
-    prepared = ensure_prepared(resolve_profile("smoke", synthetic_count=12))
+    prepared = ensure_prepared(resolve_config("smoke", synthetic_count=12))
     dataset = bench.NaiveDataset(prepared.table, 48)
     image, mask = dataset[0]
     assert image.shape == (3, 48, 48) and image.dtype == torch.float32

@@ -1,4 +1,4 @@
-"""Tests for helpers.checkpoints: exact resume, fallback to the previous file, refusal of foreign
+"""Tests for helpers.training.checkpoints: exact resume, fallback to the previous file, refusal of foreign
 pickles, retries and fallback folder on failed writes."""
 import os
 import pickle
@@ -9,10 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import checkpoints
-from helpers.checkpoints import (CheckpointError, UnsafeCheckpointError, load_checkpoint,
-                                 load_latest, make_state, restore_state, save_checkpoint,
-                                 save_weights_atomic)
+from helpers.training import checkpoints
+from helpers.training.checkpoints import (
+    CheckpointError,
+    UnsafeCheckpointError,
+    load_checkpoint,
+    load_latest,
+    make_state,
+    restore_state,
+    save_checkpoint,
+    save_weights_atomic,
+)
 
 
 def _build(seed):

@@ -4,14 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.data import (IMAGENET_MEAN, IMAGENET_STD, EpochSampler, LesionDataset, augmented_examples,
-                          make_loaders, reseed, to_model_input, train_transform)
-from tests.tiny_data import make_tiny_prepared, one_torch_thread  # noqa: F401 (autouse fixture)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_prepared(tmp_path_factory.mktemp("prepared") / "tiny_seed_32px_s0")
+from helpers.data.loaders import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EpochSampler,
+    LesionDataset,
+    augmented_examples,
+    make_loaders,
+    reseed,
+    to_model_input,
+    train_transform,
+)
 
 
 def test_to_model_input_normalises_with_imagenet_statistics():

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from helpers.checkpoints import load_checkpoint
-from tests.tiny_data import make_tiny_prepared
+from helpers.training.checkpoints import load_checkpoint
+from tests.builders import make_tiny_prepared
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("train_worker.py")
@@ -56,12 +56,12 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
 
 def test_command_line_under_torchrun_then_skips_when_rerun(tmp_path):
     env = _env(KIT_DATA_DIR=str(tmp_path / "data"), KIT_RESULTS_DIR=str(tmp_path / "results"))
-    args = ["-m", "helpers.train", "--profile", "smoke", "--models", "unet", "--fractions", "0.25", "--epochs", "2"]
+    args = ["-m", "helpers.training", "--profile", "smoke", "--models", "unet", "--fractions", "0.25", "--epochs", "2"]
     out = _run([*TORCHRUN, *args], env)
     assert out.count("best_val_dice") == 1  # the table is printed by rank 0 only
-    folder = tmp_path / "results" / "runs" / "unet-tiny_f025_64px_seed_s42_synthetic-60-s0"
+    folder, = (tmp_path / "results" / "runs").glob("unet-tiny_f025_64px_seed_s42_synthetic-60-s0_*")
     done = json.loads((folder / "done.json").read_text())
     assert (done["epochs"], done["status"]) == (2, "finished")
     assert (folder / "checkpoints" / "best.pt").is_file()
     again = _run([sys.executable, *args], env)  # one process, same run id: finished, so skipped
-    assert "finished earlier (2 epochs" in again and " skipped " in again
+    assert "finished earlier with these settings (2 epochs" in again and " skipped " in again

@@ -10,9 +10,15 @@ import zipfile
 
 import pytest
 
-from helpers.download import DownloadError, OfflineError, SizeMismatchError, download
-from helpers.official import OFFICIAL_FILES, fetch_official, official_files
-from tests.httpserver import server  # noqa: F401  (fixture)
+from helpers.data.download import (
+    OFFICIAL_FILES,
+    DownloadError,
+    OfflineError,
+    SizeMismatchError,
+    download,
+    fetch_official,
+    official_files,
+)
 
 FAST = {"backoff": 0.001, "timeout": 5, "chunk_size": 4096, "progress": False}
 
@@ -121,7 +127,7 @@ def test_404_is_not_retried(server, tmp_path):
 def test_complete_file_is_skipped_without_request(server, tmp_path, caplog):
     dest = tmp_path / "f.zip"
     dest.write_bytes(b"z" * 1234)
-    with caplog.at_level(logging.INFO, logger="helpers.download"):
+    with caplog.at_level(logging.INFO, logger="helpers.data.download"):
         assert download(f"{server.url}/f.zip", dest, 1234, **FAST) == dest
     assert server.requests == []
     assert "skipped" in caplog.text

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import evaluate, metrics
-from tests.run_fixtures import Brightness, shifted_prepared
+from helpers.evaluation import inference
+from helpers.training import metrics
+from tests.builders import Brightness, shifted_prepared
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def prepared(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def result(prepared):
-    return evaluate.evaluate(Brightness(), prepared, batch_size=4, progress=False)
+    return inference.evaluate(Brightness(), prepared, batch_size=4, progress=False)
 
 
 class RightHalf(nn.Module):
@@ -36,8 +37,8 @@ class RightHalf(nn.Module):
 
 def test_tta_averages_identity_and_both_flips():
     images = np.zeros((2, 8, 8, 3), np.uint8)
-    (_, plain, _), = evaluate.iter_probs(RightHalf(), images, np.arange(2))
-    (_, tta, _), = evaluate.iter_probs(RightHalf(), images, np.arange(2), tta=True)
+    (_, plain, _), = inference.iter_probs(RightHalf(), images, np.arange(2))
+    (_, tta, _), = inference.iter_probs(RightHalf(), images, np.arange(2), tta=True)
     assert plain.shape == (2, 8, 8) and plain.dtype == np.float32
     assert np.allclose(plain[:, :, 4:], 1) and np.allclose(plain[:, :, :4], 0)
     # identity and vertical flip see the right half; the horizontal flip sees the left half.
@@ -49,18 +50,18 @@ def test_postprocess_keeps_the_largest_component_and_fills_its_holes():
     preds[1:6, 1:6] = True          # 25 pixels, with a hole
     preds[3, 3] = False
     preds[8:10, 8:10] = True        # 4 pixels: dropped
-    out = evaluate.postprocess(preds)
+    out = inference.postprocess(preds)
     assert out.sum() == 25 and out[3, 3] and not out[8:, 8:].any()
-    assert not evaluate.postprocess(np.zeros((4, 4), bool)).any()
+    assert not inference.postprocess(np.zeros((4, 4), bool)).any()
 
 
 def test_finalize_resizes_probs_back_before_thresholding():
     probs = np.zeros((4, 4), np.float32)
     probs[:, 2:] = 1.0
-    full = evaluate.finalize(probs, 0.5, size=(6, 10))
+    full = inference.finalize(probs, 0.5, size=(6, 10))
     assert full.shape == (6, 10) and full.dtype == bool
     assert full[:, 6:].all() and not full[:, :4].any()
-    assert evaluate.finalize(probs, 0.5).sum() == 8
+    assert inference.finalize(probs, 0.5).sum() == 8
 
 
 def test_thresholded_jaccard_hand_made_case():
@@ -70,7 +71,7 @@ def test_thresholded_jaccard_hand_made_case():
     preds[0, :8] = True              # IoU 80/100 = 0.80 ≥ 0.65: kept
     preds[1, :6] = True              # IoU 0.60 < 0.65: scored 0
     preds[2].flat[:65] = True        # IoU exactly 0.65: kept
-    table = evaluate.score_images(preds, masks, with_hd95=False)
+    table = inference.score_images(preds, masks, with_hd95=False)
     assert np.allclose(table["iou"], [0.8, 0.6, 0.65])
     assert np.allclose(table["jaccard_thresholded"], [0.8, 0.0, 0.65])
     assert np.allclose(table["dice"], [2 * 80 / 180, 2 * 60 / 160, 2 * 65 / 165])
@@ -81,8 +82,8 @@ def test_evaluate_scores_every_test_image_at_both_sizes(prepared, result):
     rows = prepared.indices("test")
     table = result.table
     assert len(table) == len(rows) == 6 and list(table["isic_id"]) == list(prepared.table["isic_id"].iloc[rows])
-    assert set(evaluate.METRICS + evaluate.ORIG_METRICS) <= set(table.columns)
-    # the training-size scores are exactly helpers.metrics on the saved predictions
+    assert set(inference.METRICS + inference.ORIG_METRICS) <= set(table.columns)
+    # the training-size scores are exactly helpers.training.metrics on the saved predictions
     expected = metrics.per_image_metrics(result.preds, np.asarray(prepared.masks[rows]), with_hd95=True)
     assert np.allclose(table["dice"], expected["dice"].numpy())
     assert np.allclose(table["hd95"], expected["hd95"].numpy())
@@ -105,22 +106,22 @@ def test_missing_original_masks_skip_original_resolution(prepared, tmp_path):
     table = prepared.table.copy()
     table["mask_path"] = str(tmp_path / "gone.png")
     moved = type(prepared)(prepared.root, prepared.images, prepared.masks, table, prepared.manifest)
-    out = evaluate.evaluate(Brightness(), moved, with_hd95=False, progress=False)
+    out = inference.evaluate(Brightness(), moved, with_hd95=False, progress=False)
     assert out.info["original_resolution"] is False and "dice_orig" not in out.table
 
 
 def test_empty_split_is_an_error_naming_the_table(prepared):
     with pytest.raises(ValueError, match="splits.csv has no 'nope' images"):
-        evaluate.evaluate(Brightness(), prepared, "nope")
+        inference.evaluate(Brightness(), prepared, "nope")
 
 
 def test_saved_evaluation_round_trips(result, tmp_path):
-    path = evaluate.save_evaluation(result, tmp_path)
+    path = inference.save_evaluation(result, tmp_path)
     assert path == tmp_path / "test_metrics.csv"
     table = pd.read_csv(path)
     assert np.allclose(table["dice"], result.table["dice"], atol=1e-6)
     info = json.loads((tmp_path / "eval.json").read_text())
     assert info["n_images"] == 6 and "created" in info
-    ids, preds = evaluate.load_predictions(tmp_path)
+    ids, preds = inference.load_predictions(tmp_path)
     assert list(ids) == list(result.table["isic_id"]) and np.array_equal(preds, result.preds)
     assert not list(tmp_path.glob(".*tmp*"))

@@ -5,9 +5,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import evaluate, failures, results
-from helpers.failures import _contrast, _dark_frame, _error_kind, describe_failures, failure_summary, failure_table
-from tests.run_fixtures import Brightness, make_run, shifted_prepared
+from helpers.evaluation import failures, inference, scoring
+from helpers.evaluation.failures import (
+    _contrast,
+    _dark_frame,
+    _error_kind,
+    describe_failures,
+    failure_summary,
+    failure_table,
+)
+from helpers.reporting import failure_report
+from tests.builders import Brightness, make_run, shifted_prepared
 
 
 @pytest.fixture(scope="module")
@@ -15,14 +23,14 @@ def evaluated(tmp_path_factory):
     root = tmp_path_factory.mktemp("failures")
     prepared = shifted_prepared(root / "data")
     run_dir = make_run(root, "bright_f100", "unet", 1.0, prepared.root)
-    results.evaluate_runs(root, load_model=lambda _: Brightness(), progress=False)
+    scoring.evaluate_runs(root, load_model=lambda _: Brightness(), progress=False)
     return run_dir, prepared
 
 
 def test_table_has_every_test_image_worst_first_with_measured_attributes(evaluated):
     run_dir, prepared = evaluated
     table = failure_table(run_dir, prepared)
-    scores = pd.read_csv(run_dir / evaluate.METRICS_FILE).set_index("isic_id")
+    scores = pd.read_csv(run_dir / inference.METRICS_FILE).set_index("isic_id")
     assert sorted(table["isic_id"]) == sorted(scores.index) and len(table) == (prepared.table["split"] == "test").sum()
     assert table["dice"].is_monotonic_increasing
     assert np.allclose(table.set_index("isic_id")["dice"], scores.loc[table["isic_id"], "dice"])
@@ -41,7 +49,7 @@ def test_table_has_every_test_image_worst_first_with_measured_attributes(evaluat
 def test_worst_cases_figure_shows_the_worst_images(evaluated):
     run_dir, prepared = evaluated
     table = failure_table(run_dir, prepared)
-    fig = failures.worst_cases(run_dir, table, count=4, prepared=prepared)
+    fig = failure_report.worst_cases(run_dir, table, count=4, prepared=prepared)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert len(titles) == 4 and titles[0].startswith(table["isic_id"].iloc[0])
 
@@ -83,12 +91,12 @@ def test_postprocess_effect_is_measured_on_the_saved_predictions(evaluated, tmp_
     run_dir, prepared = evaluated
     effect = failures.postprocess_effect(run_dir, prepared)
     assert effect["dice"][0] == pytest.approx(effect["dice"][1]) and not effect["already"]  # one box: no change
-    assert effect["dice"][0] == pytest.approx(pd.read_csv(run_dir / evaluate.METRICS_FILE)["dice"].mean(), abs=1e-6)
+    assert effect["dice"][0] == pytest.approx(pd.read_csv(run_dir / inference.METRICS_FILE)["dice"].mean(), abs=1e-6)
     copy = tmp_path / run_dir.name  # the same run with a stray blob added to every prediction
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("checkpoints"))
-    ids, preds = evaluate.load_predictions(run_dir)
+    ids, preds = inference.load_predictions(run_dir)
     preds[:, -3:, :3] = True
-    np.savez_compressed(copy / evaluate.PREDS_FILE, packed=np.packbits(preds, axis=-1), width=preds.shape[-1],
+    np.savez_compressed(copy / inference.PREDS_FILE, packed=np.packbits(preds, axis=-1), width=preds.shape[-1],
                         isic_id=ids)
     stray = failures.postprocess_effect(copy, prepared)
     assert stray["dice"][0] < stray["dice"][1] == pytest.approx(effect["dice"][1])

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.isic import BadFile, DataError, Pair, find_split_dirs, format_problems, load_pair, pair_files
-from tests.fixtures import make_dataset, write_pair
+from helpers.data.isic import BadFile, DataError, Pair, find_split_dirs, format_problems, load_pair, pair_files
+from tests.builders import make_dataset, write_pair
 
 
 def test_pairs_by_id_and_ignores_licence_files(tmp_path):

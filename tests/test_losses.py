@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from helpers.losses import DiceBCELoss, soft_dice_loss
+from helpers.training.losses import DiceBCELoss, soft_dice_loss
 
 
 def _masks(batch=3, size=8, seed=0):

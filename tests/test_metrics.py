@@ -1,14 +1,24 @@
-"""Known-value tests for helpers.metrics: counts, reductions, ISIC score, HD95, accumulation."""
+"""Known-value tests for helpers.training.metrics: counts, reductions, ISIC score, HD95, accumulation."""
 import numpy as np
 import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from helpers.metrics import (MetricAccumulator, confusion_counts, dice, hd95, iou, per_image_metrics,
-                             pixel_accuracy, scores_from_counts, sensitivity, specificity,
-                             thresholded_jaccard)
+from helpers.training.metrics import (
+    MetricAccumulator,
+    accuracy,
+    confusion_counts,
+    dice,
+    hd95,
+    iou,
+    jaccard_thresholded,
+    per_image_metrics,
+    scores_from_counts,
+    sensitivity,
+    specificity,
+)
 
-SCORE_NAMES = ("dice", "iou", "pixel_accuracy", "sensitivity", "specificity", "thresholded_jaccard")
+SCORE_NAMES = ("dice", "iou", "accuracy", "sensitivity", "specificity", "jaccard_thresholded")
 
 
 def _t(*rows):
@@ -48,7 +58,7 @@ def test_half_overlap_exact_values():
     assert [c.item() for c in counts] == [4, 4, 4, 4]
     assert dice(*counts).item() == 0.5
     assert iou(*counts).item() == pytest.approx(1 / 3)
-    assert pixel_accuracy(*counts).item() == 0.5
+    assert accuracy(*counts).item() == 0.5
 
 
 def test_sensitivity_specificity_accuracy_by_hand():
@@ -58,7 +68,7 @@ def test_sensitivity_specificity_accuracy_by_hand():
     assert [c.item() for c in counts] == [3, 2, 3, 8]  # TP, FP, FN, TN
     assert sensitivity(*counts).item() == 0.5  # 3 / 6
     assert specificity(*counts).item() == pytest.approx(0.8)  # 8 / 10
-    assert pixel_accuracy(*counts).item() == 0.6875  # 11 / 16
+    assert accuracy(*counts).item() == 0.6875  # 11 / 16
     assert dice(*counts).item() == pytest.approx(6 / 11)
     assert iou(*counts).item() == 0.375  # 3 / 8
 
@@ -75,10 +85,10 @@ def test_empty_mask_values():
     assert per_image_metrics(full, full)["specificity"].item() == 1.0  # no background
 
 
-def test_thresholded_jaccard_isic_rule():
-    out = thresholded_jaccard([0.9, 0.6, 0.7])
+def test_jaccard_thresholded_isic_rule():
+    out = jaccard_thresholded([0.9, 0.6, 0.7])
     assert torch.allclose(out, torch.tensor([0.9, 0.0, 0.7]))
-    assert thresholded_jaccard(torch.tensor([0.65]), threshold=0.65).item() == pytest.approx(0.65)
+    assert jaccard_thresholded(torch.tensor([0.65]), threshold=0.65).item() == pytest.approx(0.65)
 
 
 def test_per_image_and_pooled_differ():

@@ -39,7 +39,31 @@ def test_first_code_cell_is_a_literal_parameters_cell(path):
         assert isinstance(node, ast.Assign), f"{path.name}: parameters cell may only assign literals"
         ast.literal_eval(node.value)                      # raises if not a literal
         names.append(node.targets[0].id)
-    assert "PROFILE" in names and "SEED" in names
+    assert "PROFILE" in names
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_every_parameter_is_used_after_the_parameters_cell(path):
+    """A parameter that nothing reads would be injected by papermill and silently ignored."""
+    first, *rest = _code_cells(path)
+    names = [node.targets[0].id for node in ast.parse("".join(first["source"])).body]
+    used = set()
+    for cell in rest:
+        code = "\n".join(line for line in "".join(cell["source"]).splitlines() if not line.startswith("%"))
+        used |= {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name)}
+    assert not [name for name in names if name not in used], f"{path.name}: parameters nothing reads"
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOK_FILES if p.name[:2] in ("02", "03")], ids=lambda p: p.name)
+def test_training_notebooks_expose_every_result_changing_setting(path):
+    from helpers.profiles import FIELDS
+
+    first = _code_cells(path)[0]
+    names = {node.targets[0].id for node in ast.parse("".join(first["source"])).body}
+    settings = set(FIELDS) - {"name", "description", "synthetic_count", "model_configs", "model_overrides"}
+    if path.name.startswith("02"):
+        settings -= {"models", "deep_supervision", "pretrained"}  # notebook 02 trains UNet only
+    assert {s.upper() for s in settings} <= names, sorted({s.upper() for s in settings} - names)
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import prep
-from helpers.isic import DataError
-from helpers.prep import fraction_size, load_prepared, prepare, seed_split
-from tests.fixtures import make_dataset, write_pair
+from helpers.data import prep
+from helpers.data.isic import DataError
+from helpers.data.prep import fraction_size, load_prepared, prepare, seed_split
+from tests.builders import make_dataset, write_pair
 
 
 @pytest.fixture

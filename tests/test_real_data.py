@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from helpers.isic import find_split_dirs, pair_files
-from helpers.prep import prepare
+from helpers.data.isic import find_split_dirs, pair_files
+from helpers.data.prep import prepare
 from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data/isic2018_task1_512 is absent")

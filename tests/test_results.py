@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from helpers import plots, report, results, stats
-from tests.run_fixtures import make_run, shifted_prepared
+from helpers.evaluation import scoring, stats
+from helpers.reporting import figures, report, tables
+from tests.builders import make_run, shifted_prepared
 
 MODELS, FRACTIONS = ("transunet", "unet", "unetpp"), (0.1, 0.25, 0.5, 1.0)
 
@@ -24,7 +25,7 @@ def grid(tmp_path_factory):
     broken = make_run(root, "unet_f100_broken", "unet", 1.0, prepared.root)
     (broken / "config.json").write_text("{not json")
     make_run(root, "unet_f100_nodata", "unet", 1.0, root / "moved-away")
-    done = results.evaluate_runs(root, progress=False)
+    done = scoring.evaluate_runs(root, progress=False)
     return root, done
 
 
@@ -69,13 +70,13 @@ def test_evaluate_runs_evaluates_finished_runs_only(grid):
     assert actions["unet_f100_unfinished"].startswith("skipped: unet_f100_unfinished: training has not finished")
     broken = actions["unet_f100_broken"]
     assert broken.startswith("skipped: ") and "config.json is unreadable" in broken
-    again = results.evaluate_runs(root)
+    again = scoring.evaluate_runs(root)
     assert not (again["action"] == "evaluated").any()
 
 
 def test_summary_flags_incomplete_runs_instead_of_crashing(grid):
     root, _ = grid
-    summary = pd.read_csv(results.write_summary(root))
+    summary = pd.read_csv(tables.write_summary(root))
     assert len(summary) == 15
     status = summary.set_index("run_id")["status"]
     assert status["unet_f100_unfinished"] == "unfinished" and status["unet_f100_broken"] == "broken"
@@ -97,8 +98,8 @@ def test_summary_flags_incomplete_runs_instead_of_crashing(grid):
 
 def test_compare_models_pairs_each_fraction(grid):
     root, _ = grid
-    summary = results.collect_summary(root)
-    table = results.compare_models(summary, "dice", root)
+    summary = tables.collect_summary(root)
+    table = tables.compare_models(summary, "dice", root)
     assert len(table) == 4 * 3                                # 4 fractions × 3 model pairs
     assert set(zip(table["model_a"], table["model_b"])) == {("transunet", "unet"), ("transunet", "unetpp"),
                                                             ("unet", "unetpp")}
@@ -113,22 +114,22 @@ def test_result_figures_are_figures():
     summary = pd.DataFrame({"model": ["unet", "unet", "unetpp"], "fraction": [0.1, 1.0, 1.0],
                             "dice_mean": [0.6, 0.8, 0.82], "dice_ci_low": [0.5, 0.7, 0.75],
                             "dice_ci_high": [0.7, 0.9, 0.88]})
-    fig = plots.data_efficiency(summary, "dice", report.REFERENCE_DICE)
+    fig = figures.data_efficiency(summary, "dice", report.REFERENCE_DICE)
     assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 2 + 2
     history = pd.DataFrame({"model": ["unet", "unet", "unetpp"], "fraction": [1.0, 1.0, 0.5], "epoch": [1, 2, 1],
                             "train_loss": [1, 0.5, 0.9], "val_loss": [1, 0.6, 0.8], "val_dice": [0.3, 0.6, 0.4]})
-    curves = plots.training_curves(history)
+    curves = figures.training_curves(history)
     assert len(curves.axes) == 4 and len(curves.axes[0].lines) == 2   # 2 models × (loss, Dice); train + val
     image = np.zeros((4, 4, 3), np.uint8)
     mask, pred = np.eye(4, dtype=bool), np.zeros((4, 4), bool)
     pred[0, :2] = True
-    tinted = plots.error_overlay(image, mask, pred, alpha=1.0)
+    tinted = figures.error_overlay(image, mask, pred, alpha=1.0)
     assert tuple(tinted[0, 0]) == (0, 200, 0) and tuple(tinted[0, 1]) == (230, 0, 0)
     assert tuple(tinted[1, 1]) == (0, 90, 255) and tuple(tinted[3, 0]) == (0, 0, 0)
 
 
 def test_pick_cases_best_median_worst():
-    picked = plots.pick_cases(np.array([0.5, 0.9, 0.1, 0.7, 0.3]), per_group=1)
+    picked = figures.pick_cases(np.array([0.5, 0.9, 0.1, 0.7, 0.3]), per_group=1)
     assert picked["best"].tolist() == [1] and picked["median"].tolist() == [0] and picked["worst"].tolist() == [2]
 
 

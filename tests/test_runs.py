@@ -1,65 +1,78 @@
 """Run names, run folders and loading a run back (the contract evaluation is written against)."""
 import dataclasses
 import json
+import re
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from helpers import runs, train
-from helpers.checkpoints import load_checkpoint
-from helpers.profiles import resolve_profile
-from tests.tiny_data import make_tiny_prepared, one_torch_thread  # noqa: F401 (autouse fixture)
+from helpers import paths
+from helpers.profiles import resolve_config
+from helpers.training import loop, runs
+from helpers.training.checkpoints import load_checkpoint
+from helpers.training.state import SettingsChanged
 
-CONFIG_KEYS = {"run_id", "model", "model_config", "model_overrides", "fraction", "image_size", "seed", "protocol",
-               "dataset", "prepared_dir", "checkpoint_dir", "profile", "num_epochs", "batch_size", "lr",
-               "weight_decay", "amp", "device", "hardware", "torch_version", "params"}
+CONFIG_KEYS = {"run_id", "settings_hash", *runs.SPEC_FIELDS, "prepared_dir", "checkpoint_dir", "amp_dtype",
+               "device", "hardware", "torch_version", "params", "train_images"}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_prepared(tmp_path_factory.mktemp("prepared") / "tiny_seed_32px_s0")
+def _config(**changes):
+    return resolve_config("smoke", **{"image_size": 32, "batch_size": 4, "num_epochs": 2, "split_seed": 0, **changes})
 
 
 @pytest.fixture
-def trained(tiny, tmp_path, monkeypatch):
-    monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
-    profile = resolve_profile("smoke", image_size=32, batch_size=4, num_epochs=2)
-    spec = runs.make_spec("unet", 0.5, tiny, profile, seed=0)
-    train.fit(spec, tiny, profile, progress=False)
+def trained(tiny, results):
+    spec = runs.make_spec("unet", 0.5, 0, tiny, _config())
+    loop.fit(spec, tiny, progress=False)
     return spec
 
 
-def test_run_id_is_one_readable_function_of_the_spec():
-    spec = runs.RunSpec("unet", "paper", 0.25, 256, 42, "seed", "isic2018_task1_512")
-    assert runs.run_id(spec) == "unet-paper_f025_256px_seed_s42_isic2018_task1_512"
-    assert runs.run_id(dataclasses.replace(spec, fraction=1.0, protocol="official", seed=7)) == \
-        "unet-paper_f100_256px_official_s7_isic2018_task1_512"
-    deep = runs.RunSpec("unetpp", "tiny", 0.1, 64, 42, "seed", "synthetic-60-s0", {"deep_supervision": True})
-    assert runs.run_id(deep) == "unetpp-tiny+deep_supervision_f010_64px_seed_s42_synthetic-60-s0"
-    pretrained = runs.RunSpec("transunet", "small", 0.5, 256, 1, "seed", "isic2018", pretrained=True)
-    assert runs.run_id(pretrained) == "transunet-small+pretrained_f050_256px_seed_s1_isic2018"
+def test_run_id_is_a_readable_part_and_a_hash_of_every_setting():
+    spec = runs.RunSpec("unet", "paper", 0.25, 256, "seed", "isic2018_task1_512", seed=42)
+    name = runs.run_id(spec)
+    assert re.fullmatch(r"unet-paper_f025_256px_seed_s42_isic2018_task1_512_[0-9a-f]{8}", name)
+    assert runs.run_id(dataclasses.replace(spec, fraction=1.0, protocol="official", seed=7)).startswith(
+        "unet-paper_f100_256px_official_s7_isic2018_task1_512_")
+    deep = runs.RunSpec("unetpp", "tiny", 0.1, 64, "seed", "synthetic-60-s0", 42, model_overrides={"deep_supervision": True})
+    assert runs.run_id(deep).startswith("unetpp-tiny+deep_supervision_f010_64px_seed_s42_synthetic-60-s0_")
+    pretrained = runs.RunSpec("transunet", "small", 0.5, 256, "seed", "isic2018", 1, pretrained=True)
+    assert runs.run_id(pretrained).startswith("transunet-small+pretrained_f050_256px_seed_s1_isic2018_")
+    # every result-changing setting changes the id; the same settings give the same id
+    changed = {"num_epochs": 21, "batch_size": 8, "lr": 3e-4, "weight_decay": 0.0, "warmup_epochs": 1.0,
+               "schedule": "constant", "augment": "none", "amp": "fp16", "early_stopping": 0, "split_seed": 1}
+    names = {runs.run_id(dataclasses.replace(spec, **{k: v})) for k, v in changed.items()}
+    assert len(names) == len(changed) and name not in names
+    assert runs.run_id(runs.RunSpec("unet", "paper", 0.25, 256, "seed", "isic2018_task1_512", seed=42)) == name
     with pytest.raises(ValueError, match="whole percentage"):
         runs.run_id(dataclasses.replace(spec, fraction=0.125))
 
 
-def test_make_spec_takes_the_profile_and_the_cache(tiny):
-    profile = resolve_profile("smoke", image_size=32)
-    spec = runs.make_spec("transunet", 0.25, tiny, profile, seed=3, model_overrides={"dropout": 0.0})
-    assert (spec.model_config, spec.image_size, spec.protocol, spec.dataset) == ("tiny", 32, "seed", "tiny")
-    assert spec.model_overrides == {"dropout": 0.0} and runs.dataset_of(tiny) == "tiny"
-    with pytest.raises(ValueError, match="holds 32px images but the profile asks for 64px"):
-        runs.make_spec("unet", 1.0, tiny, resolve_profile("smoke"), seed=0)
+def test_make_spec_takes_every_setting_from_the_config_and_the_data_from_the_cache(tiny):
+    config = _config(lr=0.0, weight_decay=0.0, warmup_epochs=0.5, model_overrides={"transunet": {"dropout": 0.0}},
+                     pretrained="transunet", deep_supervision=False)
+    spec = runs.make_spec("transunet", 0.25, 3, tiny, config)
+    assert (spec.model_config, spec.image_size, spec.protocol, spec.dataset, spec.seed) == ("tiny", 32, "seed", "tiny", 3)
+    assert spec.model_overrides == {"dropout": 0.0} and spec.pretrained and runs.dataset_of(tiny) == "tiny"
+    assert (spec.lr, spec.weight_decay, spec.warmup_epochs, spec.num_epochs) == (0.0, 0.0, 0.5, 2)
+    assert runs.make_spec("unetpp", 1.0, 0, tiny, config).model_overrides == {"deep_supervision": False}
+    assert runs.make_spec("unetpp", 1.0, 0, tiny, _config()).model_overrides == {"deep_supervision": True}
+    with pytest.raises(ValueError, match="holds 32px images split with seed 0.*64px and split seed 42"):
+        runs.make_spec("unet", 1.0, 0, tiny, resolve_config("smoke"))
 
 
-def test_run_folder_follows_the_contract(trained, tmp_path):
+def test_run_folder_follows_the_contract_with_paths_relative_to_the_homes(trained, results):
     folder = runs.run_dir(trained)
-    assert folder == tmp_path / "results" / "runs" / "unet-tiny_f050_32px_seed_s0_tiny"
+    assert folder == results / "runs" / runs.run_id(trained)
     config = runs.load_run_config(folder)
-    assert CONFIG_KEYS <= set(config)
-    assert (config["model"], config["fraction"], config["num_epochs"], config["amp"]) == ("unet", 0.5, 2, "off")
-    assert config["checkpoint_dir"] == str(folder / "checkpoints") and config["hardware"].startswith("cpu: ")
-    assert config["params"] == 122093 and config["profile"]["name"] == "smoke"
+    assert set(config) >= CONFIG_KEYS and not runs.differing_settings(config, trained)
+    assert (config["model"], config["fraction"], config["num_epochs"], config["amp_dtype"]) == ("unet", 0.5, 2, "off")
+    assert config["checkpoint_dir"] == "checkpoints" and config["hardware"].startswith("cpu: ")
+    assert not Path(config["prepared_dir"]).is_absolute() or not Path(config["prepared_dir"]).is_relative_to(
+        paths.data_dir())  # inside the data home it is recorded relative to it
+    assert config["params"] == 122093 and config["settings_hash"] == folder.name.rsplit("_", 1)[1]
     history = pd.read_csv(folder / "history.csv")
     assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_seconds",
                                      "images_per_s"]
@@ -70,6 +83,60 @@ def test_run_folder_follows_the_contract(trained, tmp_path):
     assert done["status"] == "finished" and done["best_val_dice"] == history["val_dice"].max()
     assert {p.name for p in (folder / "checkpoints").iterdir()} == {"best.pt", "last.pt", "last.prev.pt"}
     assert runs.is_finished(folder)
+
+
+def test_changing_a_setting_after_a_run_finished_trains_a_new_run(trained, tiny, capsys):
+    again = loop.fit(trained, tiny, progress=False)
+    assert again["status"] == "skipped"
+    longer = runs.make_spec("unet", 0.5, 0, tiny, _config(num_epochs=3))  # what a learner changing NUM_EPOCHS does
+    result = loop.fit(longer, tiny, progress=False)
+    assert result["status"] == "trained" and result["epochs"] == 3 and result["run_id"] != again["run_id"]
+
+
+def test_a_run_folder_with_other_settings_is_never_resumed_or_skipped_silently(trained, tiny, monkeypatch):
+    other = dataclasses.replace(trained, lr=1e-2)  # e.g. a folder written by an older kit under the same name
+    folder = runs.run_dir(trained)
+    monkeypatch.setattr(runs, "run_id", lambda spec: folder.name)
+    with pytest.raises(SettingsChanged, match=r"finished run made with other settings \(lr\)"):
+        loop.fit(other, tiny, progress=False)
+    (folder / "done.json").unlink()  # interrupted: only its checkpoint remains
+    with pytest.raises(SettingsChanged, match=r"last.pt was written with other settings than this run's \(lr\)"):
+        loop.fit(other, tiny, progress=False)
+    result = loop.fit(other, tiny, restart=True, progress=False)
+    assert result["status"] == "trained" and runs.load_run_config(folder)["lr"] == 1e-2
+
+
+def test_a_moved_results_home_still_loads_its_runs(trained, results, tmp_path, monkeypatch):
+    moved = tmp_path / "elsewhere" / "results"
+    shutil.copytree(results, moved)
+    shutil.rmtree(results)
+    monkeypatch.setenv("KIT_RESULTS_DIR", str(moved))
+    folder = runs.run_dir(trained)
+    assert folder.is_relative_to(moved) and runs.has_checkpoint(folder)
+    assert type(runs.load_run_model(folder)).__name__ == "UNet"
+    assert len(runs.load_run_data(folder).indices("val")) == 4
+
+
+def test_run_folders_of_the_previous_layout_still_load(trained, tiny, tmp_path):
+    """Absolute paths of another machine, no settings hash: what the committed studies were written with."""
+    old = tmp_path / "old" / "unet-tiny_f050_32px_seed_s0_tiny"
+    shutil.copytree(runs.run_dir(trained), old)
+    config = json.loads((old / "config.json").read_text())
+    for key in ("settings_hash", "split_seed", "schedule", "augment", "early_stopping", "amp_dtype"):
+        config.pop(key)
+    config.update(prepared_dir=f"/home/someone/kit/data/prepared/{tiny.root.name}", amp="off",
+                  checkpoint_dir=f"/home/someone/kit/results/runs/{old.name}/checkpoints",
+                  profile={"name": "smoke", "amp": False})
+    (old / "config.json").write_text(json.dumps(config))
+    prepared_home = Path(paths.prepared_root())
+    prepared_home.mkdir(parents=True, exist_ok=True)
+    (prepared_home / tiny.root.name).symlink_to(tiny.root, target_is_directory=True)
+    try:
+        assert runs.has_checkpoint(old) and type(runs.load_run_model(old)).__name__ == "UNet"
+        assert runs.prepared_dir(config) == prepared_home / tiny.root.name
+        assert len(runs.load_run_data(old).indices("val")) == 4
+    finally:
+        (prepared_home / tiny.root.name).unlink()
 
 
 def test_load_run_model_rebuilds_and_loads_best_or_last(trained):
@@ -99,7 +166,7 @@ def test_has_checkpoint_sees_best_pt_only(trained, tmp_path):
 
 def test_list_runs_and_run_files(trained):
     table = runs.list_runs()
-    assert list(table["run_id"]) == ["unet-tiny_f050_32px_seed_s0_tiny"]
+    assert list(table["run_id"]) == [runs.run_id(trained)]
     assert bool(table["finished"].iloc[0]) and table["epochs"].iloc[0] == 2
     files = runs.run_files(runs.run_id(trained))
     assert list(files["file"]) == ["config.json", "done.json", "history.csv", "best.pt", "last.prev.pt", "last.pt"]

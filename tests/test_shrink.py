@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.isic import DataError, find_split_dirs
-from helpers.prep import prepare
-from helpers.shrink import main, shrink_folder
-from tests.fixtures import make_dataset
+from helpers.data.isic import DataError, find_split_dirs
+from helpers.data.prep import prepare
+from helpers.data.shrink import main, shrink_folder
+from tests.builders import make_dataset
 
 
 def test_copy_keeps_layout_and_prepares_like_the_original(tmp_path):

@@ -4,9 +4,10 @@ import shutil
 import pandas as pd
 import pytest
 
-from helpers import report, results
-from helpers.snapshot import main, snapshot, study_name
-from tests.run_fixtures import Brightness, make_run, shifted_prepared
+from helpers.evaluation import scoring
+from helpers.reporting import report
+from helpers.reporting.snapshot import main, snapshot, study_name
+from tests.builders import Brightness, make_run, shifted_prepared
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,7 @@ def reported(tmp_path_factory):
     make_run(root, "unet_f100", "unet", 1.0, prepared.root)
     make_run(root, "unetpp_f100", "unetpp", 1.0, prepared.root)
     make_run(root, "unet_f050_unfinished", "unet", 0.5, prepared.root, finished=False)
-    results.evaluate_runs(root, load_model=lambda _: Brightness(), progress=False)
+    scoring.evaluate_runs(root, load_model=lambda _: Brightness(), progress=False)
     (root / "notes.md").write_text("The worst cases all show a ruler.")
     report.write_report(root, n_boot=50)
     pd.DataFrame([{"section": "train", "images_per_s": 9.0, "hardware": "cpu: test"},

@@ -5,13 +5,12 @@ import zipfile
 import pytest
 
 from helpers import paths
-from helpers.isic import DataError
-from helpers.profiles import resolve_profile
-from helpers.sources import dataset_name, ensure_prepared, get_source
-from tests.fixtures import make_dataset
-from tests.httpserver import server  # noqa: F401  (fixture)
+from helpers.data.isic import DataError
+from helpers.data.sources import dataset_name, ensure_prepared, get_source
+from helpers.profiles import resolve_config
+from tests.builders import make_dataset
 
-SMOKE = resolve_profile("smoke", synthetic_count=12)
+SMOKE = resolve_config("smoke", synthetic_count=12)
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,8 @@ from isic_challenge_scoring.load_image import iter_image_pairs
 from isic_challenge_scoring.segmentation import SegmentationScore
 from PIL import Image
 
-from helpers import evaluate, submission
-from tests.run_fixtures import Brightness, make_run, shifted_prepared
+from helpers.evaluation import challenge, inference
+from tests.builders import Brightness, make_run, shifted_prepared
 
 # isic-challenge-scoring 5.6.0 itself calls a pandas method that pandas 3 deprecates.
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:Warning")
@@ -26,11 +26,11 @@ def prepared(tmp_path_factory):
 def exported(request, prepared, tmp_path_factory):
     post = request.param
     out = tmp_path_factory.mktemp("export")
-    kit = evaluate.evaluate(Brightness(), prepared, tta=post, post=post, with_hd95=False,
+    kit = inference.evaluate(Brightness(), prepared, tta=post, post=post, with_hd95=False,
                             progress=False)
-    submission.export_predictions(Brightness(), prepared, out / "pred", tta=post, post=post,
+    challenge.export_predictions(Brightness(), prepared, out / "pred", tta=post, post=post,
                                   progress=False)
-    submission.export_truth(prepared, out / "truth")
+    challenge.export_truth(prepared, out / "truth")
     return kit.table.set_index("isic_id"), out
 
 
@@ -41,7 +41,7 @@ def test_files_are_named_sized_and_valued_as_the_challenge_expects(prepared, exp
     assert files == sorted(f"{i}_segmentation.png" for i in prepared.table["isic_id"].iloc[rows])
     for row in rows:
         isic_id = prepared.table["isic_id"].iloc[row]
-        with Image.open(out / "pred" / submission.mask_filename(isic_id)) as png:
+        with Image.open(out / "pred" / challenge.mask_filename(isic_id)) as png:
             assert png.mode == "L"
             assert png.size == (prepared.table["orig_width"].iloc[row], prepared.table["orig_height"].iloc[row])
             assert set(np.unique(np.asarray(png))) <= {0, 255}
@@ -66,7 +66,7 @@ def test_official_scorer_gives_the_kits_per_image_scores(exported):
 
 def test_zip_is_flat(exported, tmp_path):
     _, out = exported
-    path = submission.zip_folder(out / "pred", tmp_path / "sub.zip")
+    path = challenge.zip_folder(out / "pred", tmp_path / "sub.zip")
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
     assert len(names) == 6 and all("/" not in n and n.endswith("_segmentation.png") for n in names)
@@ -81,7 +81,7 @@ def test_export_run_uses_the_runs_evaluation_settings(prepared, tmp_path):
         seen["run"] = path
         return Brightness()
 
-    path = submission.export_run(run_dir, load_model=load, progress=False)
+    path = challenge.export_run(run_dir, load_model=load, progress=False)
     assert path == run_dir / "submission.zip" and seen["run"] == run_dir
     assert len(list((run_dir / "submission").glob("ISIC_*_segmentation.png"))) == 6
 
@@ -91,4 +91,4 @@ def test_missing_truth_file_is_named(prepared, tmp_path):
     table["mask_path"] = str(tmp_path / "gone.png")
     moved = type(prepared)(prepared.root, prepared.images, prepared.masks, table, prepared.manifest)
     with pytest.raises(FileNotFoundError, match="gone.png"):
-        submission.export_truth(moved, tmp_path / "truth")
+        challenge.export_truth(moved, tmp_path / "truth")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import synthetic
-from helpers.isic import find_split_dirs, pair_files
+from helpers.data import synthetic
+from helpers.data.isic import find_split_dirs, pair_files
 
 
 @pytest.fixture(scope="module")

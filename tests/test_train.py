@@ -1,5 +1,4 @@
 """The training engine: exact resume after SIGKILL, fallback to last.prev.pt, NaN stops, skips, repeatability."""
-import dataclasses
 import os
 import signal
 import subprocess
@@ -12,33 +11,26 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import checkpoints, runs, train
-from helpers.checkpoints import load_checkpoint
-from helpers.losses import DiceBCELoss
-from helpers.profiles import resolve_profile
-from tests.tiny_data import make_tiny_prepared, one_torch_thread  # noqa: F401 (autouse fixture)
+from helpers.profiles import resolve_config
+from helpers.training import checkpoints, devices, grid, loop, runs, state
+from helpers.training.checkpoints import load_checkpoint
+from helpers.training.losses import DiceBCELoss
 
 WORKER = Path(__file__).with_name("train_worker.py")
 STEPS_PER_EPOCH = 5  # 20 training images, batch 4
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_prepared(tmp_path_factory.mktemp("prepared") / "tiny_seed_32px_s0")
+def _config(**changes):
+    return resolve_config("smoke", **{"image_size": 32, "batch_size": 4, "num_epochs": 3, "split_seed": 0, **changes})
 
 
-@pytest.fixture
-def results(tmp_path, monkeypatch):
-    monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
-    return tmp_path / "results"
+def _spec(tiny, model="unet", **changes):
+    return runs.make_spec(model, 1.0, 0, tiny, _config(**changes))
 
 
-def _profile(**changes):
-    return dataclasses.replace(resolve_profile("smoke", image_size=32, batch_size=4, num_epochs=3), **changes)
-
-
-def _spec(tiny, model="unet", **kw):
-    return runs.make_spec(model, 1.0, tiny, _profile(), seed=0, **kw)
+def _hook(monkeypatch, step, action):
+    """Make every run built from now on use :class:`StepHook` as its loss."""
+    monkeypatch.setattr(state, "DiceBCELoss", lambda: StepHook(step, action))
 
 
 def _weights(results_dir, name="last.pt"):
@@ -137,16 +129,17 @@ def test_timed_checkpoints_resume_mid_epoch_bit_exact(tiny, tmp_path, uninterrup
 # ---- in-process -------------------------------------------------------------------------------
 
 def test_truncated_last_checkpoint_falls_back_to_previous(tiny, results, tmp_path, monkeypatch):
-    reference = train.fit(_spec(tiny), tiny, _profile(), progress=False)
+    reference = loop.fit(_spec(tiny), tiny, progress=False)
     reference_weights = _weights(results)["model"]
     monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "second"))
-    with pytest.raises(KeyboardInterrupt):  # a disconnect in epoch 3
-        train.fit(_spec(tiny), tiny, _profile(), criterion=StepHook(2 * STEPS_PER_EPOCH + 1, "raise"), progress=False)
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):  # a disconnect in epoch 3
+        _hook(patch, 2 * STEPS_PER_EPOCH + 1, "raise")
+        loop.fit(_spec(tiny), tiny, progress=False)
     last = next((tmp_path / "second").glob("runs/*/checkpoints/last.pt"))
     assert load_checkpoint(last)["epoch"] == 2
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # half-copied to Drive
     with pytest.warns(RuntimeWarning, match="Skipping unreadable checkpoint"):
-        result = train.fit(_spec(tiny), tiny, _profile(), progress=False)
+        result = loop.fit(_spec(tiny), tiny, progress=False)
     assert result["status"] == "resumed" and result["best_val_dice"] == reference["best_val_dice"]
     _assert_same_weights(_weights(tmp_path / "second")["model"], reference_weights)
 
@@ -155,10 +148,12 @@ def test_truncated_last_checkpoint_falls_back_to_previous(tiny, results, tmp_pat
     ("nan", STEPS_PER_EPOCH + 2, "training, by batch 2"),  # the loss itself becomes NaN
     ("nan_grad", 2 * STEPS_PER_EPOCH, "validation"),  # finite last loss, NaN weights after its step
 ])
-def test_nan_stops_the_run_and_leaves_the_best_checkpoint_intact(tiny, results, action, step, where):
+def test_nan_stops_the_run_and_leaves_the_best_checkpoint_intact(tiny, results, action, step, where, monkeypatch):
     spec = _spec(tiny)
-    with pytest.raises(train.TrainingDiverged, match=rf"NaN/inf in epoch 2 \({where}\).*\(epoch 1\)"):
-        train.fit(spec, tiny, _profile(), criterion=StepHook(step, action), progress=False)
+    with monkeypatch.context() as patch, pytest.raises(loop.TrainingDiverged,
+                                                       match=rf"NaN/inf in epoch 2 \({where}\).*\(epoch 1\)"):
+        _hook(patch, step, action)
+        loop.fit(spec, tiny, progress=False)
     folder = runs.run_dir(spec)
     best, last = load_checkpoint(folder / "checkpoints/best.pt"), load_checkpoint(folder / "checkpoints/last.pt")
     assert best["epoch"] == 1 and last["epoch"] == 1
@@ -166,31 +161,33 @@ def test_nan_stops_the_run_and_leaves_the_best_checkpoint_intact(tiny, results, 
     assert all(torch.isfinite(t).all() for t in best["model"].values() if t.is_floating_point())
     assert list(pd.read_csv(folder / "history.csv")["epoch"]) == [1]
     assert not runs.is_finished(folder)
-    assert train.fit(spec, tiny, _profile(), progress=False)["status"] == "resumed"  # and it can go on
+    assert loop.fit(spec, tiny, progress=False)["status"] == "resumed"  # and it can go on
 
 
 def test_grid_skips_finished_runs_and_reports_their_results(tiny, results, capsys):
-    first = train.run_grid(["unet"], [0.5, 1.0], tiny, _profile(num_epochs=1), seed=0, progress=False)
+    config = _config(num_epochs=1, models="unet", fractions="0.5,1.0", seeds=0)
+    first = grid.run_grid(config, tiny, progress=False)
     assert list(first["status"]) == ["trained", "trained"]
-    assert list(first["run_id"]) == ["unet-tiny_f050_32px_seed_s0_tiny", "unet-tiny_f100_32px_seed_s0_tiny"]
+    assert [name.rsplit("_", 1)[0] for name in first["run_id"]] == ["unet-tiny_f050_32px_seed_s0_tiny",
+                                                                    "unet-tiny_f100_32px_seed_s0_tiny"]
     stamps = {p: p.stat().st_mtime_ns for p in results.glob("runs/*/*")}
     seen = []
-    second = train.run_grid(["unet"], [0.5, 1.0], tiny, _profile(num_epochs=1), seed=0, progress=False,
-                            callbacks=[lambda run_id, history: seen.append((run_id, len(history)))])
+    second = grid.run_grid(config, tiny, progress=False,
+                           callbacks=[lambda run_id, history: seen.append((run_id, len(history)))])
     assert list(second["status"]) == ["skipped", "skipped"]
     assert list(second["best_val_dice"]) == list(first["best_val_dice"])
-    assert "finished earlier (1 epochs" in capsys.readouterr().out
+    assert "finished earlier with these settings (1 epochs" in capsys.readouterr().out
     assert stamps == {p: p.stat().st_mtime_ns for p in results.glob("runs/*/*")}  # nothing rewritten
-    assert seen == [("unet-tiny_f050_32px_seed_s0_tiny", 1), ("unet-tiny_f100_32px_seed_s0_tiny", 1)]
+    assert seen == [(name, 1) for name in first["run_id"]]
 
 
 def test_cpu_run_is_repeatable(tiny, results, tmp_path, monkeypatch):
-    train.seed_everything(0, deterministic=True)
+    state.seed_everything(0, deterministic=True)
     try:
-        first = train.fit(_spec(tiny), tiny, _profile(num_epochs=2), progress=False)
+        first = loop.fit(_spec(tiny, num_epochs=2), tiny, progress=False)
         monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "again"))
         torch.manual_seed(123)  # fit seeds itself from the spec: what ran before does not matter
-        second = train.fit(_spec(tiny), tiny, _profile(num_epochs=2), progress=False)
+        second = loop.fit(_spec(tiny, num_epochs=2), tiny, progress=False)
     finally:
         torch.use_deterministic_algorithms(False)
     assert first["best_val_dice"] == second["best_val_dice"]
@@ -201,10 +198,9 @@ def test_failed_drive_write_retries_then_continues_locally(tiny, results, tmp_pa
     sleeps = []
     monkeypatch.setattr(checkpoints.time, "sleep", sleeps.append)
     (tmp_path / "drive").write_text("not a folder")  # writes below it fail like an unmounted Drive
-    spec = _spec(tiny)
+    spec = _spec(tiny, num_epochs=1)
     with pytest.warns(RuntimeWarning, match="wrote .* instead"):
-        result = train.fit(spec, tiny, _profile(num_epochs=1), checkpoint_dir=tmp_path / "drive" / "ckpt",
-                           progress=False)
+        result = loop.fit(spec, tiny, checkpoint_dir=tmp_path / "drive" / "ckpt", progress=False)
     assert result["status"] == "trained" and sleeps[:3] == [0.5, 1.0, 2.0]
     local = runs.run_dir(spec) / "checkpoints"
     assert {p.name for p in local.glob("*.pt")} == {"best.pt", "last.pt"}
@@ -214,62 +210,72 @@ def test_failed_drive_write_retries_then_continues_locally(tiny, results, tmp_pa
 
 def test_early_stopping_stops_after_patience_epochs_without_a_better_dice(tiny, results, monkeypatch):
     scripted = iter([(0.5, 0.50), (0.4, 0.60), (0.4, 0.55), (0.4, 0.58), (0.3, 0.70)])  # (val loss, val Dice)
-    monkeypatch.setattr(train, "_validate", lambda run: next(scripted))
-    result = train.fit(_spec(tiny), tiny, _profile(num_epochs=5), early_stopping=2, progress=False)
+    monkeypatch.setattr(loop, "_validate", lambda run: next(scripted))
+    spec = _spec(tiny, num_epochs=5, early_stopping=2)
+    result = loop.fit(spec, tiny, progress=False)
     summary = (result["epochs"], result["best_epoch"], result["best_val_dice"], result["stopped_early"])
     assert summary == (4, 2, 0.6, True)
-    assert load_checkpoint(runs.run_dir(_spec(tiny)) / "checkpoints/best.pt")["epoch"] == 2
-    assert train.fit(_spec(tiny), tiny, _profile(num_epochs=5), progress=False)["status"] == "skipped"
+    assert load_checkpoint(runs.run_dir(spec) / "checkpoints/best.pt")["epoch"] == 2
+    assert loop.fit(spec, tiny, progress=False)["status"] == "skipped"
 
 
 def test_unetpp_with_deep_supervision_trains_and_reloads(tiny, results):
-    spec = _spec(tiny, model="unetpp", model_overrides={"deep_supervision": True})
-    assert runs.run_id(spec) == "unetpp-tiny+deep_supervision_f100_32px_seed_s0_tiny"
-    result = train.fit(spec, tiny, _profile(num_epochs=1), progress=False)
+    spec = _spec(tiny, model="unetpp", num_epochs=1)  # every profile trains UNet++ with deep supervision
+    assert runs.run_id(spec).startswith("unetpp-tiny+deep_supervision_f100_32px_seed_s0_tiny_")
+    result = loop.fit(spec, tiny, progress=False)
     assert np.isfinite(result["best_val_dice"])
     model = runs.load_run_model(runs.run_dir(spec))
     assert model.config.deep_supervision and not model.training
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32)
 
 
-def test_cosine_schedule_with_warmup():
+@pytest.mark.parametrize(("kind", "expected"), [("cosine", [0.5, 1.0, 1.0, 0.8535534, 0.5, 0.1464466]),
+                                                ("constant", [0.5, 1.0, 1.0, 1.0, 1.0, 1.0])])
+def test_schedules_with_warmup(kind, expected):
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    schedule = train.cosine_schedule(optimizer, total_steps=6, warmup_steps=2)
+    schedule = state.lr_schedule(optimizer, total_steps=6, warmup_steps=2, kind=kind)
     lrs = []
     for _ in range(6):
         lrs.append(schedule.get_last_lr()[0])
         optimizer.step()
         schedule.step()
-    assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.8535534, 0.5, 0.1464466])
+    assert lrs == pytest.approx(expected)
 
 
 def test_device_and_mixed_precision_choice(monkeypatch):
-    assert train.pick_device() == torch.device("cpu")
-    assert train.amp_dtype(torch.device("cpu")) is None  # fp32 on the CPU
+    cuda = torch.device("cuda", 0)
+    assert devices.pick_device() == torch.device("cpu")
+    assert devices.amp_dtype(torch.device("cpu"), "fp16") is None  # fp32 on the CPU, whatever was asked
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (7, 5))  # a T4
-    assert train.amp_dtype(torch.device("cuda", 0)) == torch.float16
+    assert devices.amp_dtype(cuda) == torch.float16
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (8, 0))  # an A100
-    assert train.amp_dtype(torch.device("cuda", 0)) == torch.bfloat16
+    assert devices.amp_dtype(cuda) == torch.bfloat16
+    assert devices.amp_dtype(cuda, "fp16") == torch.float16  # the T4 path forced on a newer GPU
+    assert devices.amp_dtype(cuda, "off") is None
+    with pytest.raises(ValueError, match="AMP = 'fp8'"):
+        devices.amp_dtype(cuda, "fp8")
 
 
 def test_imagenet_initialisation_loads_the_resnet_where_the_vit_does_not_fit(monkeypatch):
     import torchvision
+
     from helpers.models import build_model
 
     resnet = torchvision.models.resnet50().state_dict()
     monkeypatch.setattr(torchvision.models.ResNet50_Weights, "get_state_dict", lambda self, progress: resnet)
     model = build_model("transunet", "tiny", resnet_width=64)
-    train.init_from_imagenet(model)
+    state.init_from_imagenet(model)
     assert torch.equal(model.backbone.conv1.weight, resnet["conv1.weight"])
     assert torch.equal(model.backbone.layer1[0].conv2.weight, resnet["layer1.0.conv2.weight"])
 
 
 def test_live_curves_collect_every_run_and_match_the_files(tiny, results):
-    from helpers import live
+    from helpers.training import live
 
     curves = live.LiveCurves(live=False)
-    train.run_grid(["unet"], [0.5, 1.0], tiny, _profile(num_epochs=2), seed=0, progress=False, callbacks=[curves])
-    assert list(curves.histories) == ["unet-tiny_f050_32px_seed_s0_tiny", "unet-tiny_f100_32px_seed_s0_tiny"]
+    table = grid.run_grid(_config(num_epochs=2, models="unet", fractions="0.5,1.0", seeds=0), tiny, progress=False,
+                          callbacks=[curves])
+    assert list(curves.histories) == list(table["run_id"])
     fig = curves.figure()
     ax_loss, ax_dice = fig.axes
     assert len(ax_loss.lines) == 4 and len(ax_dice.lines) == 2  # train + val loss, Dice, per run
@@ -277,3 +283,14 @@ def test_live_curves_collect_every_run_and_match_the_files(tiny, results):
     from_files = live.plot_runs(curves.histories).axes[1]
     for live_line, file_line in zip(ax_dice.lines, from_files.lines, strict=True):
         assert list(live_line.get_ydata()) == list(file_line.get_ydata())
+
+
+def test_command_line_options_reach_the_run_config_and_zero_is_a_value():
+    args = grid.parser().parse_args(["--profile", "cpu", "--models", "unet,unetpp", "--fractions", "0.1", "1.0",
+                                     "--seeds", "1,2", "--weight-decay", "0", "--num-workers", "0", "--lr", "3e-4",
+                                     "--amp", "fp16", "--no-deep-supervision", "--split-seed", "7"])
+    config = grid.config_from_args(args)
+    assert (config.models, config.fractions, config.seeds) == (("unet", "unetpp"), (0.1, 1.0), (1, 2))
+    assert (config.weight_decay, config.num_workers, config.lr, config.amp) == (0.0, 0, 3e-4, "fp16")
+    assert (config.deep_supervision, config.split_seed, config.num_epochs) == (False, 7, 12)  # epochs: the profile's
+    assert grid.main(["--profile", "smoke", "--models", "vnet"]) == 2  # a clear error, nothing trained

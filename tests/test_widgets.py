@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import results, runs
-from helpers.widgets import PredictionViewer
-from tests.run_fixtures import Brightness, make_run, shifted_prepared
+from helpers.evaluation import scoring
+from helpers.reporting.viewer import PredictionViewer
+from helpers.training import runs
+from tests.builders import Brightness, make_run, shifted_prepared
 
 PNG = b"\x89PNG"
 
@@ -20,7 +21,7 @@ def viewer(tmp_path_factory):
     make_run(root, "bright_f100", "unet", 1.0, prepared.root)
     make_run(root, "unet_f010_unfinished", "unet", 0.1, prepared.root, finished=False)
     load = lambda run_dir: Brightness(scale=1.0)  # soft probs: 0.83 on the bright box, 0.17 elsewhere
-    results.evaluate_runs(root, load_model=load, progress=False)
+    scoring.evaluate_runs(root, load_model=load, progress=False)
     return PredictionViewer(root, load_model=load, device="cpu"), root
 
 
@@ -71,11 +72,11 @@ def test_no_finished_run_is_an_error_saying_what_to_do(tmp_path):
 
 def test_runs_copied_without_checkpoints_are_not_offered(viewer, tmp_path):
     _, root = viewer
-    assert all(runs.has_checkpoint(p) for p in results.list_run_dirs(root))
+    assert all(runs.has_checkpoint(p) for p in scoring.list_run_dirs(root))
     copy = tmp_path / "copied"  # e.g. a committed results folder on another machine
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns("checkpoints"))
     for config in copy.glob("runs/*/config.json"):
         config.write_text(json.dumps({**json.loads(config.read_text()), "checkpoint_dir": str(tmp_path / "gone")}))
-    assert not any(runs.has_checkpoint(p) for p in results.list_run_dirs(copy))
+    assert not any(runs.has_checkpoint(p) for p in scoring.list_run_dirs(copy))
     with pytest.raises(ValueError, match="copied without checkpoints"):
         PredictionViewer(copy, device="cpu")

@@ -3,7 +3,7 @@
     python tests/train_worker.py --prepared DIR --results DIR --epochs 3 [--hang-at-step N] [--minutes M]
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/train_worker.py ...
 
-It calls the real ``helpers.train.fit`` on a tiny UNet. ``--hang-at-step N`` wraps the loss so
+It calls the real ``helpers.training.loop.fit`` on a tiny UNet. ``--hang-at-step N`` wraps the loss so
 that the N-th training step (counted in this process) writes ``<results>/hanging`` and then
 sleeps inside the step, so the test can SIGKILL the process at a known point in an epoch.
 """
@@ -17,10 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from helpers import runs, train  # noqa: E402
-from helpers.losses import DiceBCELoss  # noqa: E402
-from helpers.prep import load_prepared  # noqa: E402
-from helpers.profiles import resolve_profile  # noqa: E402
+from helpers.data.prep import load_prepared  # noqa: E402
+from helpers.profiles import resolve_config  # noqa: E402
+from helpers.training import loop, runs, state  # noqa: E402
+from helpers.training.losses import DiceBCELoss  # noqa: E402
 
 
 class HangAt(DiceBCELoss):
@@ -55,14 +55,14 @@ def main() -> None:
         torch.nn.BatchNorm2d = lambda channels: torch.nn.GroupNorm(1, channels)
     os.environ["KIT_RESULTS_DIR"] = args.results
     torch.set_num_threads(1)
-    train.seed_everything(args.seed, deterministic=True)
+    state.seed_everything(args.seed, deterministic=True)
     prepared = load_prepared(args.prepared)
-    profile = resolve_profile("smoke", image_size=prepared.images.shape[1], batch_size=args.batch_size,
-                              num_epochs=args.epochs)
-    spec = runs.make_spec(args.model, 1.0, prepared, profile, args.seed)
-    criterion = HangAt(args.hang_at_step, Path(args.results) / "hanging") if args.hang_at_step else None
-    result = train.fit(spec, prepared, profile, criterion=criterion, checkpoint_every_minutes=args.minutes,
-                       progress=False)
+    config = resolve_config("smoke", image_size=prepared.images.shape[1], batch_size=args.batch_size,
+                            num_epochs=args.epochs, split_seed=prepared.manifest["seed"])
+    spec = runs.make_spec(args.model, 1.0, args.seed, prepared, config)
+    if args.hang_at_step:  # the run's loss, wrapped so that this process stops inside that step
+        state.DiceBCELoss = lambda: HangAt(args.hang_at_step, Path(args.results) / "hanging")
+    result = loop.fit(spec, prepared, checkpoint_minutes=args.minutes, progress=False)
     sys.stdout.write(f"RESULT {result['status']} {result['best_val_dice']}\n")  # one write: ranks do not interleave
     sys.stdout.flush()
 

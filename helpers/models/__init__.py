@@ -13,7 +13,7 @@ and the smoke profile).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

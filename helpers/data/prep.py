@@ -26,7 +26,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from helpers.isic import BadFile, DataError, Pair, Problem, find_split_dirs, format_problems, load_pair, pair_files
+from helpers.data.isic import BadFile, DataError, Pair, Problem, find_split_dirs, format_problems, load_pair, pair_files
 from helpers.paths import write_atomic
 
 PREP_VERSION = 1

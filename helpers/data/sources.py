@@ -2,7 +2,7 @@
 
 ``DATA_SOURCE`` is one of:
 
-- ``"synthetic"`` (default, offline): the procedural sample of :mod:`helpers.synthetic`;
+- ``"synthetic"`` (default, offline): the procedural sample of :mod:`helpers.data.synthetic`;
 - ``"folder"``: ``DATA_DIR`` is a folder in the official layout (an unpacked download, your
   own copy, ``../shared/data/isic2018_task1_512``);
 - ``"zip"``: ``DATA_DIR`` is a zip file, or a folder of zip files (e.g. on Google Drive),
@@ -16,10 +16,10 @@ import re
 from pathlib import Path
 
 from helpers import paths
-from helpers.isic import DataError
-from helpers.prep import Prepared, prepare, prepared_name
-from helpers.profiles import Profile
-from helpers.synthetic import generate_sample
+from helpers.data.isic import DataError
+from helpers.data.prep import Prepared, prepare, prepared_name
+from helpers.profiles import RunConfig
+from helpers.data.synthetic import generate_sample
 
 SOURCES = ("synthetic", "folder", "zip", "isic2018")
 PROTOCOLS = ("seed", "official")
@@ -33,7 +33,7 @@ def protocol_list(protocol: str) -> list[str]:
     return chosen
 
 
-def dataset_name(data_source: str, data_dir: str | None, profile: Profile, sample_seed: int = 0) -> str:
+def dataset_name(data_source: str, data_dir: str | None, profile: RunConfig, sample_seed: int = 0) -> str:
     """Short name of a source, used in cache and result folder names."""
     if data_source == "synthetic":
         return f"synthetic-{profile.synthetic_count}-s{sample_seed}"
@@ -45,7 +45,7 @@ def dataset_name(data_source: str, data_dir: str | None, profile: Profile, sampl
 
 def _extract_zips(data_dir: Path, dest: Path) -> Path:
     """Safely extract one zip, or every zip in a folder, into ``dest``."""
-    from helpers.archives import safe_extract
+    from helpers.data.archives import safe_extract
 
     zips = [data_dir] if data_dir.is_file() else sorted(data_dir.glob("*.zip"))
     if not zips:
@@ -68,7 +68,7 @@ def _existing(data_dir: str | None) -> Path | None:
     return None
 
 
-def get_source(data_source: str, data_dir: str | None, profile: Profile, sample_seed: int = 0,
+def get_source(data_source: str, data_dir: str | None, profile: RunConfig, sample_seed: int = 0,
                splits: tuple[str, ...] = ("train",), mirror: str | None = None) -> Path:
     """Make the data available locally and return its root folder (official layout).
 
@@ -89,8 +89,8 @@ def get_source(data_source: str, data_dir: str | None, profile: Profile, sample_
     if data_source == "synthetic":
         return generate_sample(paths.raw_dir(name), profile.synthetic_count, sample_seed)
     if data_source == "isic2018":
-        from helpers.archives import safe_extract
-        from helpers.official import fetch_official
+        from helpers.data.archives import safe_extract
+        from helpers.data.download import fetch_official
 
         download_dir = Path(data_dir) if data_dir else paths.data_dir() / "downloads"
         for zip_path in fetch_official(download_dir, splits=splits, base_url=mirror or None):
@@ -107,18 +107,19 @@ def get_source(data_source: str, data_dir: str | None, profile: Profile, sample_
     return data_dir
 
 
-def ensure_prepared(profile: Profile, data_source: str = "synthetic", data_dir: str | None = None,
-                    protocol: str = "seed", seed: int = 42, on_bad_file: str = "raise",
-                    sample_seed: int = 0, mirror: str | None = None) -> Prepared:
-    """Get the data and prepare it at the profile's image size (cached: fast when done before).
+def ensure_prepared(config: RunConfig, data_source: str = "synthetic", data_dir: str | None = None,
+                    protocol: str = "seed", on_bad_file: str = "raise", sample_seed: int = 0,
+                    mirror: str | None = None) -> Prepared:
+    """Get the data and prepare it at the config's image size, split with its split seed (cached: fast
+    when done before).
 
     Every notebook calls this with its parameters, so each one also runs on a fresh runtime.
 
     Returns:
-        The :class:`~helpers.prep.Prepared` dataset.
+        The :class:`~helpers.data.prep.Prepared` dataset.
     """
     splits = ("train",) if protocol == "seed" else ("train", "val", "test")
-    root = get_source(data_source, data_dir, profile, sample_seed, splits, mirror)
-    name = prepared_name(dataset_name(data_source, data_dir, profile, sample_seed), protocol,
-                         profile.image_size, seed)
-    return prepare(root, paths.prepared_root() / name, profile.image_size, protocol, seed, on_bad_file)
+    root = get_source(data_source, data_dir, config, sample_seed, splits, mirror)
+    name = prepared_name(dataset_name(data_source, data_dir, config, sample_seed), protocol,
+                         config.image_size, config.split_seed)
+    return prepare(root, paths.prepared_root() / name, config.image_size, protocol, config.split_seed, on_bad_file)

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from helpers import distributed, evaluate, runs
-from helpers.prep import load_prepared
+from helpers.evaluation import inference
+from helpers.training import devices, runs
 
 
 def mask_filename(isic_id: str) -> str:
@@ -53,11 +53,11 @@ def export_predictions(model, prepared, out_dir: str | Path, *, to_input=None, s
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table, rows = prepared.table, prepared.indices(split)
-    for batch, probs, _ in evaluate.iter_probs(model, prepared.images, rows, to_input=to_input, batch_size=batch_size,
+    for batch, probs, _ in inference.iter_probs(model, prepared.images, rows, to_input=to_input, batch_size=batch_size,
                                                tta=tta, amp=amp, progress=progress):
         for row, image_probs in zip(batch, probs):
             size = (int(table["orig_height"].iloc[row]), int(table["orig_width"].iloc[row]))
-            write_mask(out_dir, table["isic_id"].iloc[row], evaluate.finalize(image_probs, threshold, post, size))
+            write_mask(out_dir, table["isic_id"].iloc[row], inference.finalize(image_probs, threshold, post, size))
     return out_dir
 
 
@@ -105,13 +105,13 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, *, load_m
     Returns:
         The zip's path (or the folder's, without ``make_zip``).
     """
-    from helpers.results import read_eval, run_config
+    from helpers.evaluation.scoring import read_eval
 
     run_dir = Path(run_dir)
     saved = read_eval(run_dir)
     settings = {"tta": saved.get("tta", False), "post": saved.get("postprocess", False),
                 "threshold": saved.get("threshold", 0.5), **options}
-    model = (load_model or runs.load_run_model)(run_dir).to(device or distributed.pick_device())
-    prepared = prepared or load_prepared(run_config(run_dir)["prepared_dir"])
+    model = (load_model or runs.load_run_model)(run_dir).to(device or devices.pick_device())
+    prepared = prepared or runs.load_run_data(run_dir)
     folder = export_predictions(model, prepared, out_dir or run_dir / "submission", to_input=to_input, **settings)
     return zip_folder(folder) if make_zip else folder

@@ -1,6 +1,6 @@
 """Dataset and DataLoaders over a prepared cache, with albumentations augmentation.
 
-Training reads the uint8 arrays that :mod:`helpers.prep` cached (no JPEG/PNG decoding per
+Training reads the uint8 arrays that :mod:`helpers.data.prep` cached (no JPEG/PNG decoding per
 epoch). A loader yields ``images`` as uint8 (B, H, W, 3), exactly as cached, and ``masks`` as
 float (B, 1, H, W) in {0, 1}; :func:`to_model_input` turns the images into the normalised float
 (B, 3, H, W) the models take, on the device, so the host → GPU copy moves bytes, not floats.
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from helpers.prep import Prepared
+from helpers.data.prep import Prepared
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -82,7 +82,7 @@ def to_model_input(images, device: torch.device | str | None = None,
         images = torch.from_numpy(np.array(images, dtype=images.dtype, copy=True))
     images = images[None] if images.ndim == 3 else images
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"to_model_input takes uint8 images (N, H, W, 3) as cached by helpers.prep; got "
+        raise ValueError(f"to_model_input takes uint8 images (N, H, W, 3) as cached by helpers.data.prep; got "
                          f"{images.dtype} {tuple(images.shape)}. Pass prepared.images[rows], not floats.")
     x = images.to(device or images.device, non_blocking=True).float()  # (N, H, W, 3)
     scale = torch.tensor([1 / (255 * s) for s in IMAGENET_STD], device=x.device)

@@ -6,7 +6,7 @@ One path from model to numbers, used by notebook 04, the report, the viewer and 
     probs → threshold → [optional post-processing] → preds (bool)              at the training size
     probs → bilinear resize to the original size → threshold → [post-processing] → preds at full size
 
-Every score is **per image** (one value per test image, from :mod:`helpers.metrics`); tables and
+Every score is **per image** (one value per test image, from :mod:`helpers.training.metrics`); tables and
 reports average them over images (mean ± std). Columns of ``test_metrics.csv``: ``isic_id``, ``dice``,
 ``iou``, ``accuracy``, ``sensitivity``, ``specificity``, ``jaccard_thresholded`` (the ISIC 2018 score),
 ``hd95`` (in training-size pixels) and, when the original masks are on disk, the same scores at the
@@ -20,9 +20,9 @@ the normalisation training used.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -31,13 +31,12 @@ from PIL import Image
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from helpers import distributed, metrics, runs
-from helpers.data import to_model_input
+from helpers.data.loaders import to_model_input
 from helpers.paths import write_atomic
+from helpers.training import devices, metrics, runs
 
 METRICS = ("dice", "iou", "accuracy", "sensitivity", "specificity", "jaccard_thresholded", "hd95")
 ORIG_METRICS = tuple(f"{m}_orig" for m in METRICS if m != "hd95")
-_RENAME = {"pixel_accuracy": "accuracy", "thresholded_jaccard": "jaccard_thresholded"}
 PREDS_FILE, METRICS_FILE, EVAL_FILE = "test_preds.npz", "test_metrics.csv", "eval.json"
 ToInput = Callable[[np.ndarray], torch.Tensor]  # uint8 (B, H, W, 3) → float (B, 3, H, W)
 
@@ -54,7 +53,7 @@ class Evaluation:
 def _forward(model: torch.nn.Module, inputs: torch.Tensor, tta: bool, amp: bool) -> torch.Tensor:
     """probs (B, 1, H, W) fp32; with TTA the mean over identity, horizontal and vertical flips."""
     flips = [(), (-1,), (-2,)] if tta else [()]
-    dtype = distributed.amp_dtype(inputs.device) if amp else None  # None on the CPU: fp32
+    dtype = devices.amp_dtype(inputs.device) if amp else None  # None on the CPU: fp32
     total = torch.zeros((), device=inputs.device)
     with torch.autocast(inputs.device.type, dtype=dtype, enabled=dtype is not None):
         for dims in flips:
@@ -145,7 +144,7 @@ def score_images(preds: np.ndarray, masks: np.ndarray, with_hd95: bool = True) -
         with_hd95: include HD95 (in pixels).
     """
     scores = metrics.per_image_metrics(np.asarray(preds, bool), np.asarray(masks, bool), with_hd95=with_hd95)
-    return pd.DataFrame({_RENAME.get(k, k): v.cpu().numpy().astype(np.float64) for k, v in scores.items()})
+    return pd.DataFrame({k: v.cpu().numpy().astype(np.float64) for k, v in scores.items()})
 
 
 def _original_sizes(table: pd.DataFrame, rows: np.ndarray) -> list | None:
@@ -202,7 +201,7 @@ def evaluate(model: torch.nn.Module, prepared, split: str = "test", *, to_input:
     device = next(model.parameters()).device
     info = {"split": split, "n_images": len(rows), "images_per_s": len(rows) / max(seconds, 1e-9),
             "ms_per_image": 1000 * seconds / len(rows), "device": str(device),
-            "hardware": distributed.hardware(device, distributed.DistInfo()),
+            "hardware": devices.hardware(device, devices.DistInfo()),
             "tta": tta, "postprocess": post, "threshold": threshold, "batch_size": batch_size, "amp": amp,
             "original_resolution": sizes is not None, "image_size": int(prepared.images.shape[1])}
     return Evaluation(table, info, preds)

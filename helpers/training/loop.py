@@ -1,12 +1,12 @@
-"""The one training loop: ``fit()`` trains one run, ``run_grid()`` models × fractions.
+"""The one training loop: ``fit()`` trains one run (the grid of runs: :mod:`helpers.training.grid`).
 
-AdamW with a per-step cosine schedule (optional warm-up); 0.5·Dice + 0.5·BCE in fp32 (averaged over
-deep-supervision heads); ``torch.autocast`` mixed precision on CUDA (bf16 where supported, else fp16
-with a ``GradScaler``; fp32 on the CPU); validation (mean per-image Dice) every epoch; ``best.pt``,
-``history.csv``, and ``last.pt`` with everything a resume needs, after every epoch and optionally
-every few minutes. Calling it again resumes an interrupted run exactly and skips a finished one; a
-NaN/inf loss stops it before anything of that epoch is saved. Folders: :mod:`helpers.runs`;
-several GPUs: :mod:`helpers.distributed`.
+AdamW with a per-step cosine (or constant) schedule and optional warm-up; 0.5·Dice + 0.5·BCE in fp32
+(averaged over deep-supervision heads); ``torch.autocast`` mixed precision on CUDA (bf16 where
+supported, else fp16 with a ``GradScaler``; fp32 on the CPU); validation (mean per-image Dice) every
+epoch; ``best.pt``, ``history.csv``, and ``last.pt`` with everything a resume needs, after every
+epoch and optionally every few minutes. Calling it again resumes an interrupted run exactly and
+skips a finished one whose recorded settings are the same; a NaN/inf loss stops it before anything
+of that epoch is saved. Folders: :mod:`helpers.training.runs`; several GPUs: :mod:`helpers.training.devices`.
 """
 from __future__ import annotations
 
@@ -14,19 +14,16 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Callable, Optional
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from helpers import distributed, runs
-from helpers.checkpoints import save_weights_atomic
-from helpers.data import to_model_input
-from helpers.distributed import amp_dtype, pick_device  # noqa: F401  (part of this module's API)
-from helpers.metrics import MetricAccumulator, dice
-from helpers.session import (RunState, cosine_schedule, init_from_imagenet,  # noqa: F401  (API)
-                             seed_everything, start_run)
+from helpers.data.loaders import to_model_input
+from helpers.training import devices, runs
+from helpers.training.checkpoints import save_weights_atomic
+from helpers.training.metrics import MetricAccumulator, dice
+from helpers.training.state import RunState, SettingsChanged, start_run
 
 
 class TrainingDiverged(FloatingPointError):
@@ -78,7 +75,7 @@ def _train_epoch(run: RunState, epoch: int, progress: bool) -> tuple[float, floa
                 run.checkpoint(epoch - 1, step, (float(loss_sum), count))
     seconds = time.perf_counter() - start
     totals = torch.stack([loss_sum, torch.tensor(float(count), device=run.device)])
-    totals = distributed.all_reduce_sum(totals, run.dist)
+    totals = devices.all_reduce_sum(totals, run.dist)
     return float(totals[0] / totals[1]), seen * run.dist.world_size / seconds
 
 
@@ -95,37 +92,45 @@ def _validate(run: RunState) -> tuple[float, float]:
         metrics.update(torch.sigmoid(logits.float()), masks)
     dice_sum = dice(*metrics.counts()).sum() if len(metrics) else torch.zeros((), device=run.device)
     totals = torch.stack([loss_sum, dice_sum.to(loss_sum), torch.tensor(float(len(metrics)), device=run.device)])
-    totals = distributed.all_reduce_sum(totals, run.dist)
+    totals = devices.all_reduce_sum(totals, run.dist)
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
 def _skip(spec: runs.RunSpec, callbacks) -> dict:
     folder, name = runs.run_dir(spec), runs.run_id(spec)
     done = runs.load_done(folder)
-    print(f"{name}: finished earlier ({done['epochs']} epochs, best val Dice {done['best_val_dice']:.4f} "
-          f"at epoch {done['best_epoch']}); skipped.")
+    print(f"{name}: finished earlier with these settings ({done['epochs']} epochs, best val Dice "
+          f"{done['best_val_dice']:.4f} at epoch {done['best_epoch']}); skipped.")
     for callback in callbacks:
         callback(name, pd.read_csv(folder / "history.csv").to_dict("records"))
     return {"run_id": name, "run_dir": str(folder), **done, "status": "skipped"}
 
 
-def fit(spec: runs.RunSpec, prepared, profile, *, checkpoint_dir: str | os.PathLike | None = None,
-        num_epochs: Optional[int] = None, warmup_epochs: float = 0.0, early_stopping: Optional[int] = None,
-        checkpoint_every_minutes: Optional[float] = None, criterion: Optional[Callable] = None,
-        callbacks: tuple = (), progress: bool = True) -> dict:
+def start_over(folder: Path, checkpoint_dir: Path | None = None) -> None:
+    """Delete a run's history, result and checkpoints (config.json is rewritten when it starts again)."""
+    for name in ("history.csv", "done.json"):
+        (folder / name).unlink(missing_ok=True)
+    for where in {folder / "checkpoints", *([Path(checkpoint_dir)] if checkpoint_dir else [])}:
+        for file in where.glob("*.pt") if where.is_dir() else ():
+            file.unlink()
+
+
+def fit(spec: runs.RunSpec, prepared, *, num_workers: int = 0, checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_minutes: float | None = None, restart: bool = False, callbacks: tuple = (),
+        progress: bool = True) -> dict:
     """Train one run to the end, resuming it if it was interrupted; skip it if it has finished.
 
+    Every setting that changes the result comes from ``spec`` (:func:`helpers.training.runs.make_spec`
+    fills it from the run config); the keyword arguments only say how to run it.
+
     Args:
-        spec: the run (see :func:`helpers.runs.make_spec`).
+        spec: the run.
         prepared: the prepared dataset the spec names.
-        profile: batch size (global), lr, weight decay, AMP, loader workers and default epochs.
+        num_workers: DataLoader worker processes.
         checkpoint_dir: where last.pt / best.pt go (e.g. on Drive); default ``<run folder>/checkpoints``.
             A failed write there is retried, then goes to ``<run folder>/checkpoints`` (with a warning).
-        num_epochs: epochs (default: the profile's).
-        warmup_epochs: linear learning-rate warm-up, in epochs (may be fractional).
-        early_stopping: stop after this many epochs without a better validation Dice (None: never).
-        checkpoint_every_minutes: also save last.pt within an epoch this often (resumes mid-epoch).
-        criterion: loss of (logits, masks); default ``DiceBCELoss()`` (0.5·Dice + 0.5·BCE, fp32).
+        checkpoint_minutes: also save last.pt within an epoch this often (resumes mid-epoch).
+        restart: start the run over, deleting its history and checkpoints, instead of resuming or skipping it.
         callbacks: called on rank 0 after every epoch as ``callback(run_id, history)``.
         progress: show progress bars.
 
@@ -134,12 +139,18 @@ def fit(spec: runs.RunSpec, prepared, profile, *, checkpoint_dir: str | os.PathL
 
     Raises:
         TrainingDiverged: the loss became NaN/inf (checkpoints of earlier epochs stay as they were).
+        SettingsChanged: the run folder holds a result or checkpoint made with other settings
+            (``restart=True`` starts it over).
     """
-    num_epochs = num_epochs or profile.num_epochs
-    if runs.is_finished(runs.run_dir(spec)):
+    folder, num_epochs = runs.run_dir(spec), spec.num_epochs
+    if restart:
+        start_over(folder, checkpoint_dir)
+    if runs.is_finished(folder):
+        if changed := runs.differing_settings(runs.load_run_config(folder), spec):
+            raise SettingsChanged(f"{folder} holds a finished run made with other settings ({', '.join(changed)}); "
+                                  f"start it over (RESTART = True, or --restart) or ask for the recorded settings.")
         return _skip(spec, callbacks)
-    run = start_run(spec, prepared, profile, checkpoint_dir, num_epochs, warmup_epochs, checkpoint_every_minutes,
-                 criterion)
+    run = start_run(spec, prepared, checkpoint_dir, num_workers, checkpoint_minutes)
     status, main = "resumed" if run.history or run.skip else "trained", run.dist.is_main
     epochs = range(run.start_epoch, 1 if run.finished else num_epochs + 1)
     bar = tqdm(epochs, desc=run.config["run_id"], disable=not (progress and main), initial=run.start_epoch - 1,
@@ -155,7 +166,8 @@ def fit(spec: runs.RunSpec, prepared, profile, *, checkpoint_dir: str | os.PathL
                             "images_per_s": images_per_s})
         improved, run.best = val_dice > run.best, max(run.best, val_dice)
         stale = epoch - runs.summarize(run.history, False)["best_epoch"]
-        run.finished = epoch == num_epochs or bool(early_stopping and stale >= early_stopping)
+        patience = spec.early_stopping
+        run.finished = epoch == num_epochs or (patience is not None and not improved and stale >= patience)
         if main:
             if improved:  # best.pt before last.pt: a crash in between only repeats this epoch
                 save_weights_atomic(run.model, run.checkpoint_dir / "best.pt", metric=val_dice, epoch=epoch,
@@ -172,43 +184,5 @@ def fit(spec: runs.RunSpec, prepared, profile, *, checkpoint_dir: str | os.PathL
     if main:
         runs.write_history(run.folder, run.history)
         runs.write_json(run.folder / "done.json", done)
-    distributed.barrier(run.dist)
+    devices.barrier(run.dist)
     return {"run_id": run.config["run_id"], "run_dir": str(run.folder), **done, "status": status}
-
-
-def run_grid(models, fractions, prepared, profile, *, seed: int = 42, checkpoint_root: str | os.PathLike | None = None,
-             model_overrides: Optional[dict] = None, pretrained=(), **fit_kwargs) -> pd.DataFrame:
-    """Train every model on every fraction: finished runs are skipped, interrupted ones resumed.
-
-    Args:
-        models: model names, e.g. ``["unet"]``.
-        fractions: training fractions, e.g. ``[0.1, 0.25, 0.5, 1.0]``.
-        prepared, profile: as for :func:`fit`.
-        seed: run seed.
-        checkpoint_root: folder for one checkpoint folder per run (e.g. on Drive); default: in each run folder.
-        model_overrides: model name -> config fields, e.g. ``{"unetpp": {"deep_supervision": True}}``.
-        pretrained: names of the models to start from ImageNet weights (TransUNet).
-        **fit_kwargs: passed to :func:`fit` (num_epochs, early_stopping, callbacks, progress, ...).
-
-    Returns:
-        One row per run: run_id, model, fraction, status (trained, resumed, skipped, diverged), done.json's fields.
-    """
-    rows = []
-    for model in models:
-        for fraction in fractions:
-            spec = runs.make_spec(model, fraction, prepared, profile, seed, (model_overrides or {}).get(model),
-                                  model in pretrained)
-            where = Path(checkpoint_root) / runs.run_id(spec) if checkpoint_root else None
-            try:
-                result = fit(spec, prepared, profile, checkpoint_dir=where, **fit_kwargs)
-            except TrainingDiverged as err:
-                print(err)
-                result = {"run_id": runs.run_id(spec), "run_dir": str(runs.run_dir(spec)), "status": "diverged"}
-            rows.append({"model": model, "fraction": fraction, **result})
-    return pd.DataFrame(rows).reindex(columns=["run_id", "model", "fraction", "status", *runs.DONE_KEYS, "run_dir"])
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(distributed.main())

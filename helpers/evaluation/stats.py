@@ -118,3 +118,16 @@ def verdict(name_a: str, name_b: str, ci_low: float, ci_high: float, p: float = 
     if np.isfinite(ci_high) and ci_high < 0:
         return f"{name_b} better"
     return "no clear difference"
+
+
+def between_seeds(means) -> dict:
+    """Spread of one model's mean score over several initialisation seeds (same split, same test images).
+
+    Returns:
+        ``n``, ``mean``, ``std`` (sample standard deviation, 0 for one seed), ``min`` and ``max``.
+    """
+    values = _finite(means)
+    return {"n": len(values), "mean": float(values.mean()) if len(values) else float("nan"),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "min": float(values.min()) if len(values) else float("nan"),
+            "max": float(values.max()) if len(values) else float("nan")}

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Optional
 
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from helpers import runs
+from helpers.training import runs
 
 
 def short_label(run_id: str) -> str:
@@ -28,7 +27,7 @@ def short_label(run_id: str) -> str:
     return f"{found[1]} {found[2]}" if found else run_id
 
 
-def draw_histories(histories: dict[str, pd.DataFrame], fig: Optional[Figure] = None) -> Figure:
+def draw_histories(histories: dict[str, pd.DataFrame], fig: Figure | None = None) -> Figure:
     """Loss (train solid, validation dashed) and validation Dice per epoch, one colour per run.
 
     Args:
@@ -74,7 +73,7 @@ class LiveCurves:
             (``KIT_LIVE_PLOTS=0`` turns it off, e.g. for long headless batches).
     """
 
-    def __init__(self, live: Optional[bool] = None):
+    def __init__(self, live: bool | None = None):
         if live is None:
             live = _in_kernel() and os.environ.get("KIT_LIVE_PLOTS", "1") != "0"
         self.live, self.histories, self._fig, self._handle = live, {}, None, None

@@ -1,10 +1,12 @@
 """Run names and run folders: what one training run is, where its files are, how to load it back.
 
-A run is one model trained on one training fraction of one prepared dataset with one seed. Its
-name comes from one function, :func:`run_id`, e.g. ``unet-paper_f025_256px_seed_s42_isic2018``,
-and its folder is ``results/runs/<run_id>/``:
+A run is one model trained on one training fraction of one prepared dataset with one seed and one
+set of settings (:class:`RunSpec`). Its name comes from one function, :func:`run_id`, e.g.
+``unet-paper_f025_256px_seed_s42_isic2018_3f9c01ab`` (the last part hashes every setting), and its
+folder is ``results/runs/<run_id>/``:
 
-    config.json        what was run: model, configs, fraction, data, profile, hardware, parameters
+    config.json        what was run: every setting of the spec, data and checkpoint folders (relative to
+                       the data and results homes, so the folder moves between machines), hardware
     history.csv        one row per epoch: epoch, train_loss, val_loss, val_dice (mean per image),
                        lr (after the epoch's last step), epoch_seconds, images_per_s (training)
     done.json          only once the run finished: best_epoch, best_val_dice, epochs,
@@ -15,20 +17,21 @@ Evaluation adds ``test_metrics.csv`` and ``eval.json`` to the same folder.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pandas as pd
 from torch import nn
 
 from helpers import paths
-from helpers.checkpoints import load_checkpoint, load_latest, restore_state
-from helpers.prep import Prepared
-from helpers.profiles import Profile
+from helpers.data.prep import Prepared, load_prepared
+from helpers.profiles import RunConfig
+from helpers.training.checkpoints import load_checkpoint, load_latest, restore_state
 
 DRIVE_MYDRIVE = Path("/content/drive/MyDrive")
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_seconds", "images_per_s"]
@@ -37,30 +40,45 @@ DONE_KEYS = ["best_epoch", "best_val_dice", "epochs", "train_seconds", "images_p
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What makes a run: everything its name and its results depend on.
+    """What makes a run: every setting its result depends on (and so its run id).
 
     Attributes:
         model: ``unet``, ``unetpp`` or ``transunet``.
-        model_config: named configuration in the model registry (``paper``, ``small``, ``tiny``).
+        model_config: named configuration in the model registry (``paper``, ``small``, ``cpu``, ``tiny``).
+        model_overrides: config fields changed on top of the named config, e.g. ``{"deep_supervision": True}``.
+        pretrained: start from ImageNet weights (TransUNet).
         fraction: training fraction, e.g. 0.25.
         image_size: side of the square training images.
-        seed: run seed (initialisation, order and augmentation).
         protocol: ``seed`` or ``official``.
         dataset: name of the data source, e.g. ``synthetic-60-s0`` or ``isic2018``.
-        model_overrides: config fields changed on top of the named config, e.g.
-            ``{"deep_supervision": True}``.
-        pretrained: start from ImageNet weights (TransUNet).
+        split_seed: seed of the split and the fractions (the prepared cache's).
+        seed: initialisation, batch order and augmentation seed.
+        num_epochs, batch_size, lr, weight_decay, warmup_epochs, schedule, augment, amp, early_stopping:
+            as in :class:`helpers.profiles.RunConfig`.
     """
 
     model: str
     model_config: str
     fraction: float
     image_size: int
-    seed: int
     protocol: str
     dataset: str
+    seed: int
+    split_seed: int = 42
     model_overrides: dict = field(default_factory=dict)
     pretrained: bool = False
+    num_epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.0
+    schedule: str = "cosine"
+    augment: str = "kit"
+    amp: str = "auto"
+    early_stopping: int | None = None
+
+
+SPEC_FIELDS = tuple(f.name for f in fields(RunSpec))
 
 
 def _tag(key: str, value: Any) -> str:
@@ -73,8 +91,23 @@ def _tag(key: str, value: Any) -> str:
     return f"{key}{value}"
 
 
+def settings_of(spec_or_config: RunSpec | dict) -> dict:
+    """The result-changing settings of a spec, or of a recorded config, as plain JSON values."""
+    values = asdict(spec_or_config) if isinstance(spec_or_config, RunSpec) else spec_or_config
+    return json.loads(json.dumps({k: values.get(k) for k in SPEC_FIELDS}, sort_keys=True))
+
+
+def settings_hash(spec: RunSpec) -> str:
+    """Eight hex digits that change with any result-changing setting of the run."""
+    return hashlib.sha256(json.dumps(settings_of(spec), sort_keys=True).encode()).hexdigest()[:8]
+
+
 def run_id(spec: RunSpec) -> str:
-    """The one name of a run: ``<model>-<config>[+overrides]_f<percent>_<size>px_<protocol>_s<seed>_<dataset>``.
+    """The one name of a run: a readable part and the hash of all its settings.
+
+    ``<model>-<config>[+overrides]_f<percent>_<size>px_<protocol>_s<seed>_<dataset>_<hash>``, e.g.
+    ``unet-paper_f025_256px_seed_s42_isic2018_3f9c01ab``: change the epochs, lr or any other
+    result-changing setting and the run gets a folder of its own.
 
     Raises:
         ValueError: the fraction is not a whole percentage.
@@ -85,7 +118,7 @@ def run_id(spec: RunSpec) -> str:
     config = spec.model_config + "".join(f"+{_tag(k, v)}" for k, v in sorted(spec.model_overrides.items()))
     config += "+pretrained" if spec.pretrained else ""
     name = f"{spec.model}-{config}_f{round(percent):03d}_{spec.image_size}px_{spec.protocol}_s{spec.seed}"
-    return re.sub(r"[^A-Za-z0-9._+-]+", "-", f"{name}_{spec.dataset}")
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", f"{name}_{spec.dataset}_{settings_hash(spec)}")
 
 
 def dataset_of(prepared: Prepared) -> str:
@@ -95,20 +128,33 @@ def dataset_of(prepared: Prepared) -> str:
     return prepared.root.name.removesuffix(suffix) or prepared.root.name
 
 
-def make_spec(model: str, fraction: float, prepared: Prepared, profile: Profile, seed: int,
-              model_overrides: Optional[dict] = None, pretrained: bool = False) -> RunSpec:
-    """The spec of a grid cell: config, overrides and image size from the profile, data from the cache.
+def make_spec(model: str, fraction: float, seed: int, prepared: Prepared, config: RunConfig) -> RunSpec:
+    """The spec of one grid cell: every setting from the run config, the data's from the cache.
 
     Raises:
-        ValueError: the cache was prepared at another image size than the profile's.
+        ValueError: the cache was prepared at another image size or split seed than the config's.
     """
-    size = int(prepared.manifest["image_size"])
-    if size != profile.image_size:
-        raise ValueError(f"{prepared.root} holds {size}px images but the profile asks for {profile.image_size}px; "
-                         f"prepare the data at that size (sources.ensure_prepared with the same profile).")
-    overrides = {**profile.model_overrides.get(model, {}), **(model_overrides or {})}
-    return RunSpec(model, profile.model_configs.get(model, "paper"), float(fraction), size, int(seed),
-                   str(prepared.manifest["protocol"]), dataset_of(prepared), overrides, bool(pretrained))
+    size, split_seed = int(prepared.manifest["image_size"]), int(prepared.manifest["seed"])
+    if (size, split_seed) != (config.image_size, config.split_seed):
+        raise ValueError(f"{prepared.root} holds {size}px images split with seed {split_seed}, but the run config "
+                         f"asks for {config.image_size}px and split seed {config.split_seed}; prepare the data with "
+                         f"the same config (sources.ensure_prepared).")
+    overrides = dict(config.model_overrides.get(model, {}))
+    if model == "unetpp":
+        overrides.setdefault("deep_supervision", config.deep_supervision)
+    return RunSpec(model, config.model_configs.get(model, "paper"), float(fraction), size,
+                   str(prepared.manifest["protocol"]), dataset_of(prepared), int(seed), split_seed, overrides,
+                   model in config.pretrained, config.num_epochs, config.batch_size, config.lr, config.weight_decay,
+                   config.warmup_epochs, config.schedule, config.augment, config.amp, config.early_stopping)
+
+
+def differing_settings(recorded: dict, spec: RunSpec) -> list[str]:
+    """Names of the result-changing settings whose recorded value differs from the spec's.
+
+    A config written before a setting existed lacks it; such a missing setting counts as different.
+    """
+    wanted, have = settings_of(spec), settings_of(recorded)
+    return [k for k in SPEC_FIELDS if wanted[k] != have[k]]
 
 
 def run_dir(spec_or_id: RunSpec | str) -> Path:
@@ -162,7 +208,7 @@ def load_run_config(folder: str | os.PathLike) -> dict:
     return json.loads(path.read_text())
 
 
-def load_done(folder: str | os.PathLike) -> Optional[dict]:
+def load_done(folder: str | os.PathLike) -> dict | None:
     """A run's ``done.json`` (None while it has not finished)."""
     path = Path(folder) / "done.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -175,11 +221,30 @@ def is_finished(folder: str | os.PathLike) -> bool:
 
 
 def checkpoint_dirs(folder: str | os.PathLike) -> list[Path]:
-    """Where a run's checkpoints may be: the folder in its config, then ``<run>/checkpoints``."""
+    """Where a run's checkpoints may be: the folder in its config (if reachable), then ``<run>/checkpoints``."""
     local = Path(folder) / "checkpoints"
     config = Path(folder) / "config.json"
-    named = Path(load_run_config(folder)["checkpoint_dir"]) if config.is_file() else local
-    return list(dict.fromkeys([named, local]))
+    named = paths.locate(load_run_config(folder)["checkpoint_dir"], Path(folder)) if config.is_file() else None
+    return list(dict.fromkeys([named or local, local]))
+
+
+def prepared_dir(config: dict) -> Path:
+    """The prepared dataset a run was trained on, wherever the data home is now.
+
+    Recorded relative to the data home (``prepared/<name>``); configs written by earlier versions hold
+    an absolute path of the machine that made them, which is looked for under this data home by name.
+    """
+    return paths.locate(config["prepared_dir"], paths.data_dir(), paths.prepared_root()) or \
+        paths.prepared_root() / Path(config["prepared_dir"]).name
+
+
+def load_run_data(folder: str | os.PathLike) -> Prepared:
+    """The prepared dataset of a run folder (its test split is what evaluation scores).
+
+    Raises:
+        FileNotFoundError: the dataset is not prepared on this machine; the message says how to prepare it.
+    """
+    return load_prepared(prepared_dir(load_run_config(folder)))
 
 
 def has_checkpoint(folder: str | os.PathLike) -> bool:

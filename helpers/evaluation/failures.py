@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import evaluate, results
-from helpers.prep import load_prepared
+from helpers.evaluation import inference, scoring
+from helpers.training import runs
 
 WORST_SHARE = 0.10  # the share of test images called "worst"
 
 
-def _rows(prepared, ids) -> np.ndarray:
+def rows_of(prepared, ids) -> np.ndarray:
     """Row numbers in the prepared arrays of the given ISIC ids."""
     return prepared.table.reset_index().set_index("isic_id").loc[list(ids), "index"].to_numpy()
 
@@ -74,10 +74,10 @@ def failure_table(run_dir: str | Path, prepared=None) -> pd.DataFrame:
         FileNotFoundError: the run has not been evaluated (the message says to run notebook 04).
     """
     run_dir = Path(run_dir)
-    prepared = prepared or load_prepared(results.run_config(run_dir)["prepared_dir"])
-    ids, preds = evaluate.load_predictions(run_dir)
-    scores = pd.read_csv(run_dir / evaluate.METRICS_FILE).set_index("isic_id").loc[ids]
-    rows = _rows(prepared, ids)
+    prepared = prepared or runs.load_run_data(run_dir)
+    ids, preds = inference.load_predictions(run_dir)
+    scores = pd.read_csv(run_dir / inference.METRICS_FILE).set_index("isic_id").loc[ids]
+    rows = rows_of(prepared, ids)
     out = []
     for k, (isic_id, row) in enumerate(zip(ids, rows)):
         mask, pred, image = prepared.masks[row].astype(bool), preds[k], prepared.images[row]
@@ -132,31 +132,6 @@ def describe_failures(table: pd.DataFrame, share: float = WORST_SHARE) -> str:
     return "\n".join(lines)
 
 
-def worst_cases(run_dir: str | Path, table: pd.DataFrame, count: int = 8, prepared=None):
-    """A figure of the ``count`` worst test images of a run, each titled with its score and attributes."""
-    from matplotlib.figure import Figure
-
-    from helpers.plots import overlay
-
-    run_dir = Path(run_dir)
-    prepared = prepared or load_prepared(results.run_config(run_dir)["prepared_dir"])
-    ids, preds = evaluate.load_predictions(run_dir)
-    where = {isic_id: k for k, isic_id in enumerate(ids)}
-    worst = table.head(count)
-    rows = dict(zip(worst["isic_id"], _rows(prepared, worst["isic_id"])))
-    cols = min(4, max(1, len(worst)))
-    fig = Figure(figsize=(2.4 * cols, 2.6 * -(-len(worst) // cols) + 0.4), layout="constrained")
-    for ax, case in zip(fig.subplots(-(-len(worst) // cols), cols, squeeze=False).ravel(), worst.itertuples()):
-        row = rows[case.isic_id]
-        ax.imshow(overlay(prepared.images[row], prepared.masks[row], pred=preds[where[case.isic_id]]))
-        ax.set_title(f"{case.isic_id} · Dice {case.dice:.2f}\n{case.error}; lesion {case.lesion_pct:.0f} %"
-                     f"{'; at edge' if case.touches_edge else ''}; contrast {case.contrast:.0f}", fontsize=7)
-    for ax in fig.axes:
-        ax.axis("off")
-    fig.suptitle(f"{run_dir.name}: the {len(worst)} worst test images (green: truth, magenta: prediction)", fontsize=8)
-    return fig
-
-
 def postprocess_effect(run_dir: str | Path, prepared=None) -> dict:
     """Mean per-image Dice and thresholded Jaccard of a run's saved test predictions, as they are and after
     :func:`helpers.evaluate.postprocess` (largest component kept, holes filled), at the training size.
@@ -165,38 +140,10 @@ def postprocess_effect(run_dir: str | Path, prepared=None) -> dict:
     "jaccard_thresholded": (before, after), "already": bool}`` (``already``: the run was evaluated with it).
     """
     run_dir = Path(run_dir)
-    prepared = prepared or load_prepared(results.run_config(run_dir)["prepared_dir"])
-    ids, preds = evaluate.load_predictions(run_dir)
-    masks = prepared.masks[_rows(prepared, ids)].astype(bool)
-    before = evaluate.score_images(preds, masks, with_hd95=False)
-    after = evaluate.score_images(np.stack([evaluate.postprocess(p) for p in preds]), masks, with_hd95=False)
+    prepared = prepared or runs.load_run_data(run_dir)
+    ids, preds = inference.load_predictions(run_dir)
+    masks = prepared.masks[rows_of(prepared, ids)].astype(bool)
+    before = inference.score_images(preds, masks, with_hd95=False)
+    after = inference.score_images(np.stack([inference.postprocess(p) for p in preds]), masks, with_hd95=False)
     return {**{k: (float(before[k].mean()), float(after[k].mean())) for k in ("dice", "jaccard_thresholded")},
-            "already": bool(results.read_eval(run_dir).get("postprocess"))}
-
-
-def report_section(shown: pd.DataFrame, root: Path, md_table) -> str:
-    """Write ``failures.csv`` and ``figures/worst_cases.png`` for the best of the report's runs; the report's text.
-
-    Args:
-        shown: the runs the report's figures show (``report.figure_runs``).
-        root: the results folder.
-        md_table: DataFrame → markdown table (the report's own).
-    """
-    ok = shown[shown["status"] == "ok"] if len(shown) else shown
-    if ok.empty:
-        return "_(no evaluated run yet)_"
-    run_dir = results.runs_dir(root) / ok.loc[ok["dice_mean"].idxmax(), "run_id"]
-    try:  # needs the run's saved predictions and its prepared data, which a copied results folder may lack
-        table = failure_table(run_dir)
-    except (OSError, ValueError, KeyError) as err:
-        return f"_(not available for `{run_dir.name}`: {type(err).__name__}: {err})_"
-    table.to_csv(root / "failures.csv", index=False, float_format="%.4g")
-    worst_cases(run_dir, table).savefig(root / "figures" / "worst_cases.png", dpi=110)
-    effect = postprocess_effect(run_dir)
-    post = "" if effect["already"] else (
-        "\n- keeping only the largest component and filling its holes (`POSTPROCESS = True` in notebook 04), "
-        "measured on the saved predictions at the training size: mean Dice {:.3f} → {:.3f}, thresholded "
-        "Jaccard {:.3f} → {:.3f}.".format(*effect["dice"], *effect["jaccard_thresholded"]))
-    return (f"Run `{run_dir.name}` (the highest mean Dice); every test image's attributes are in `failures.csv` "
-            f"(see `helpers/failures.py` for their definitions).\n\n{describe_failures(table)}{post}\n\n"
-            + md_table(failure_summary(table).round(3)) + "\n\n![worst cases](figures/worst_cases.png)")
+            "already": bool(scoring.read_eval(run_dir).get("postprocess"))}

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from helpers import distributed, evaluate, plots, results, runs
-from helpers.prep import load_prepared
+from helpers.evaluation import inference, scoring
+from helpers.reporting import figures
+from helpers.training import devices, runs
 
 SHOWN = (("dice", "Dice"), ("iou", "IoU"), ("jaccard_thresholded", "thresholded Jaccard"),
          ("accuracy", "pixel accuracy"), ("sensitivity", "sensitivity"), ("specificity", "specificity"),
@@ -43,11 +44,11 @@ class PredictionViewer:
         import ipywidgets as w
 
         self.root, self.load_model, self.to_input = results_root, load_model or runs.load_run_model, to_input
-        self.device = torch.device(device) if device else distributed.pick_device()
-        run_ids = [p.name for p in results.list_run_dirs(results_root)
-                   if results.run_status(p)[0] in ("ok", "not evaluated") and (load_model or runs.has_checkpoint(p))]
+        self.device = torch.device(device) if device else devices.pick_device()
+        run_ids = [p.name for p in scoring.list_run_dirs(results_root)
+                   if scoring.run_status(p)[0] in ("ok", "not evaluated") and (load_model or runs.has_checkpoint(p))]
         if not run_ids:
-            raise ValueError(f"No finished run with its best.pt in {results.runs_dir(results_root)}: train one first "
+            raise ValueError(f"No finished run with its best.pt in {scoring.runs_dir(results_root)}: train one first "
                              "(notebooks 02 and 03), or mount Drive if its checkpoints are there (a results "
                              "folder copied without checkpoints can be read, not viewed live).")
         self._cache, self._model, self.updates, self._loading = {}, (None, None), 0, False
@@ -70,14 +71,14 @@ class PredictionViewer:
 
     def _load_run(self) -> None:
         """Open the chosen run's data and model; list its test images (worst Dice first, if known)."""
-        run_dir = results.runs_dir(self.root) / self.run.value
-        self.prepared = load_prepared(results.run_config(run_dir)["prepared_dir"])
+        run_dir = scoring.runs_dir(self.root) / self.run.value
+        self.prepared = runs.load_run_data(run_dir)
         self._model = (self.run.value, self.load_model(run_dir).to(self.device).eval())
         rows = self.prepared.indices("test")
         ids = self.prepared.table["isic_id"].iloc[rows].to_numpy()
         labels = list(ids)
-        if (run_dir / evaluate.METRICS_FILE).is_file():
-            dice = pd.read_csv(run_dir / evaluate.METRICS_FILE).set_index("isic_id")["dice"].reindex(ids).to_numpy()
+        if (run_dir / inference.METRICS_FILE).is_file():
+            dice = pd.read_csv(run_dir / inference.METRICS_FILE).set_index("isic_id")["dice"].reindex(ids).to_numpy()
             order = np.argsort(dice, kind="stable")
             rows, labels = rows[order], [f"{ids[k]} (Dice {dice[k]:.3f})" for k in order]
         self._loading = True  # options and value change together: draw once, after both
@@ -91,16 +92,16 @@ class PredictionViewer:
         key = (self.run.value, self.image.value, self.tta.value)
         if key not in self._cache:
             rows = np.array([self.image.value])
-            _, probs, _ = next(evaluate.iter_probs(self._model[1], self.prepared.images, rows,
+            _, probs, _ = next(inference.iter_probs(self._model[1], self.prepared.images, rows,
                                                    to_input=self.to_input, tta=self.tta.value))
             self._cache[key] = probs[0]
         return self._cache[key]
 
     def current(self) -> tuple[np.ndarray, pd.Series]:
         """The current prediction, bool (S, S), and its per-image scores."""
-        preds = evaluate.finalize(self.probs(), self.threshold.value, self.post.value)
+        preds = inference.finalize(self.probs(), self.threshold.value, self.post.value)
         mask = np.asarray(self.prepared.masks[self.image.value])
-        return preds, evaluate.score_images(preds[None], mask[None]).iloc[0]
+        return preds, inference.score_images(preds[None], mask[None]).iloc[0]
 
     def update(self) -> None:
         """Redraw the picture and the scores for the current settings."""
@@ -123,8 +124,8 @@ class PredictionViewer:
         axes = fig.subplots(1, 4)
         axes[0].imshow(image)
         axes[1].imshow(mask, cmap="gray", vmin=0, vmax=1)
-        axes[2].imshow(plots.overlay(np.stack([(self.probs() * 255).astype(np.uint8)] * 3, -1), mask, pred=preds))
-        axes[3].imshow(plots.error_overlay(image, mask, preds))
+        axes[2].imshow(figures.overlay(np.stack([(self.probs() * 255).astype(np.uint8)] * 3, -1), mask, pred=preds))
+        axes[3].imshow(figures.error_overlay(image, mask, preds))
         titles = ("image", "truth (white: lesion)", "probs\noutlines: truth green, prediction magenta",
                   "errors\ngreen hit, red false alarm, blue missed")
         for ax, title in zip(axes, titles):

@@ -1,7 +1,7 @@
 """Publish a study: copy the small files of a results folder into a folder of its own, to commit.
 
-    python -m helpers.snapshot            # → results/<dataset>_<protocol>_<profile>_<hardware>/
-    python -m helpers.snapshot --name my-study
+    python -m helpers.reporting.snapshot            # → results/<dataset>_<protocol>_<profile>_<hardware>/
+    python -m helpers.reporting.snapshot --name my-study
 
 It copies ``report.md`` and the tables, figures and ``notes.md`` beside it (rebuild them first: notebook 04, or
 ``report.write_report()``), ``bench.csv`` rows of the same hardware, and per run ``config.json``,
@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import paths, results
+from helpers import paths
+from helpers.evaluation import scoring
+from helpers.reporting import tables
 
-TOP_FILES = ("report.md", results.SUMMARY_FILE, results.COMPARISONS_FILE, "failures.csv", "notes.md")
+TOP_FILES = ("report.md", tables.SUMMARY_FILE, tables.COMPARISONS_FILE, "failures.csv", "notes.md")
 RUN_FILES = ("config.json", "done.json", "history.csv", "eval.json", "test_metrics.csv")
 
 
@@ -47,10 +49,10 @@ def snapshot(name: str | None = None, results_root: str | Path | None = None, de
         FileNotFoundError: there is no report yet (the message says how to make one).
     """
     root = Path(results_root or paths.results_dir())
-    if not (root / "report.md").is_file() or not (root / results.SUMMARY_FILE).is_file():
+    if not (root / "report.md").is_file() or not (root / tables.SUMMARY_FILE).is_file():
         raise FileNotFoundError(f"{root} has no report.md and summary.csv yet: run notebook 04 "
                                 f"(or helpers.report.write_report()) first.")
-    summary = pd.read_csv(root / results.SUMMARY_FILE)
+    summary = pd.read_csv(root / tables.SUMMARY_FILE)
     dest = Path(dest_root or root) / (name or study_name(summary))
     dest.mkdir(parents=True, exist_ok=True)
     for file in TOP_FILES:
@@ -65,7 +67,7 @@ def snapshot(name: str | None = None, results_root: str | Path | None = None, de
             mine.to_csv(dest / "bench.csv", index=False)
     for run_id in summary["run_id"]:
         for file in RUN_FILES:
-            source = results.runs_dir(root) / run_id / file
+            source = scoring.runs_dir(root) / run_id / file
             if source.is_file():
                 (dest / "runs" / run_id).mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, dest / "runs" / run_id / file)

@@ -17,7 +17,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,7 +72,7 @@ def _write_atomic(state: dict, path: Path, keep_previous: bool) -> Path:
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike, *, keep_previous: bool = True,
-                    retries: int = 3, fallback_dir: Optional[str | os.PathLike] = None,
+                    retries: int = 3, fallback_dir: str | os.PathLike | None = None,
                     backoff: float = 0.5) -> Path:
     """Write ``state`` to ``path`` atomically; ``path`` is never left half-written.
 
@@ -142,7 +142,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
 
 
 def load_latest(run_dir: str | os.PathLike, map_location: Any = "cpu",
-                name: str = "last.pt") -> tuple[Optional[dict], Optional[Path]]:
+                name: str = "last.pt") -> tuple[dict | None, Path | None]:
     """Newest readable checkpoint of a run: ``last.pt``, else ``last.prev.pt`` (with a warning).
 
     Returns:
@@ -230,7 +230,7 @@ def _set_rng_state(rng: dict) -> None:
     random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
 
 
-def _state_dict(obj: Any) -> Optional[dict]:
+def _state_dict(obj: Any) -> dict | None:
     return None if obj is None else obj.state_dict()
 
 
@@ -295,7 +295,7 @@ def restore_state(state: dict, model, optimizer=None, scheduler=None, scaler=Non
 
 
 def save_weights_atomic(model, path: str | os.PathLike, *, metric: float, epoch: int,
-                        retries: int = 3, fallback_dir: Optional[str | os.PathLike] = None) -> Path:
+                        retries: int = 3, fallback_dir: str | os.PathLike | None = None) -> Path:
     """Write a small weights-only file (e.g. ``best.pt``): ``{"model", "best_metric", "epoch"}``.
 
     It loads with ``load_checkpoint`` and restores with ``restore_state(state, model)``.

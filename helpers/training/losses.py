@@ -7,13 +7,13 @@ as a large one, matching the per-image Dice we report); BCE is the mean over all
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Logits = Union[torch.Tensor, Sequence[torch.Tensor]]
+Logits = torch.Tensor | Sequence[torch.Tensor]
 
 
 def align_masks(masks: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

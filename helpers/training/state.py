@@ -1,10 +1,12 @@
-"""Building and resuming one training run: the state that :func:`helpers.train.fit` works with.
+"""Building and resuming one training run: the state that :func:`helpers.training.loop.fit` works with.
 
-``start_run`` builds the model, loaders, optimizer, cosine schedule and gradient scaler of a run,
-writes its ``config.json`` and, when a checkpoint exists (on Drive or its local fallback), restores
-everything from the newest readable one, including where in an epoch it stopped. ``RunState``
-also saves ``last.pt``. Seeding and the schedule live here too, so a resumed run starts exactly
-as an uninterrupted one would have gone on.
+``start_run`` builds the model, loaders, optimizer, learning-rate schedule and gradient scaler of a
+run from its :class:`~helpers.training.runs.RunSpec`, writes its ``config.json`` and, when a
+checkpoint exists (on Drive or its local fallback), restores everything from the newest readable
+one, including where in an epoch it stopped. A checkpoint whose settings differ from the spec's is
+never resumed silently: :class:`SettingsChanged` names the fields. ``RunState`` also saves
+``last.pt``. Seeding and the schedule live here too, so a resumed run starts exactly as an
+uninterrupted one would have gone on.
 """
 from __future__ import annotations
 
@@ -14,19 +16,21 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import torch
 
-from helpers import distributed, runs
-from helpers.checkpoints import load_latest, make_state, restore_state, save_checkpoint
-from helpers.data import make_loaders
-from helpers.distributed import amp_dtype, pick_device
-from helpers.losses import DiceBCELoss
+from helpers import paths
+from helpers.data.loaders import make_loaders
 from helpers.models import build_model
 from helpers.models.summary import count_parameters
+from helpers.training import devices, runs
+from helpers.training.checkpoints import load_latest, make_state, restore_state, save_checkpoint
+from helpers.training.devices import amp_dtype, pick_device
+from helpers.training.losses import DiceBCELoss
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -40,18 +44,30 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def cosine_schedule(optimizer, total_steps: int, warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule: linear warm-up to the base lr, then cosine decay to 0 at ``total_steps``."""
+def lr_schedule(optimizer, total_steps: int, warmup_steps: int = 0,
+                kind: str = "cosine") -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step schedule: linear warm-up to the base lr, then cosine decay to 0 at ``total_steps``
+    (``kind="cosine"``) or the base lr to the end (``kind="constant"``)."""
+    if kind not in ("cosine", "constant"):
+        raise ValueError(f"Unknown schedule {kind!r}; choose 'cosine' or 'constant'.")
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
+        if kind == "constant":
+            return 1.0
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class SettingsChanged(RuntimeError):
+    """A run folder's checkpoint or finished result was made with other settings than the ones asked for."""
 
 
 def init_from_imagenet(model: torch.nn.Module) -> None:
     """Start a TransUNet from torchvision's ImageNet weights: ResNet-50 always, ViT-B/16 where it fits."""
     from torchvision.models import ResNet50_Weights
+
     from helpers.models import load_pretrained
 
     if model.config.hidden_size == 768 and model.config.mlp_dim == 3072:  # ViT-B/16 sized
@@ -69,10 +85,10 @@ class RunState:
 
     folder: Path
     checkpoint_dir: Path
-    fallback_dir: Optional[Path]
+    fallback_dir: Path | None
     device: torch.device
-    dtype: Optional[torch.dtype]
-    dist: distributed.DistInfo
+    dtype: torch.dtype | None
+    dist: devices.DistInfo
     model: torch.nn.Module
     net: torch.nn.Module  # the model, in DistributedDataParallel under torchrun
     loaders: Any
@@ -81,7 +97,7 @@ class RunState:
     scaler: Any
     criterion: Callable
     config: dict
-    save_every_s: Optional[float]
+    save_every_s: float | None
     history: list = dataclasses.field(default_factory=list)
     best: float = -math.inf
     start_epoch: int = 1
@@ -99,60 +115,70 @@ class RunState:
         self.last_save = time.monotonic()
 
 
-def start_run(spec, prepared, profile, checkpoint_dir, num_epochs, warmup_epochs, minutes, criterion) -> RunState:
+def start_run(spec: runs.RunSpec, prepared, checkpoint_dir=None, num_workers: int = 0,
+              minutes: float | None = None) -> RunState:
     """Build model, loaders, optimizer, schedule and scaler; resume from the newest checkpoint.
 
     Args:
-        spec: the run; prepared: its data; profile: batch size, lr, AMP, workers.
+        spec: the run: every setting that changes its result.
+        prepared: its data.
         checkpoint_dir: where checkpoints go (None: ``<run folder>/checkpoints``).
-        num_epochs: planned epochs; warmup_epochs: linear warm-up, in epochs.
+        num_workers: loader worker processes.
         minutes: also checkpoint within an epoch this often (None: per epoch only).
-        criterion: the loss (None: ``DiceBCELoss()``).
 
     Returns:
         The :class:`RunState`, at the point where training goes on.
+
+    Raises:
+        SettingsChanged: the run's checkpoint was written with other settings (the message names them).
     """
-    info, device, folder = distributed.setup(), pick_device(), runs.run_dir(spec)
+    info, device, folder = devices.setup(), pick_device(), runs.run_dir(spec)
     seed_everything(spec.seed)  # the same start whatever ran before in this process
     model = build_model(spec.model, spec.model_config, **spec.model_overrides)
     if spec.pretrained:
         init_from_imagenet(model)
     model.to(device, memory_format=torch.channels_last)  # faster on CUDA and, measured, on the CPU too
-    net = distributed.wrap(model, device, info)
-    loaders = make_loaders(prepared, spec.fraction, profile.batch_size, profile.num_workers, spec.seed,
-                           distributed=info.world_size > 1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=profile.lr, weight_decay=profile.weight_decay)
-    steps, dtype, local = len(loaders.train), amp_dtype(device) if profile.amp else None, folder / "checkpoints"
+    net = devices.wrap(model, device, info)
+    loaders = make_loaders(prepared, spec.fraction, spec.batch_size, num_workers, spec.seed,
+                           distributed=info.world_size > 1, augment=spec.augment == "kit")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    steps, dtype, local = len(loaders.train), amp_dtype(device, spec.amp), folder / "checkpoints"
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else local
-    config = {"run_id": runs.run_id(spec), **dataclasses.asdict(spec), "prepared_dir": str(prepared.root),
-              "checkpoint_dir": str(checkpoint_dir), "profile": profile.as_dict(), "num_epochs": num_epochs,
-              "batch_size": profile.batch_size, "lr": profile.lr, "weight_decay": profile.weight_decay,
-              "amp": str(dtype).removeprefix("torch.") if dtype else "off", "device": str(device),
-              "hardware": distributed.hardware(device, info), "torch_version": str(torch.__version__),
-              "params": count_parameters(model), "train_images": len(loaders.train.dataset),
-              "warmup_epochs": warmup_epochs}
+    config = {"run_id": runs.run_id(spec), **dataclasses.asdict(spec), "settings_hash": runs.settings_hash(spec),
+              "prepared_dir": paths.portable(prepared.root, paths.data_dir()),
+              "checkpoint_dir": paths.portable(checkpoint_dir, folder),
+              "amp_dtype": str(dtype).removeprefix("torch.") if dtype else "off", "device": str(device),
+              "hardware": devices.hardware(device, info), "torch_version": str(torch.__version__),
+              "params": count_parameters(model), "train_images": len(loaders.train.dataset)}
+    schedule = lr_schedule(optimizer, spec.num_epochs * steps, round(spec.warmup_epochs * steps), spec.schedule)
     run = RunState(folder, checkpoint_dir, local if checkpoint_dir != local else None, device, dtype, info, model, net,
-               loaders, optimizer, cosine_schedule(optimizer, num_epochs * steps, round(warmup_epochs * steps)),
-               torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), criterion or DiceBCELoss(),
-               config, minutes * 60 if minutes else None)
-    resume(run)
+                   loaders, optimizer, schedule, torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+                   DiceBCELoss(), config, minutes * 60 if minutes is not None else None)
+    resume(run, spec)
     if info.is_main:
         runs.write_json(folder / "config.json", config)
     return run
 
 
-def resume(run: RunState) -> None:
-    """Continue from the newest readable checkpoint (Drive or its local fallback), if there is one."""
+def resume(run: RunState, spec: runs.RunSpec) -> None:
+    """Continue from the newest readable checkpoint (Drive or its local fallback), if there is one.
+
+    Raises:
+        SettingsChanged: the checkpoint's recorded settings differ from ``spec``'s.
+    """
     found = [load_latest(d, run.device) for d in (run.checkpoint_dir, run.fallback_dir) if d]
     state, path = max(((s, p) for s, p in found if s), key=lambda sp: (sp[0]["epoch"], sp[0]["batches_done"]),
                       default=(None, None))
     if state is None:
         return
+    if changed := runs.differing_settings(state["config"], spec):
+        raise SettingsChanged(
+            f"{path} was written with other settings than this run's ({', '.join(changed)}), so it is not "
+            f"resumed. Start this run over (RESTART = True in the notebook, --restart on the command line), "
+            f"or ask for the settings it was made with.")
     info = restore_state(state, run.model, run.optimizer, run.scheduler, run.scaler)
     run.history, run.best, run.finished = info["history"], info["best_metric"], state["finished"]
     run.start_epoch, run.skip, run.partial = info["epoch"] + 1, state["batches_done"], tuple(state["partial"])
-    changed = [k for k in ("num_epochs", "batch_size", "lr", "amp") if info["config"].get(k) != run.config[k]]
     if run.dist.is_main:
         at = f", batch {run.skip} of epoch {run.start_epoch}" if run.skip else ""
-        print(f"Resuming {run.config['run_id']} from {path} (epoch {info['epoch']} done{at})."
-              + (f" Note: {', '.join(changed)} differ from the interrupted session's." if changed else ""))
+        print(f"Resuming {run.config['run_id']} from {path} (epoch {info['epoch']} done{at}).")

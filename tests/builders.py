@@ -1,23 +1,51 @@
-"""Builders for the evaluation tests: a small prepared dataset, a predictable model, run folders.
+"""Builders of the small datasets and run folders tests need (no real data, all made in milliseconds).
 
-The dataset's images show a bright rectangle on dark skin, shifted from the mask's rectangle by a
-different amount per image, so a model that marks bright pixels scores a spread of IoUs (some above
-and some below the challenge's 0.65 threshold). Run folders follow the training contract:
-config.json, history.csv, done.json and <checkpoint_dir>/best.pt.
+- :func:`write_pair`, :func:`make_dataset`: pairs in the official ISIC layout, with the defects tests need.
+- :func:`make_tiny_prepared`: a prepared cache of dark discs on noisy skin, written straight as arrays.
+- :func:`shifted_prepared`, :class:`Brightness`, :func:`make_run`: a prepared dataset whose images show a
+  bright rectangle shifted from the mask's by a different amount per image, a "model" that marks bright
+  pixels (so IoUs spread above and below the challenge's 0.65), and run folders by the training contract.
+
+The pytest fixtures built from them live in ``tests/conftest.py``.
 """
 import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from torch import nn
 
-from helpers.checkpoints import save_weights_atomic
-from helpers.isic import SPLIT_DIRS
+from helpers.data.isic import SPLIT_DIRS
+from helpers.data.prep import load_prepared, prepare
 from helpers.models import build_model
 from helpers.models.summary import count_parameters
-from helpers.prep import prepare
+from helpers.training.checkpoints import save_weights_atomic
+
+
+def write_pair(root: Path, split: str, isic_id: str, size=(40, 30), lesion=True) -> tuple[Path, Path]:
+    """One RGB JPEG and its 0/255 mask (a centred rectangle) in the split's folders."""
+    image_dir, mask_dir = (root / d for d in SPLIT_DIRS[split])
+    image_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    rng = np.random.default_rng(int(isic_id[-7:]))
+    image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    mask = np.zeros((height, width), np.uint8)
+    if lesion:
+        mask[height // 4: 3 * height // 4, width // 4: 3 * width // 4] = 255
+    image_path, mask_path = image_dir / f"{isic_id}.jpg", mask_dir / f"{isic_id}_segmentation.png"
+    Image.fromarray(image).save(image_path)
+    Image.fromarray(mask).save(mask_path)
+    return image_path, mask_path
+
+
+def make_dataset(root: Path, count: int, split: str = "train", start: int = 0, size=(40, 30)) -> Path:
+    """``count`` clean pairs with ids from ``start``."""
+    for k in range(start, start + count):
+        write_pair(root, split, f"ISIC_{k:07d}", size)
+    return root
 
 
 def write_shifted_pair(root: Path, index: int, size=(48, 36)) -> None:
@@ -82,3 +110,34 @@ def make_run(results_root: Path, run_id: str, model: str, fraction: float, prepa
             "best_epoch": 2, "best_val_dice": 0.5, "epochs": 2, "train_seconds": 2.9 + fraction,
             "images_per_s": 20.5, "stopped_early": False, "status": "finished"}))
     return run_dir
+
+
+def make_tiny_prepared(folder: Path, count: int = 24, size: int = 32, n_val: int = 4, seed: int = 0):
+    """``count`` images of ``size`` px: the first ``count - n_val`` train (nested ranks 0..), the rest val.
+
+    Returns:
+        The loaded :class:`helpers.prep.Prepared`.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images = np.empty((count, size, size, 3), np.uint8)
+    masks = np.empty((count, size, size), np.uint8)
+    for k in range(count):
+        cy, cx = rng.uniform(0.3, 0.7, 2) * size
+        radius = rng.uniform(0.15, 0.3) * size
+        masks[k] = (yy - cy) ** 2 + (xx - cx) ** 2 < radius ** 2
+        skin = np.array([200, 160, 140]) + rng.normal(0, 12, (size, size, 3))
+        images[k] = np.clip(skin - masks[k][..., None] * np.array([110, 90, 70]), 0, 255)
+    n_train = count - n_val
+    table = pd.DataFrame({"isic_id": [f"ISIC_{k:07d}" for k in range(count)],
+                          "split": ["train"] * n_train + ["val"] * n_val,
+                          "protocol": "seed",
+                          "train_rank": list(range(n_train)) + [-1] * n_val})
+    np.save(folder / "images.npy", images)
+    np.save(folder / "masks.npy", masks)
+    table.to_csv(folder / "splits.csv", index=False)
+    manifest = {"version": 1, "source": "tiny", "image_size": size, "protocol": "seed", "seed": seed, "count": count}
+    (folder / "prepared.json").write_text(json.dumps(manifest))
+    return load_prepared(folder)

@@ -15,13 +15,13 @@ perfect score; each function's docstring says which value it uses.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-Array = Union[torch.Tensor, np.ndarray]
+Array = torch.Tensor | np.ndarray
 Counts = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -103,7 +103,7 @@ def iou(tp, fp, fn, tn, reduction: str = "per_image") -> torch.Tensor:
     return _ratio(tp, tp + fp + fn, 1.0)
 
 
-def pixel_accuracy(tp, fp, fn, tn, reduction: str = "per_image") -> torch.Tensor:
+def accuracy(tp, fp, fn, tn, reduction: str = "per_image") -> torch.Tensor:
     """Pixel accuracy = (TP + TN) / all pixels, per image (B,) or pooled (scalar)."""
     tp, fp, fn, tn = _reduce((tp, fp, fn, tn), reduction)
     return _ratio(tp + tn, tp + fp + fn + tn, 1.0)
@@ -129,12 +129,12 @@ def specificity(tp, fp, fn, tn, reduction: str = "per_image") -> torch.Tensor:
 
 
 SCORES: dict[str, Callable[..., torch.Tensor]] = {
-    "dice": dice, "iou": iou, "pixel_accuracy": pixel_accuracy,
+    "dice": dice, "iou": iou, "accuracy": accuracy,
     "sensitivity": sensitivity, "specificity": specificity,
 }
 
 
-def thresholded_jaccard(iou_values, threshold: float = 0.65) -> torch.Tensor:
+def jaccard_thresholded(iou_values, threshold: float = 0.65) -> torch.Tensor:
     """ISIC 2018 Task 1 score, per image: IoU, set to 0 where it is below ``threshold``.
 
     The challenge averages these per-image values (the caller does that); it is never pooled.
@@ -147,11 +147,11 @@ def thresholded_jaccard(iou_values, threshold: float = 0.65) -> torch.Tensor:
 def scores_from_counts(tp, fp, fn, tn, reduction: str = "per_image") -> dict[str, torch.Tensor]:
     """Every score from confusion counts: per image, (B,) each, or pooled, scalars.
 
-    Per image also includes ``thresholded_jaccard`` (which has no pooled form).
+    Per image also includes ``jaccard_thresholded`` (which has no pooled form).
     """
     out = {name: score(tp, fp, fn, tn, reduction) for name, score in SCORES.items()}
     if reduction == "per_image":
-        out["thresholded_jaccard"] = thresholded_jaccard(out["iou"])
+        out["jaccard_thresholded"] = jaccard_thresholded(out["iou"])
     return out
 
 
@@ -207,7 +207,7 @@ def per_image_metrics(probs_or_preds: Array, masks: Array, threshold: float = 0.
                       with_hd95: bool = False) -> dict[str, torch.Tensor]:
     """All per-image scores of one batch: a dict of fp32 tensors of shape (B,).
 
-    Keys: dice, iou, pixel_accuracy, sensitivity, specificity, thresholded_jaccard (and hd95 in
+    Keys: dice, iou, accuracy, sensitivity, specificity, jaccard_thresholded (and hd95 in
     pixels when ``with_hd95``; that one runs on the CPU). ``pandas.DataFrame({k: v.cpu().numpy()})``
     turns the result into a per-image table.
 

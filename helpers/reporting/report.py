@@ -15,9 +15,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import evaluate, failures, paths, plots, results
-from helpers.prep import load_prepared
-from helpers.reference import REFERENCE_DICE, REFERENCE_NOTES  # noqa: F401  (part of this module's API)
+from helpers import paths
+from helpers.evaluation import inference, scoring
+from helpers.reporting import failure_report, figures, tables
+from helpers.training import runs
+
+# The original study's own reported figures: the one place they live. The report and its figures label
+# them as reference; they are never mixed with the kit's results.
+# The original study's own per-image test Dice (seed protocol, 256 px, ISIC 2018 training set, Colab T4).
+REFERENCE_DICE = {"unet": {0.10: 0.7548, 0.25: 0.8019, 0.50: 0.8377, 1.00: 0.8589},
+                  "unetpp": {0.10: 0.7288, 0.25: 0.8038, 0.50: 0.8415, 1.00: 0.8608}}
+REFERENCE_NOTES = """\
+- UNet++ at 100 %: Dice 0.8608 ± 0.167, IoU 0.7831 ± 0.191, pixel accuracy 0.9493 (per image, mean ± std).
+- Setup: ISIC 2018 Task 1 training set (2,594 images), 256 × 256, random 70/15/15 split; AdamW (lr 1e-4,
+  weight decay 1e-4), cosine annealing, 20 epochs, batch 20–24, fp16, loss 0.5·Dice + 0.5·BCE.
+- Time on a Colab T4: about 45 min per 100 % run, 25 min at 50 %, 15 min at 25 %, 8 min at 10 %
+  (about 5 hours for all eight); inference 50–60 ms per image.
+- Its claimed model sizes (UNet 31 M, UNet++ 9 M, TransUNet 105 M) did not match its code; TransUNet
+  was trained from scratch and never finished, so there is no reference for it. It reported no
+  challenge metric (thresholded Jaccard) and no confidence intervals, and compared models by eye."""
 
 NOTES_FILE = "notes.md"  # what people saw in the figures, written by hand beside the report; included in it
 HOW_TO_READ = """\
@@ -122,8 +138,8 @@ def reference_table(shown: pd.DataFrame) -> pd.DataFrame:
 
 def per_image_long(summary: pd.DataFrame, results_root=None) -> pd.DataFrame:
     """Every evaluated run's per-image table, stacked, with ``run_id``, ``model`` and ``fraction``."""
-    folder = results.runs_dir(results_root)
-    tables = [pd.read_csv(folder / r.run_id / evaluate.METRICS_FILE).assign(run_id=r.run_id, model=r.model,
+    folder = scoring.runs_dir(results_root)
+    tables = [pd.read_csv(folder / r.run_id / inference.METRICS_FILE).assign(run_id=r.run_id, model=r.model,
                                                                              fraction=r.fraction)
               for r in summary[summary["status"] == "ok"].itertuples()]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["run_id", "model", "fraction"])
@@ -131,7 +147,7 @@ def per_image_long(summary: pd.DataFrame, results_root=None) -> pd.DataFrame:
 
 def load_histories(summary: pd.DataFrame, results_root=None) -> pd.DataFrame:
     """``history.csv`` of every finished run (evaluated or not), stacked, with ``model`` and ``fraction``."""
-    folder, tables = results.runs_dir(results_root), []
+    folder, tables = scoring.runs_dir(results_root), []
     for r in summary[summary["status"].isin(["ok", "not evaluated"])].itertuples():
         if (folder / r.run_id / "history.csv").is_file():
             tables.append(pd.read_csv(folder / r.run_id / "history.csv").assign(model=r.model, fraction=r.fraction))
@@ -144,12 +160,12 @@ def best_run_gallery(summary: pd.DataFrame, results_root=None, per_group: int = 
     if ok.empty:
         return None
     best = ok.loc[ok["dice_mean"].idxmax()]
-    run_dir = results.runs_dir(results_root) / best["run_id"]
-    prepared = load_prepared(results.run_config(run_dir)["prepared_dir"])
-    ids, preds = evaluate.load_predictions(run_dir)
+    run_dir = scoring.runs_dir(results_root) / best["run_id"]
+    prepared = runs.load_run_data(run_dir)
+    ids, preds = inference.load_predictions(run_dir)
     rows = prepared.table.reset_index().set_index("isic_id").loc[ids, "index"].to_numpy()
-    scores = pd.read_csv(run_dir / evaluate.METRICS_FILE).set_index("isic_id").loc[ids, "dice"].to_numpy()
-    fig = plots.case_gallery(prepared.images[rows], prepared.masks[rows], preds, scores, ids, per_group)
+    scores = pd.read_csv(run_dir / inference.METRICS_FILE).set_index("isic_id").loc[ids, "dice"].to_numpy()
+    fig = figures.case_gallery(prepared.images[rows], prepared.masks[rows], preds, scores, ids, per_group)
     fig.suptitle(f"{best['run_id']} (highest mean Dice)\nbest, median and worst test cases "
                  "(green: truth, magenta: prediction)", fontsize=9)
     return fig
@@ -157,11 +173,11 @@ def best_run_gallery(summary: pd.DataFrame, results_root=None, per_group: int = 
 
 def figure_runs(summary: pd.DataFrame, results_root=None) -> pd.DataFrame:
     """The runs the figures show: the largest group of one protocol, dataset, image size and profile
-    (newest evaluation per model and fraction, :func:`helpers.results.newest_runs`)."""
-    newest = results.newest_runs(summary, results_root)
+    (newest evaluation per model and fraction, one seed: :func:`helpers.reporting.tables.primary_runs`)."""
+    newest = tables.primary_runs(summary, results_root)
     if newest.empty:
         return newest
-    ids = newest.groupby(results.GROUP_KEYS[:-1], dropna=False, sort=False).ngroup()
+    ids = newest.groupby(tables.GROUP_KEYS[:-1], dropna=False, sort=False).ngroup()
     return newest[ids == ids.value_counts().idxmax()]
 
 
@@ -170,7 +186,7 @@ def _or_none(draw, *args):
     try:
         return draw(*args)
     except (OSError, ValueError, KeyError) as err:
-        warnings.warn(f"{draw.__name__} skipped: {type(err).__name__}: {err}")
+        warnings.warn(f"{draw.__name__} skipped: {type(err).__name__}: {err}", stacklevel=2)
         return None
 
 
@@ -187,15 +203,15 @@ def make_figures(summary: pd.DataFrame, results_root=None) -> dict[str, Path]:
         return {}
     real_seed = not shown.empty and shown["protocol"].eq("seed").all() and \
         not shown["dataset"].astype(str).str.startswith("synthetic").any()
-    figures = {"data_efficiency_dice": plots.data_efficiency(shown, "dice", REFERENCE_DICE if real_seed else None),
-               "data_efficiency_jaccard_thresholded": plots.data_efficiency(shown, "jaccard_thresholded"),
-               "dice_distributions": plots.metric_distributions(per_image_long(shown, root), "dice"),
-               "training_curves": plots.training_curves(load_histories(shown, root)),
-               "cases": _or_none(best_run_gallery, shown, root)}
-    for name, fig in figures.items():
+    drawn = {"data_efficiency_dice": figures.data_efficiency(shown, "dice", REFERENCE_DICE if real_seed else None),
+             "data_efficiency_jaccard_thresholded": figures.data_efficiency(shown, "jaccard_thresholded"),
+             "dice_distributions": figures.metric_distributions(per_image_long(shown, root), "dice"),
+             "training_curves": figures.training_curves(load_histories(shown, root)),
+             "cases": _or_none(best_run_gallery, shown, root)}
+    for name, fig in drawn.items():
         if fig is not None:
             fig.savefig(root / "figures" / f"{name}.png", dpi=110)
-    return {name: root / "figures" / f"{name}.png" for name, fig in figures.items() if fig is not None}
+    return {name: root / "figures" / f"{name}.png" for name, fig in drawn.items() if fig is not None}
 
 
 def _setup_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -215,6 +231,26 @@ def _figures_caption(shown: pd.DataFrame) -> str:
             f"{r.get('image_size')} px ({len(shown)} runs; the newest evaluation per model and fraction).")
 
 
+def seed_table(summary: pd.DataFrame, results_root=None) -> pd.DataFrame:
+    """The spread of the mean test Dice between seeds, beside one seed's bootstrap CI width, for people."""
+    spread = tables.seed_spread(summary, "dice", results_root)
+    return pd.DataFrame({"model": spread["model"], "fraction": [f"{100 * f:.0f} %" for f in spread["fraction"]],
+                         "seeds": spread["seeds"],
+                         "mean Dice over seeds": [f"{m:.4f} ± {s:.4f}"
+                                                  for m, s in zip(spread["mean"], spread["std_between_seeds"])],
+                         "lowest – highest": [f"{a:.4f} – {b:.4f}" for a, b in zip(spread["min"], spread["max"])],
+                         "one seed's 95 % CI width": [f"{w:.4f}" for w in spread["mean_ci_width"]]})
+
+
+def _seed_section(summary: pd.DataFrame, root: Path) -> list[str]:
+    table = seed_table(summary, root)
+    if table.empty:
+        return []
+    return ["## Between seeds (same split, other initialisation)\n\nThe spread of the mean test Dice between seeds "
+            "is how much a result owes to the random start; the bootstrap CI of one seed only covers the choice of "
+            "test images. Figures and paired comparisons use the lowest seed.\n\n" + _md_table(table)]
+
+
 def write_report(results_root=None, n_boot: int = 2000, seed: int = 0) -> Path:
     """Rebuild ``summary.csv``, ``comparisons.csv``, the figures and ``report.md`` from the run folders.
 
@@ -222,18 +258,18 @@ def write_report(results_root=None, n_boot: int = 2000, seed: int = 0) -> Path:
         The path of ``report.md``.
     """
     root = Path(results_root or paths.results_dir())
-    summary = pd.read_csv(results.write_summary(root, n_boot, seed))
-    comparisons = pd.concat([results.compare_models(summary, m, root, n_boot, seed)
+    summary = pd.read_csv(tables.write_summary(root, n_boot, seed))
+    comparisons = pd.concat([tables.compare_models(summary, m, root, n_boot, seed)
                              for m in ("dice", "jaccard_thresholded")], ignore_index=True)
-    comparisons.to_csv(root / results.COMPARISONS_FILE, index=False, float_format="%.6g")
+    comparisons.to_csv(root / tables.COMPARISONS_FILE, index=False, float_format="%.6g")
     figures, shown = make_figures(summary, root), figure_runs(summary, root)
-    failure_text = failures.report_section(shown, root, _md_table)
+    failure_text = failure_report.report_section(shown, root, _md_table)
     counts = summary["status"].value_counts().to_dict()
     problems = summary[summary["status"] != "ok"][["run_id", "status", "problem"]]
     synthetic = summary["dataset"].astype(str).str.startswith("synthetic").any() if "dataset" in summary else False
     parts = [f"# Results: skin-lesion segmentation (ISIC 2018 Task 1)\n\nGenerated {time.strftime('%Y-%m-%d %H:%M')}"
              f" from {len(summary)} run folder(s) ({', '.join(f'{v} {k}' for k, v in counts.items()) or 'none'}); "
-             f"tables in `{results.SUMMARY_FILE}` and `{results.COMPARISONS_FILE}`.",
+             f"tables in `{tables.SUMMARY_FILE}` and `{tables.COMPARISONS_FILE}`.",
              "## How to read this report\n\n" + HOW_TO_READ,
              "## Setup: profile and hardware\n\n" + _md_table(_setup_table(summary)),
              "## Test results (per image: mean ± std [95 % CI])\n\nAt the training size:\n\n"
@@ -241,6 +277,7 @@ def write_report(results_root=None, n_boot: int = 2000, seed: int = 0) -> Path:
              "the challenge scores):\n\n" + _md_table(original_table(summary)),
              "## Size, time and speed\n\n" + _md_table(cost_table(summary)),
              "## Which differences are real (paired, same test images)\n\n" + _md_table(comparisons_table(comparisons)),
+             *_seed_section(summary, root),
              "## Where the best run fails\n\n" + failure_text
              + (f"\n\n### Notes of the people who ran it (`{NOTES_FILE}`)\n\n" + (root / NOTES_FILE).read_text().strip()
                 if (root / NOTES_FILE).is_file() else ""),

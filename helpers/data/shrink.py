@@ -1,6 +1,6 @@
 """A smaller copy of a folder in the official ISIC 2018 layout: every pair resized, the same names.
 
-    python -m helpers.shrink /path/to/isic2018 data/isic2018_task1_256 --size 256
+    python -m helpers.data.shrink /path/to/isic2018 data/isic2018_task1_256 --size 256
 
 Use it to take the data where the full copy cannot go: a GPU machine that sees only your working
 tree, a Google Drive with little space, a class's laptops. Images are resized by area averaging and
@@ -9,7 +9,7 @@ preparation step resizes them, so preparing the copy at that size changes nothin
 ``DATA_SOURCE = "folder"`` and ``DATA_DIR`` at the copy. Scores computed "at the original resolution"
 on such a copy are at the copy's resolution.
 
-Every pair is validated first (helpers.isic); a bad pair stops the copy and is named, nothing is written.
+Every pair is validated first (helpers.data.isic); a bad pair stops the copy and is named, nothing is written.
 Files already in the destination are kept, so an interrupted copy resumes.
 """
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from helpers.isic import SPLIT_DIRS, DataError, Problem, format_problems
+from helpers.data.isic import SPLIT_DIRS, DataError, Problem, format_problems
 from helpers.paths import write_atomic
-from helpers.prep import _load_resized, collect_pairs
+from helpers.data.prep import _load_resized, collect_pairs
 
 
 def shrink_folder(source: str | Path, dest: str | Path, size: int, protocol: str = "seed", quality: int = 95,

@@ -1,0 +1,14 @@
+"""Data: from a source to a prepared, split, cached dataset and the loaders over it (notebook 01; 02 and 03 call
+:func:`helpers.data.sources.ensure_prepared` again on a fresh runtime).
+
+- ``synthetic``: the offline sample, drawn in seconds, no patient data.
+- ``isic``: the official folder layout, pairing and per-file validation with errors that name the file.
+- ``download``: resumable downloads and the table of official ISIC 2018 Task 1 zips.
+- ``archives``: safe zip extraction (Windows paths fixed, escaping entries refused).
+- ``sources``: ``DATA_SOURCE`` dispatch and ``ensure_prepared``.
+- ``prep``: the resized uint8 cache, the split and the nested fractions.
+- ``loaders``: Dataset, augmentation, repeatable samplers and DataLoaders over the cache.
+- ``shrink``: a resized copy of a dataset in the official layout (``python -m helpers.data.shrink``).
+
+Imports nothing from the layers above (models, training, evaluation, reporting).
+"""

@@ -1,0 +1,15 @@
+"""Training: the loss and metrics, the one training loop, resume and checkpoints, run folders, devices
+(notebooks 02 and 03; ``python -m helpers.training`` and ``torchrun -m helpers.training``).
+
+- ``losses``: 0.5·Dice + 0.5·BCE in fp32, deep-supervision aware.
+- ``metrics``: per-image confusion counts and the scores built from them (validation and evaluation).
+- ``devices``: device, mixed-precision dtype, hardware label, torchrun process groups.
+- ``checkpoints``: atomic checkpoint files with a previous copy and a fallback folder.
+- ``runs``: :class:`~helpers.training.runs.RunSpec`, run ids, run folders, loading a run back.
+- ``state``: building a run from its spec and resuming it from a checkpoint.
+- ``loop``: ``fit`` — one run, trained, resumed or skipped.
+- ``grid``: ``run_grid`` — models × fractions × seeds — and the command line.
+- ``live``: training curves redrawn after every epoch in a notebook.
+
+Uses data and models; imports nothing from evaluation or reporting.
+"""

@@ -1,0 +1,106 @@
+"""Devices and processes: which device a run uses, its mixed precision, and the same ``fit()`` under ``torchrun``.
+
+    torchrun --nproc_per_node=4 -m helpers.training --profile t4 --models unet,unetpp --fractions 0.1,1.0
+
+``torchrun`` starts one process per GPU and sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``;
+:func:`setup` joins them into a process group (NCCL on CUDA, gloo on the CPU), each process
+uses the GPU of its local rank, the model is wrapped in ``DistributedDataParallel`` (with
+synchronised batch norm on GPUs), each process loads its share of every global batch, and only
+rank 0 writes checkpoints and logs. Without ``torchrun`` all of this is a no-op. The command line
+itself lives with the grid, in :mod:`helpers.training.grid`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands: ``rank`` of ``world_size`` processes, ``local_rank`` on its machine."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, the process that writes files and shows progress."""
+        return self.rank == 0
+
+
+def setup() -> DistInfo:
+    """Join the process group ``torchrun`` describes (once); a single process otherwise.
+
+    Returns:
+        This process's :class:`DistInfo`.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if not dist.is_initialized():
+        return DistInfo()
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device() -> torch.device:
+    """This process's GPU (its local rank's under torchrun), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+    return torch.device("cpu")
+
+
+def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
+    """Mixed-precision dtype of a run (None: fp32).
+
+    Args:
+        device: where the run computes; on the CPU the kit always trains in fp32.
+        amp: ``auto`` (bf16 on GPUs that have it, compute capability ≥ 8, else fp16 as on a T4),
+            ``bf16``, ``fp16`` (with a gradient scaler; forces the T4 path on any GPU) or ``off``.
+    """
+    if amp not in ("auto", "bf16", "fp16", "off"):
+        raise ValueError(f"AMP = {amp!r} is not valid: choose auto, bf16, fp16 or off.")
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def hardware(device: torch.device, info: DistInfo) -> str:
+    """What a run ran on, for its config: the GPU's name, or ``cpu: N cores``; and the process count."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu: {os.cpu_count()} cores"
+    return name + (f" × {info.world_size} processes" if info.world_size > 1 else "")
+
+
+def wrap(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Module:
+    """``model`` in ``DistributedDataParallel`` when there are several processes, else unchanged.
+
+    Batch norm is synchronised across GPUs; on the CPU (gloo) each process normalises with its
+    own batch statistics, because ``SyncBatchNorm`` needs GPUs.
+    """
+    if info.world_size == 1:
+        return model
+    if device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
+    return nn.parallel.DistributedDataParallel(model)
+
+
+def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum ``values`` over all processes (in place; unchanged with one process)."""
+    if info.world_size > 1:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every process (no-op with one process)."""
+    if info.world_size > 1:
+        dist.barrier()

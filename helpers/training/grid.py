@@ -1,0 +1,118 @@
+"""The study's grid, models × fractions × seeds, and its command line.
+
+    python -m helpers.training --profile cpu --models unet,unetpp --fractions 0.1,1.0 --lr 3e-4
+    torchrun --standalone --nproc_per_node=4 -m helpers.training --profile t4 --data-source folder --data-dir D
+
+Every run's settings come from one :class:`~helpers.profiles.RunConfig`: the profile's, with the
+notebook's parameters or the command line's options on top. Finished runs with the same settings
+are skipped, interrupted ones resumed; a run with other settings gets a run id of its own.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from helpers import profiles
+from helpers.training import devices, loop, runs
+
+COLUMNS = ["run_id", "model", "fraction", "seed", "status", *runs.DONE_KEYS, "run_dir"]
+
+
+def run_grid(config: profiles.RunConfig, prepared, *, checkpoint_root: str | os.PathLike | None = None,
+             restart: bool = False, callbacks: tuple = (), progress: bool = True) -> pd.DataFrame:
+    """Train every model of ``config`` on every fraction with every seed.
+
+    Args:
+        config: the run config (models, fractions, seeds and every training setting).
+        prepared: the prepared dataset (made with the same config: image size and split seed).
+        checkpoint_root: folder for one checkpoint folder per run (e.g. on Drive); default: in each run folder.
+        restart: start every run over instead of resuming or skipping it.
+        callbacks: called after every epoch as ``callback(run_id, history)`` (e.g. live curves).
+        progress: show progress bars.
+
+    Returns:
+        One row per run: run_id, model, fraction, seed, status (trained, resumed, skipped, diverged), done.json's fields.
+    """
+    rows = []
+    for model in config.models:
+        for fraction in config.fractions:
+            for seed in config.seeds:
+                spec = runs.make_spec(model, fraction, seed, prepared, config)
+                where = Path(checkpoint_root) / runs.run_id(spec) if checkpoint_root else None
+                try:
+                    result = loop.fit(spec, prepared, num_workers=config.num_workers, checkpoint_dir=where,
+                                      checkpoint_minutes=config.checkpoint_minutes, restart=restart,
+                                      callbacks=callbacks, progress=progress)
+                except loop.TrainingDiverged as err:
+                    print(err)
+                    result = {"run_id": runs.run_id(spec), "run_dir": str(runs.run_dir(spec)), "status": "diverged"}
+                rows.append({"model": model, "fraction": fraction, "seed": seed, **result})
+    return pd.DataFrame(rows).reindex(columns=COLUMNS)
+
+
+# command-line option -> RunConfig field, for every setting the command line can change
+OPTIONS = {"--image-size": "image_size", "--models": "models", "--fractions": "fractions", "--seeds": "seeds",
+           "--split-seed": "split_seed", "--epochs": "num_epochs", "--batch-size": "batch_size", "--lr": "lr",
+           "--weight-decay": "weight_decay", "--warmup-epochs": "warmup_epochs", "--schedule": "schedule",
+           "--augment": "augment", "--amp": "amp", "--early-stopping": "early_stopping",
+           "--pretrained": "pretrained", "--num-workers": "num_workers", "--checkpoint-minutes": "checkpoint_minutes"}
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m helpers.training``."""
+    parse = argparse.ArgumentParser(prog="python -m helpers.training",
+                                    description="Train models × fractions × seeds; under torchrun on every GPU. "
+                                                "Every option left out takes the profile's value.")
+    parse.add_argument("--profile", default="", help="smoke, cpu or t4 (default: $KIT_PROFILE or by hardware)")
+    for option, name in OPTIONS.items():
+        parse.add_argument(option, dest=name, default=None,
+                           help=f"RunConfig.{name}" + (" (lists: a,b or several words)" if name in
+                                                        ("models", "fractions", "seeds", "pretrained") else ""),
+                           nargs="+" if name in ("models", "fractions", "seeds", "pretrained") else None)
+    parse.add_argument("--no-deep-supervision", dest="deep_supervision", action="store_false", default=None,
+                       help="UNet++ with one head (notebook 03: DEEP_SUPERVISION = False)")
+    parse.add_argument("--data-source", default="synthetic", help="synthetic, folder, zip or isic2018")
+    parse.add_argument("--data-dir", default="")
+    parse.add_argument("--protocol", default="seed")
+    parse.add_argument("--checkpoint-root", default="", help="folder for <run_id>/ checkpoint folders")
+    parse.add_argument("--restart", action="store_true", help="start the runs over instead of resuming them")
+    return parse
+
+
+def config_from_args(args: argparse.Namespace) -> profiles.RunConfig:
+    """The run config the parsed options ask for."""
+    values = {name: getattr(args, name) for name in [*OPTIONS.values(), "deep_supervision"]}
+    for name in ("models", "fractions", "seeds", "pretrained"):  # --models unet unetpp, or --models unet,unetpp
+        if values[name] is not None:
+            values[name] = ",".join(values[name])
+    return profiles.resolve_config(args.profile, **values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train a grid from the command line (one process, or one per GPU under ``torchrun``)."""
+    from helpers.data import sources
+
+    args = parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as err:
+        print(f"✗ {err}", file=sys.stderr)
+        return 2
+    info = devices.setup()
+    for turn in ("main", "others"):  # rank 0 prepares the cache first, the others then reuse it
+        if info.is_main == (turn == "main"):
+            data = sources.ensure_prepared(config, args.data_source, args.data_dir or None, args.protocol)
+        devices.barrier(info)
+    table = run_grid(config, data, checkpoint_root=args.checkpoint_root or None, restart=args.restart,
+                     progress=info.is_main)
+    if info.is_main:
+        print(table.to_string(index=False))
+    if info.world_size > 1:
+        import torch.distributed
+
+        torch.distributed.destroy_process_group()
+    return 0
