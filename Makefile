@@ -18,7 +18,8 @@ install: $(STAMP)  ## create/update the virtual environment only
 demo: $(STAMP)  ## run the notebooks headlessly on the offline sample (PROFILE=smoke|cpu|t4)
 	$(PY) -m helpers.pipeline --profile $(PROFILE) $(ARGS)
 
-test: $(STAMP)  ## unit tests + every notebook under nbval (smoke profile)
+test: $(STAMP)  ## lint (ruff), then unit tests + every notebook under nbval (smoke profile)
+	$(PY) -m ruff check helpers tests
 	$(PY) -m pytest -c tests/pytest.ini --rootdir . tests notebooks $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## benchmarks: data path, training, inference → table + results/bench.csv

@@ -1,5 +1,8 @@
 """Publishing a study: the small files, named by data, protocol, profile and hardware; never checkpoints."""
+import json
+import re
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -59,3 +62,22 @@ def test_report_without_predictions_or_data_says_so_instead_of_crashing(reported
         text = report.write_report(copy, n_boot=50).read_text()
     assert "## Where the best run fails\n\n_(not available for `unet" in text and "test_preds.npz" in text
     assert "## Test results" in text and "figures/cases.png" not in text
+
+
+def test_copied_run_configs_carry_no_absolute_paths(reported, tmp_path):
+    source = json.loads((reported / "runs" / "unet_f100" / "config.json").read_text())
+    assert Path(source["prepared_dir"]).is_absolute()  # the fixture writes them as older versions did
+    folder = snapshot(results_root=reported, dest_root=tmp_path)
+    config = json.loads((folder / "runs" / "unet_f100" / "config.json").read_text())
+    assert config["prepared_dir"] == f"prepared/{Path(source['prepared_dir']).name}"
+    assert config["checkpoint_dir"] == "checkpoints"
+    assert {k: v for k, v in config.items() if k not in ("prepared_dir", "checkpoint_dir")} == \
+        {k: v for k, v in source.items() if k not in ("prepared_dir", "checkpoint_dir")}
+
+
+def test_committed_studies_carry_no_absolute_paths_of_the_machine_that_made_them():
+    results = Path(__file__).resolve().parents[1] / "results"
+    found = [f"{p.relative_to(results)}: {m.group(0)}" for p in results.rglob("*")
+             if p.is_file() and p.suffix in (".json", ".csv", ".md", ".log", ".txt")
+             for m in [re.search(r"(?<![\w.])/(work|root|home|tmp|Users|mnt)/[^\s\"',)]*", p.read_text())] if m]
+    assert not found, found[:5]

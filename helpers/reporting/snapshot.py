@@ -22,6 +22,7 @@ import pandas as pd
 from helpers import paths
 from helpers.evaluation import scoring
 from helpers.reporting import tables
+from helpers.training import runs
 
 TOP_FILES = ("report.md", tables.SUMMARY_FILE, tables.COMPARISONS_FILE, "failures.csv", "notes.md")
 RUN_FILES = ("config.json", "done.json", "history.csv", "eval.json", "test_metrics.csv")
@@ -68,8 +69,13 @@ def snapshot(name: str | None = None, results_root: str | Path | None = None, de
     for run_id in summary["run_id"]:
         for file in RUN_FILES:
             source = scoring.runs_dir(root) / run_id / file
-            if source.is_file():
-                (dest / "runs" / run_id).mkdir(parents=True, exist_ok=True)
+            if not source.is_file():
+                continue
+            (dest / "runs" / run_id).mkdir(parents=True, exist_ok=True)
+            if file == "config.json":  # committed without the paths of this machine
+                config = runs.portable_config(runs.load_run_config(source.parent))
+                runs.write_json(dest / "runs" / run_id / file, config)
+            else:
                 shutil.copy2(source, dest / "runs" / run_id / file)
     return dest
 

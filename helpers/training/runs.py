@@ -238,6 +238,23 @@ def prepared_dir(config: dict) -> Path:
         paths.prepared_root() / Path(config["prepared_dir"]).name
 
 
+def portable_config(config: dict) -> dict:
+    """A copy of a run's config.json without the absolute paths of the machine that wrote it.
+
+    An absolute ``prepared_dir`` becomes ``prepared/<name>`` (relative to the data home), and an absolute
+    ``checkpoint_dir`` inside the run's own folder becomes ``checkpoints``; a checkpoint folder elsewhere
+    (e.g. on Drive) is kept. Configs written by this version are portable already and come back unchanged.
+    """
+    out = dict(config)
+    prepared = Path(str(config.get("prepared_dir", "")))
+    if prepared.is_absolute():
+        out["prepared_dir"] = f"prepared/{prepared.name}"
+    checkpoints = Path(str(config.get("checkpoint_dir", "")))
+    if checkpoints.is_absolute() and checkpoints.parent.name == config.get("run_id"):
+        out["checkpoint_dir"] = checkpoints.name
+    return out
+
+
 def load_run_data(folder: str | os.PathLike) -> Prepared:
     """The prepared dataset of a run folder (its test split is what evaluation scores).
 
