@@ -61,5 +61,5 @@ def report_section(shown: pd.DataFrame, root: Path, md_table) -> str:
         "measured on the saved predictions at the training size: mean Dice {:.3f} → {:.3f}, thresholded "
         "Jaccard {:.3f} → {:.3f}.".format(*effect["dice"], *effect["jaccard_thresholded"]))
     return (f"Run `{run_dir.name}` (the highest mean Dice); every test image's attributes are in `failures.csv` "
-            f"(see `helpers/failures.py` for their definitions).\n\n{failures.describe_failures(table)}{post}\n\n"
+            f"(see `helpers/evaluation/failures.py` for their definitions).\n\n{failures.describe_failures(table)}{post}\n\n"
             + md_table(failures.failure_summary(table).round(3)) + "\n\n![worst cases](figures/worst_cases.png)")
