@@ -151,3 +151,27 @@ def test_report_and_figures_from_the_smoke_grid(grid):
     assert "0.8608" in text and "original study Dice (reference)" in text
     assert "per image" in text.lower() and "pooled" in text
     assert json.loads((root / "runs" / "unet_f100" / "eval.json").read_text())["n_images"] == 6
+
+
+def test_seeds_show_their_spread_and_the_figures_use_one_seed(tmp_path):
+    root, prepared = tmp_path / "results", shifted_prepared(tmp_path / "data")
+    for seed in (1, 2, 3):
+        folder = make_run(root, f"unet_f100_s{seed}", "unet", 1.0, prepared.root)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "seed": seed}))
+    make_run(root, "unetpp_f100_s1", "unetpp", 1.0, prepared.root)  # one seed only: no spread row
+    scoring.evaluate_runs(root, progress=False)
+    for seed, shift in ((1, 0.0), (2, 0.1), (3, 0.2)):  # known per-seed means: each image's Dice moved by `shift`
+        path = root / "runs" / f"unet_f100_s{seed}" / "test_metrics.csv"
+        scores = pd.read_csv(path)
+        scores["dice"] = 0.5 + shift
+        scores.to_csv(path, index=False)
+    summary = tables.collect_summary(root, n_boot=200)
+    spread = tables.seed_spread(summary, "dice", root)
+    assert list(spread["model"]) == ["unet"] and spread["seeds"].iloc[0] == "1,2,3"
+    assert spread["mean"].iloc[0] == pytest.approx(0.6) and spread["std_between_seeds"].iloc[0] == pytest.approx(0.1)
+    assert (spread["min"].iloc[0], spread["max"].iloc[0]) == pytest.approx((0.5, 0.7))
+    primary = tables.primary_runs(summary, root)
+    assert sorted(primary["run_id"]) == ["unet_f100_s1", "unetpp_f100_s1"]
+    assert "## Between seeds" in report.write_report(root, n_boot=200).read_text()
+    assert stats.between_seeds([0.5, np.nan])["n"] == 1
