@@ -1,14 +1,11 @@
 """Scoring every run folder on its test images: which runs are pending, evaluate them, read their files back.
 
     results/runs/<run_id>/  config.json  history.csv  done.json  (training)
-                            test_metrics.csv  eval.json  test_preds.npz  (evaluation, this kit)
-    results/summary.csv     one row per run folder (mean ± std, 95 % CI, size, time, speed, status)
-    results/comparisons.csv paired model comparisons per fraction on the same test images
+                            test_metrics.csv  eval.json  test_preds.npz  (evaluation, this module)
 
-Every metric in the summary is **per image, then averaged over the test images** (``<metric>_mean``,
-``_std`` and the bootstrap 95 % CI of the mean, ``_ci_low`` / ``_ci_high``); none is pooled. A run
-folder that is unfinished, not yet evaluated or broken gets a row all the same, with ``status``
-saying which and ``problem`` saying what to do: it never stops the summary.
+:func:`run_status` says of any run folder whether it is ``ok``, ``not evaluated``, ``unfinished`` or
+``broken`` and what to do; nothing here raises for a bad folder. The summary table built from these
+files is :mod:`helpers.reporting.tables`.
 """
 from __future__ import annotations
 

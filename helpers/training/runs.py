@@ -79,6 +79,9 @@ class RunSpec:
 
 
 SPEC_FIELDS = tuple(f.name for f in fields(RunSpec))
+# the spec fields copied unchanged from the RunConfig of the same name
+TRAINING_SETTINGS = ("num_epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "schedule", "augment", "amp",
+                     "early_stopping")
 
 
 def _tag(key: str, value: Any) -> str:
@@ -142,10 +145,10 @@ def make_spec(model: str, fraction: float, seed: int, prepared: Prepared, config
     overrides = dict(config.model_overrides.get(model, {}))
     if model == "unetpp":
         overrides.setdefault("deep_supervision", config.deep_supervision)
-    return RunSpec(model, config.model_configs.get(model, "paper"), float(fraction), size,
-                   str(prepared.manifest["protocol"]), dataset_of(prepared), int(seed), split_seed, overrides,
-                   model in config.pretrained, config.num_epochs, config.batch_size, config.lr, config.weight_decay,
-                   config.warmup_epochs, config.schedule, config.augment, config.amp, config.early_stopping)
+    return RunSpec(model=model, model_config=config.model_configs.get(model, "paper"), fraction=float(fraction),
+                   image_size=size, protocol=str(prepared.manifest["protocol"]), dataset=dataset_of(prepared),
+                   seed=int(seed), split_seed=split_seed, model_overrides=overrides, pretrained=model in config.pretrained,
+                   **{name: getattr(config, name) for name in TRAINING_SETTINGS})
 
 
 def differing_settings(recorded: dict, spec: RunSpec) -> list[str]:
