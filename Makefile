@@ -1,5 +1,5 @@
 # The kit's two everyday commands: `make demo` runs the study, `make test` tests it.
-# Both create (or reuse) the virtual environment .venv from requirements.txt first.
+# Both create (or reuse) the virtual environment .venv from requirements-dev.txt (runtime + tools) first.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,10 +8,10 @@ STAMP := $(VENV)/.installed-requirements
 
 .PHONY: demo test bench install lab clean-results
 
-$(STAMP): requirements.txt tests/requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r tests/requirements.txt
-	cat requirements.txt tests/requirements.txt > $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	cat requirements.txt requirements-dev.txt > $(STAMP)
 
 install: $(STAMP)  ## create/update the virtual environment only
 

@@ -1,11 +1,15 @@
-"""Where data, prepared caches and results live; Colab detection.
+"""Where data, prepared caches and results live (the kit's home, local or on Drive); Colab detection.
 
-Everything is relative to the repository root unless an environment variable says
-otherwise, so notebooks run the same from ``notebooks/``, from the repository root under
-papermill, and on Colab after a clone:
+Everything lives under one **home** folder, ``<home>/data`` and ``<home>/results``, so notebooks run
+the same from ``notebooks/``, from the repository root under papermill, and on Colab after a clone:
 
-- ``KIT_DATA_DIR``: raw datasets and prepared caches (default ``<repo>/data``);
-- ``KIT_RESULTS_DIR``: run folders, tables, figures, executed notebooks (default ``<repo>/results``).
+- ``KIT_HOME``: the kit's home (default: the repository; on Colab :mod:`helpers.runtime` sets a
+  folder on Google Drive, so every notebook's runtime sees what the others made);
+- ``KIT_DATA_DIR`` / ``KIT_RESULTS_DIR``: put data or results somewhere else than ``<home>/...``;
+- ``KIT_LOCAL_DIR``: a local cache for a home on Drive (set by :mod:`helpers.runtime` on Colab): raw
+  files extracted from zips, local copies of the prepared arrays (read every epoch) and the previous
+  ``last.pt`` of a run live there, on the runtime's fast disk, not on Drive;
+- ``KIT_CONTENT_ROOT``: Colab's ``/content`` (the tests point it at a temporary folder).
 
 The repository's public address lives here once (:data:`REPO_URL`); the Colab badges and
 the clone cell of the notebooks are checked against it by the tests.
@@ -13,13 +17,17 @@ the clone cell of the notebooks are checked against it by the tests.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 REPO_URL = "https://github.com/skin-lesion-kit/skin-lesion-kit"
+HOME_ENV = "KIT_HOME"
 DATA_ENV = "KIT_DATA_DIR"
 RESULTS_ENV = "KIT_RESULTS_DIR"
+LOCAL_ENV = "KIT_LOCAL_DIR"
+CONTENT_ENV = "KIT_CONTENT_ROOT"
 
 
 def repo_root() -> Path:
@@ -27,19 +35,74 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
+def home_dir() -> Path:
+    """The kit's home: ``$KIT_HOME``, else the repository root."""
+    return Path(os.environ.get(HOME_ENV) or repo_root()).expanduser().resolve()
+
+
 def data_dir() -> Path:
-    """Root for raw datasets and prepared caches (``$KIT_DATA_DIR`` or ``<repo>/data``)."""
-    return Path(os.environ.get(DATA_ENV) or repo_root() / "data").expanduser().resolve()
+    """Root for raw datasets and prepared caches (``$KIT_DATA_DIR`` or ``<home>/data``)."""
+    return Path(os.environ.get(DATA_ENV) or home_dir() / "data").expanduser().resolve()
 
 
 def results_dir() -> Path:
-    """Root for results (``$KIT_RESULTS_DIR`` or ``<repo>/results``)."""
-    return Path(os.environ.get(RESULTS_ENV) or repo_root() / "results").expanduser().resolve()
+    """Root for results (``$KIT_RESULTS_DIR`` or ``<home>/results``)."""
+    return Path(os.environ.get(RESULTS_ENV) or home_dir() / "results").expanduser().resolve()
+
+
+def local_dir() -> Path | None:
+    """The runtime-local cache of a home on Drive (``$KIT_LOCAL_DIR``); None when the home is local."""
+    value = os.environ.get(LOCAL_ENV)
+    return Path(value).expanduser().resolve() if value else None
+
+
+def mirror(path: str | os.PathLike) -> Path | None:
+    """Where the local cache keeps its copy of ``path`` (a file or folder under the data or results home).
+
+    ``<local>/data/...`` or ``<local>/results/...``; None without a local cache or for a path outside both homes.
+    """
+    local, path = local_dir(), Path(path).resolve()
+    if local is None:
+        return None
+    for name, root in (("data", data_dir()), ("results", results_dir())):
+        if path.is_relative_to(root):
+            return local / name / path.relative_to(root)
+    return None
 
 
 def raw_dir(name: str) -> Path:
-    """Folder for one raw dataset in the official ISIC layout, e.g. ``data/raw/synthetic``."""
-    return data_dir() / "raw" / name
+    """Folder for one raw dataset in the official ISIC layout, e.g. ``data/raw/synthetic``.
+
+    With a home on Drive it is on the local cache: thousands of small files are slow on Drive, and the
+    prepared arrays (which are on Drive) are all later notebooks need.
+    """
+    local = local_dir()
+    return (local / "data" if local else data_dir()) / "raw" / name
+
+
+def downloads_dir() -> Path:
+    """Where the official zips are downloaded: ``data/downloads``; with a home on Drive, on the local cache (about
+    11 GB that only notebook 01 reads once: the prepared arrays on Drive are all later runtimes need). Give
+    ``DATA_DIR`` a folder on Drive to keep the zips there instead."""
+    local = local_dir()
+    return (local / "data" if local else data_dir()) / "downloads"
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Free space, in bytes, of the file system that holds ``path`` (or its nearest existing parent)."""
+    path = Path(path).resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def human_bytes(count: float) -> str:
+    """``1536`` → ``'1.5 kB'``; decimal units (kB, MB, GB) as Drive reports its space."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(count) < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} GB"
 
 
 def prepared_root() -> Path:
@@ -87,8 +150,13 @@ def locate(recorded: str, home: str | os.PathLike, moved_to: str | os.PathLike |
 
 
 def in_colab() -> bool:
-    """True inside a Google Colab runtime."""
+    """True inside a Google Colab runtime (its kernel imports ``google.colab`` at start)."""
     return "google.colab" in sys.modules
+
+
+def content_root() -> Path:
+    """Colab's working folder, ``/content`` (``$KIT_CONTENT_ROOT`` in the tests' emulated Colab)."""
+    return Path(os.environ.get(CONTENT_ENV) or "/content")
 
 
 def colab_url(notebook: str, repo_url: str = REPO_URL, branch: str = "main") -> str:
@@ -97,16 +165,18 @@ def colab_url(notebook: str, repo_url: str = REPO_URL, branch: str = "main") -> 
     return f"https://colab.research.google.com/github/{slug}/blob/{branch}/notebooks/{notebook}"
 
 
-def mount_drive(mount_point: str = "/content/drive") -> Path:
-    """Mount Google Drive on Colab and return the folder of your files (``MyDrive``).
+def mount_drive() -> Path:
+    """Mount Google Drive at ``/content/drive`` (once per runtime) and return your files' folder, ``MyDrive``.
 
     Raises:
         RuntimeError: not running on Colab (there is no Drive to mount).
     """
     if not in_colab():
-        raise RuntimeError("Google Drive can only be mounted inside Colab; elsewhere set DATA_DIR (and "
-                           "checkpoint folders) to ordinary local paths.")
+        raise RuntimeError("Google Drive can only be mounted inside Colab; elsewhere set MOUNT_DRIVE = False and "
+                           "KIT_HOME to an ordinary folder (empty: the repository).")
     from google.colab import drive  # type: ignore[import-not-found]
 
-    drive.mount(mount_point)
-    return Path(mount_point) / "MyDrive"
+    mount_point = content_root() / "drive"
+    if not (mount_point / "MyDrive").is_dir():
+        drive.mount(str(mount_point))
+    return mount_point / "MyDrive"

@@ -3,7 +3,12 @@
     python -m helpers.pipeline --profile smoke
     python -m helpers.pipeline --profile t4 -p DATA_SOURCE folder -p DATA_DIR /path/to/isic
 
-Each notebook runs from ``notebooks/`` with the same parameters; its executed copy goes to
+    python -m helpers.pipeline --list
+
+Each notebook runs from ``notebooks/`` and receives only the parameters its own parameters
+cell (the code cell tagged ``parameters``) declares, ``PROFILE`` included; a ``-p`` name that
+no notebook of the run declares is refused before anything runs. ``--list`` shows each
+notebook's parameters with their comments. The executed copies go to
 ``results/notebooks/<profile>/``. A notebook that fails stops the run, and the error names
 the executed copy to open.
 """
@@ -11,8 +16,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import io
+import json
 import sys
 import time
+import tokenize
 from pathlib import Path
 
 from helpers import paths
@@ -34,13 +42,142 @@ def parse_value(text: str):
         return text
 
 
+def _parameters_cell(path: Path) -> str:
+    """The source of the first code cell tagged ``parameters`` in a notebook.
+
+    Args:
+        path: the ``.ipynb`` file.
+
+    Returns:
+        The cell's source as one string.
+
+    Raises:
+        ValueError: the file is not a notebook, or it has no code cell tagged ``parameters``.
+    """
+    try:
+        cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a readable notebook ({err}); open it in Jupyter to repair it") from None
+    for cell in cells:
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = cell.get("source", "")
+            return source if isinstance(source, str) else "".join(source)
+    raise ValueError(f"{path} has no code cell tagged 'parameters'; tag the cell that assigns the notebook's "
+                     f"parameters with 'parameters' (in Jupyter: View > Cell Toolbar > Tags)")
+
+
+def _line_comments(source: str) -> dict[int, str]:
+    """The comment on each line of ``source`` (1-based line number → text after ``#``, stripped)."""
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    return {token.start[0]: token.string[1:].strip() for token in tokens if token.type == tokenize.COMMENT}
+
+
+def notebook_parameters(path: Path) -> dict[str, str]:
+    """The parameters a notebook declares in its parameters cell, with their comments.
+
+    The parameters cell is the first code cell tagged ``parameters`` (what papermill replaces
+    values after). Its source is parsed with :mod:`ast`; every name assigned at top level is a
+    parameter, described by the comment on its line (``""`` when there is none).
+
+    Args:
+        path: the ``.ipynb`` file.
+
+    Returns:
+        Parameter name → comment, in the order the cell assigns them.
+
+    Raises:
+        ValueError: the notebook has no cell tagged ``parameters``, or that cell is not valid
+            Python; the message names the file.
+    """
+    python = _parameters_cell(path)
+    try:
+        tree = ast.parse(python)
+    except SyntaxError:
+        # IPython magics and shell escapes are not Python: blank them, keeping the line numbers.
+        python = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in python.splitlines())
+        try:
+            tree = ast.parse(python)
+        except SyntaxError as err:
+            raise ValueError(f"{path}: the parameters cell is not valid Python (line {err.lineno}: {err.msg}); "
+                             f"fix that cell so that it only assigns the parameters") from None
+    comments = _line_comments(python)
+    declared: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets = [node.target]
+        else:
+            continue
+        comment = comments.get(node.lineno) or comments.get(node.end_lineno or node.lineno, "")
+        for target in targets:
+            for name in _assigned_names(target):
+                declared.setdefault(name, comment)
+    return declared
+
+
+def _assigned_names(target: ast.expr) -> list[str]:
+    """The plain names an assignment target binds (``a``, ``a, b``, ``[a, *b]``; not ``a.b`` or ``a[0]``)."""
+    if isinstance(target, ast.Name):
+        return [target.id]
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [name for element in target.elts for name in _assigned_names(element)]
+    if isinstance(target, ast.Starred):
+        return _assigned_names(target.value)
+    return []
+
+
+def selected_notebooks(only: list[str] | None = None) -> list[Path]:
+    """The notebooks a run executes, in order: those present, limited to the ``only`` prefixes if given."""
+    return [nb for nb in notebooks_present() if not only or nb.name.startswith(tuple(only))]
+
+
+def check_parameters(names, declared: dict[Path, dict[str, str]], only: list[str] | None = None) -> None:
+    """Refuse parameter names that none of the notebooks of a run declares.
+
+    Args:
+        names: the parameter names given (e.g. the ``-p`` names).
+        declared: notebook → its declared parameters (:func:`notebook_parameters`), for the
+            notebooks that will run.
+        only: the ``--only`` prefixes of the run, to point at a notebook they leave out.
+
+    Raises:
+        ValueError: names the unknown parameter(s) and lists, per notebook, the parameters it knows.
+    """
+    known = {name for params in declared.values() for name in params}
+    unknown = sorted(set(names) - known)
+    if not unknown:
+        return
+    lines = [f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+             f"no notebook of this run declares {'them' if len(unknown) > 1 else 'it'} in its parameters cell; "
+             f"check the spelling against the parameters each notebook knows:"]
+    lines += [f"  {nb.name}: {', '.join(sorted(params)) or '(none)'}" for nb, params in declared.items()]
+    if not declared:
+        lines.append("  (no notebook selected: check the --only prefixes)")
+    if only:                                   # point at the left-out notebooks that do declare a name
+        left_out = {}
+        for nb in notebooks_present():
+            if nb not in declared:
+                try:
+                    left_out[nb.name] = notebook_parameters(nb)
+                except ValueError:
+                    continue
+        for name in unknown:
+            owners = [nb for nb, params in left_out.items() if name in params]
+            if owners:
+                lines.append(f"  ({name} is a parameter of {', '.join(owners)}, which --only leaves out)")
+    raise ValueError("\n".join(lines))
+
+
 def run_notebooks(profile: str, parameters: dict | None = None, only: list[str] | None = None,
                   out_dir: Path | None = None) -> list[Path]:
     """Execute the notebooks in order with papermill.
 
     Args:
-        profile: profile name passed as the ``PROFILE`` parameter.
-        parameters: further notebook parameters (e.g. ``{"DATA_SOURCE": "folder"}``).
+        profile: profile name, passed as the ``PROFILE`` parameter to the notebooks that declare it.
+        parameters: further notebook parameters (e.g. ``{"DATA_SOURCE": "folder"}``). Each must be
+            declared by at least one notebook of the run, and each notebook receives only those
+            its own parameters cell declares.
         only: run only notebooks whose names start with one of these prefixes (e.g. ``["01"]``).
         out_dir: where executed copies go (default ``results/notebooks/<profile>``).
 
@@ -48,17 +185,23 @@ def run_notebooks(profile: str, parameters: dict | None = None, only: list[str] 
         Paths of the executed notebooks.
 
     Raises:
+        ValueError: before any notebook runs: a parameter that no notebook of the run declares
+            (the message lists the parameters each one knows), or a notebook without a
+            parameters cell (the message names the file).
         RuntimeError: a notebook failed; names the executed copy holding the traceback.
     """
+    parameters = dict(parameters or {})
+    declared = {notebook: notebook_parameters(notebook) for notebook in selected_notebooks(only)}
+    check_parameters(parameters, declared, only)
+
     import papermill as pm
 
     out_dir = Path(out_dir or paths.results_dir() / "notebooks" / profile)
     out_dir.mkdir(parents=True, exist_ok=True)
-    params = {"PROFILE": profile, **(parameters or {})}
+    given = {"PROFILE": profile, **parameters}
     done = []
-    for notebook in notebooks_present():
-        if only and not notebook.name.startswith(tuple(only)):
-            continue
+    for notebook, known in declared.items():
+        params = {name: value for name, value in given.items() if name in known}
         target = out_dir / notebook.name
         start = time.perf_counter()
         print(f"▶ {notebook.name} (profile {profile}) → {target}", flush=True)
@@ -73,17 +216,51 @@ def run_notebooks(profile: str, parameters: dict | None = None, only: list[str] 
     return done
 
 
+def format_parameters(declared: dict[Path, dict[str, str]]) -> str:
+    """A readable table of each notebook's parameters and their comments.
+
+    Args:
+        declared: notebook → its declared parameters (:func:`notebook_parameters`).
+
+    Returns:
+        One block per notebook: its name, then one line per parameter, names aligned.
+    """
+    blocks = []
+    for notebook, params in declared.items():
+        width = max((len(name) for name in params), default=0)
+        lines = [f"{notebook.name} ({len(params)} parameter{'' if len(params) == 1 else 's'})"]
+        lines += [f"  {name:<{width}}  {comment}".rstrip() for name, comment in params.items()]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
+    """Command-line entry point.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        0 on success, 1 when a notebook failed, 2 when the request was refused before running
+        (an unknown parameter, a notebook without a parameters cell).
+    """
     parser = argparse.ArgumentParser(description="Run the study's notebooks with papermill.")
     parser.add_argument("--profile", default="smoke", help="smoke, cpu or t4 (default smoke)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a notebook parameter, e.g. -p DATA_SOURCE folder")
     parser.add_argument("--only", action="append", help="run only notebooks starting with this prefix")
+    parser.add_argument("--list", action="store_true",
+                        help="print each notebook's parameters with their comments, and run nothing")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
+        if args.list:
+            print(format_parameters({nb: notebook_parameters(nb) for nb in selected_notebooks(args.only)}))
+            return 0
         done = run_notebooks(args.profile, {k: parse_value(v) for k, v in args.parameter}, args.only)
+    except ValueError as err:
+        print(f"✗ {err}", file=sys.stderr)
+        return 2
     except RuntimeError as err:
         print(f"✗ {err}", file=sys.stderr)
         return 1

@@ -9,7 +9,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 HELPERS = ROOT / "helpers"
 # lowest first; a module may import from its own layer or a lower one
-LAYERS = {"helpers.paths": 0, "helpers.profiles": 0, "helpers.data": 1, "helpers.models": 2, "helpers.training": 3,
+LAYERS = {"helpers.paths": 0, "helpers.profiles": 0, "helpers.runtime": 0,
+          "helpers.data": 1, "helpers.models": 2, "helpers.training": 3,
           "helpers.evaluation": 4, "helpers.reporting": 5, "helpers.pipeline": 6, "helpers.bench": 6, "helpers": 6}
 
 
@@ -92,7 +93,7 @@ def test_every_module_starts_with_a_docstring():
     assert not missing
 
 
-@pytest.mark.parametrize("module", ["helpers.training", "helpers.pipeline", "helpers.data.shrink",
+@pytest.mark.parametrize("module", ["helpers.training", "helpers.pipeline", "helpers.runtime", "helpers.data.shrink",
                                     "helpers.reporting.snapshot", "helpers.bench"])
 def test_command_lines_answer_help(module):
     done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,

@@ -1,5 +1,5 @@
 """Tests for helpers.training.checkpoints: exact resume, fallback to the previous file, refusal of foreign
-pickles, retries and fallback folder on failed writes."""
+pickles, the local copy of a checkpoint on Drive, retries and a clear error on failed writes."""
 import os
 import pickle
 import random
@@ -168,25 +168,37 @@ def test_foreign_pickle_payload_is_refused_and_never_run(tmp_path):
     assert not marker.exists()
 
 
-def test_failed_writes_retry_then_use_fallback_dir(tmp_path, monkeypatch):
+def test_a_checkpoint_on_drive_goes_through_a_local_copy_where_the_previous_one_stays(tmp_path):
     drive, local = tmp_path / "drive", tmp_path / "local"
     model = _build(0)[0]
-    save_checkpoint(make_state(model, None, None, None, 1, 0.0, [], {}), drive / "last.pt")
+    for epoch in (1, 2, 3):
+        save_checkpoint(make_state(model, None, None, None, epoch, 0.0, [], {}), drive / "last.pt", local_copy=local)
+    assert sorted(p.name for p in drive.iterdir()) == ["last.pt"]  # one file on Drive, no temp files
+    assert sorted(p.name for p in local.iterdir()) == ["last.prev.pt", "last.pt"]
+    assert (drive / "last.pt").read_bytes() == (local / "last.pt").read_bytes()
+    assert load_checkpoint(drive / "last.pt")["epoch"] == 3 and load_checkpoint(local / "last.prev.pt")["epoch"] == 2
+
+
+def test_failed_drive_writes_retry_then_raise_and_keep_the_old_file_and_the_local_copy(tmp_path, monkeypatch):
+    drive, local = tmp_path / "drive", tmp_path / "local"
+    model = _build(0)[0]
+    save_checkpoint(make_state(model, None, None, None, 1, 0.0, [], {}), drive / "last.pt", local_copy=local)
     real_replace, attempts = os.replace, []
 
     def flaky_replace(src, dst):
         if Path(dst).parent == drive:
             attempts.append(dst)
-            raise OSError(5, "Input/output error (Drive hiccup)")
+            raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", flaky_replace)
     state = make_state(model, None, None, None, 2, 0.0, [], {})
-    with pytest.warns(RuntimeWarning, match="local"):
-        written = save_checkpoint(state, drive / "last.pt", retries=2, fallback_dir=local, backoff=0)
-    assert len(attempts) == 3 and written == local / "last.pt"
-    assert load_checkpoint(written)["epoch"] == 2
+    with pytest.raises(checkpoints.CheckpointWriteError, match=r"drive/last.pt after 3 attempts \(\[Errno 28\] No space"
+                                                               r".*copy is on this runtime's disk.*Drive's trash"):
+        save_checkpoint(state, drive / "last.pt", retries=2, local_copy=local, backoff=0)
+    assert len(attempts) == 3
     assert load_checkpoint(drive / "last.pt")["epoch"] == 1  # untouched
+    assert load_checkpoint(local / "last.pt")["epoch"] == 2  # nothing of this runtime is lost
     assert sorted(p.name for p in drive.iterdir()) == ["last.pt"]  # no temp file left behind
 
 
@@ -196,12 +208,9 @@ def test_unwritable_folder_retries_then_raises(tmp_path, monkeypatch):
     sleeps = []
     monkeypatch.setattr(checkpoints.time, "sleep", sleeps.append)
     state = make_state(_build(0)[0], None, None, None, 1, 0.0, [], {})
-    with pytest.raises(OSError, match="a_file"):
+    with pytest.raises(checkpoints.CheckpointWriteError, match="a_file"):
         save_checkpoint(state, blocker / "last.pt", retries=3)
     assert sleeps == [0.5, 1.0, 2.0]
-    with pytest.warns(RuntimeWarning):
-        written = save_checkpoint(state, blocker / "last.pt", retries=0, fallback_dir=tmp_path / "ok")
-    assert written == tmp_path / "ok" / "last.pt" and load_checkpoint(written)["epoch"] == 1
 
 
 def test_interrupted_write_never_replaces_last(tmp_path, monkeypatch):

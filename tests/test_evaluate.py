@@ -102,10 +102,19 @@ def test_evaluate_reports_latency_and_settings(result):
     assert (info["tta"], info["postprocess"], info["threshold"]) == (False, False, 0.5)
 
 
+def test_original_masks_come_from_the_preparation_when_the_raw_data_is_gone(prepared, result, tmp_path):
+    table = prepared.table.copy()
+    table["mask_path"] = str(tmp_path / "gone.png")  # a fresh Colab runtime: the raw files were on the old one
+    moved = type(prepared)(prepared.root, prepared.images, prepared.masks, table, prepared.manifest)
+    out = inference.evaluate(Brightness(), moved, progress=False)
+    assert out.info["original_resolution"] is True
+    pd.testing.assert_frame_equal(out.table.filter(like="_orig"), result.table.filter(like="_orig"))
+
+
 def test_missing_original_masks_skip_original_resolution(prepared, tmp_path):
     table = prepared.table.copy()
     table["mask_path"] = str(tmp_path / "gone.png")
-    moved = type(prepared)(prepared.root, prepared.images, prepared.masks, table, prepared.manifest)
+    moved = type(prepared)(tmp_path, prepared.images, prepared.masks, table, prepared.manifest)  # no originals.zip
     out = inference.evaluate(Brightness(), moved, with_hd95=False, progress=False)
     assert out.info["original_resolution"] is False and "dice_orig" not in out.table
 

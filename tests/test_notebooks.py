@@ -84,6 +84,31 @@ def test_repository_url_is_the_same_everywhere():
     readme = (ROOT / "README.md").read_text()
     for path in NOTEBOOK_FILES:
         text = path.read_text()
-        assert f'REPO_URL = \\"{paths.REPO_URL}\\"' in text, f"{path.name}: clone cell URL differs from helpers/paths.py"
+        assert f'KIT_REPO = \\"{paths.REPO_URL}\\"' in text, f"{path.name}: clone address differs from helpers/paths.py"
         assert paths.colab_url(path.name) in text, f"{path.name}: Colab badge differs"
         assert paths.colab_url(path.name) in readme, f"README: Colab badge for {path.name} missing or different"
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_bootstrap_is_at_most_five_lines_and_calls_one_helper(path):
+    boot = "".join(_code_cells(path)[1]["source"])
+    assert len(boot.splitlines()) <= 5
+    calls = {f"{node.func.value.id}.{node.func.attr}" for node in ast.walk(ast.parse(boot))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)}
+    assert "runtime.start" in calls and calls <= {"runtime.start", "subprocess.run", "os.path", "sys.path"}, calls
+    assert "GIT_TERMINAL_PROMPT" in boot and "KIT_REPO" in boot and "KIT_REF" in boot
+    assert ("needs_gpu=True" in boot) == path.name.startswith(("02", "03"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_colab_badge_opens_a_t4_runtime(path):
+    metadata = json.loads(path.read_text())["metadata"]
+    assert metadata["accelerator"] == "GPU" and metadata["colab"]["gpuType"] == "T4"
+
+
+def test_the_parameter_reference_lists_every_parameter_of_every_notebook():
+    from helpers.pipeline import format_parameters, notebook_parameters
+
+    listing = format_parameters({path: notebook_parameters(path) for path in notebooks_present()})
+    assert listing.strip() in (ROOT / "notebooks" / "README.md").read_text(), \
+        "notebooks/README.md is out of date: paste in what `python -m helpers.pipeline --list` prints"

@@ -1,5 +1,8 @@
 """The headless runner: parameters from the command line, executed copies, failures named."""
 import json
+from pathlib import Path
+
+import pytest
 
 from helpers import pipeline
 
@@ -33,3 +36,105 @@ def test_failing_notebook_is_reported_with_its_executed_copy(tmp_path, monkeypat
     assert code == 1
     err = capsys.readouterr().err
     assert "01_data_prep.ipynb failed (DataError" in err and "01_data_prep.ipynb" in err
+
+
+def _notebook(path, parameters_source=None):
+    """A tiny notebook at ``path``: a parameters cell with ``parameters_source`` (none if None), then a print."""
+    import nbformat
+
+    cells = []
+    if parameters_source is not None:
+        cells.append(nbformat.v4.new_code_cell(parameters_source, metadata={"tags": ["parameters"]}))
+    cells.append(nbformat.v4.new_code_cell("print('hello')"))
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), str(path))
+    return path
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """papermill.execute_notebook replaced by a recorder: the list of (notebook name, parameters) it was called with."""
+    import papermill
+
+    calls = []
+
+    def execute_notebook(notebook, target, parameters=None, **kwargs):
+        calls.append((Path(notebook).name, dict(parameters or {})))
+        Path(target).write_text("{}")
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    return calls
+
+
+@pytest.fixture
+def tiny_notebooks(tmp_path, monkeypatch):
+    """Three tiny notebooks as the study: 01 knows A, 02 knows A and LR, 03 has no PROFILE."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "01_a.ipynb", 'PROFILE = ""  # the profile\nA = 1  # shared\n')
+    _notebook(folder / "02_b.ipynb", 'PROFILE = ""\nA = 1\nLR = None    # learning rate\n')
+    _notebook(folder / "03_c.ipynb", 'B = "x"\n')
+    present = [folder / "01_a.ipynb", folder / "02_b.ipynb", folder / "03_c.ipynb"]
+    monkeypatch.setattr(pipeline, "notebooks_present", lambda folder=None: list(present))
+    return folder
+
+
+def test_notebook_parameters_reads_names_and_comments(tmp_path):
+    path = _notebook(tmp_path / "nb.ipynb", 'X = 1  # the x # with a hash\nY: int = 2\nZ = "#not a comment"\n'
+                                            'A, B = 1, 2   # both\nprint(X)\n')
+    assert pipeline.notebook_parameters(path) == {"X": "the x # with a hash", "Y": "", "Z": "", "A": "both", "B": "both"}
+    real = pipeline.notebook_parameters(Path(pipeline.__file__).parents[1] / "notebooks" / "02_unet.ipynb")
+    assert real["LR"].startswith("peak AdamW learning rate") and "PROFILE" in real
+
+
+def test_notebook_without_parameters_cell_is_refused_naming_the_file(tmp_path, tiny_notebooks, recorded, capsys):
+    bare = _notebook(tmp_path / "bare.ipynb")
+    with pytest.raises(ValueError, match=r"bare\.ipynb has no code cell tagged 'parameters'"):
+        pipeline.notebook_parameters(bare)
+    _notebook(tiny_notebooks / "02_b.ipynb")                 # the study's 02 loses its parameters cell
+    assert pipeline.main(["--profile", "smoke", "-p", "A", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("✗ ") and "02_b.ipynb has no code cell tagged 'parameters'" in err
+    assert recorded == []                                    # refused before 01 ran
+
+
+def test_unknown_parameter_is_refused_before_any_notebook_runs(tiny_notebooks, recorded, capsys):
+    assert pipeline.main(["--profile", "smoke", "-p", "A", "2", "-p", "NOPE", "1", "-p", "ALSO_NOPE", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("✗ unknown parameters ALSO_NOPE, NOPE")
+    assert "  01_a.ipynb: A, PROFILE\n" in err and "  02_b.ipynb: A, LR, PROFILE\n" in err and "  03_c.ipynb: B" in err
+    assert recorded == []
+    with pytest.raises(ValueError, match=r"unknown parameter LR(.|\n)*LR is a parameter of 02_b\.ipynb, which --only"):
+        pipeline.run_notebooks("smoke", {"LR": 0.1}, only=["01", "03"])
+    assert recorded == []
+
+
+def test_each_notebook_receives_only_the_parameters_it_declares(tiny_notebooks, recorded, tmp_path):
+    done = pipeline.run_notebooks("cpu", {"LR": 0.1, "A": 5, "B": "y"}, out_dir=tmp_path / "out")
+    assert [p.name for p in done] == ["01_a.ipynb", "02_b.ipynb", "03_c.ipynb"]
+    assert recorded == [("01_a.ipynb", {"PROFILE": "cpu", "A": 5}),
+                        ("02_b.ipynb", {"PROFILE": "cpu", "A": 5, "LR": 0.1}),
+                        ("03_c.ipynb", {"B": "y"})]
+
+
+def test_real_notebooks_get_training_parameters_only_where_declared(recorded, tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
+    assert pipeline.main(["--profile", "smoke", "-p", "LR", "0.01", "-p", "N_BOOT", "10", "-p", "DATA_SOURCE", "folder"]) == 0
+    sent = dict(recorded)
+    assert list(sent) == ["01_data_prep.ipynb", "02_unet.ipynb", "03_unetpp_transunet.ipynb", "04_results.ipynb"]
+    assert {name for name, params in sent.items() if "LR" in params} == {"02_unet.ipynb", "03_unetpp_transunet.ipynb"}
+    assert {name for name, params in sent.items() if "N_BOOT" in params} == {"04_results.ipynb"}
+    assert "DATA_SOURCE" not in sent["04_results.ipynb"] and sent["01_data_prep.ipynb"]["DATA_SOURCE"] == "folder"
+    assert all(params["PROFILE"] == "smoke" for params in sent.values())
+
+
+def test_list_prints_each_notebooks_parameters_and_runs_nothing(recorded, capsys):
+    assert pipeline.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert recorded == []
+    blocks = {block.splitlines()[0].split()[0]: block for block in out.strip().split("\n\n")}
+    assert list(blocks) == ["01_data_prep.ipynb", "02_unet.ipynb", "03_unetpp_transunet.ipynb", "04_results.ipynb"]
+    assert any(line.split()[:2] == ["LR", "peak"] for line in blocks["02_unet.ipynb"].splitlines())
+    assert "LR" not in blocks["01_data_prep.ipynb"].split() and "N_BOOT" in blocks["04_results.ipynb"].split()
+    assert pipeline.main(["--list", "--only", "04"]) == 0
+    only_04 = capsys.readouterr().out
+    assert only_04.startswith("04_results.ipynb (") and "\n  PROFILE " in only_04 and "02_unet" not in only_04

@@ -81,7 +81,7 @@ def test_run_folder_follows_the_contract_with_paths_relative_to_the_homes(traine
     assert set(done) == {"best_epoch", "best_val_dice", "epochs", "train_seconds", "images_per_s", "stopped_early",
                          "status"}
     assert done["status"] == "finished" and done["best_val_dice"] == history["val_dice"].max()
-    assert {p.name for p in (folder / "checkpoints").iterdir()} == {"best.pt", "last.pt", "last.prev.pt"}
+    assert {p.name for p in (folder / "checkpoints").iterdir()} == {"best.pt"}  # a finished run keeps best.pt only
     assert runs.is_finished(folder)
 
 
@@ -99,6 +99,7 @@ def test_a_run_folder_with_other_settings_is_never_resumed_or_skipped_silently(t
     monkeypatch.setattr(runs, "run_id", lambda spec: folder.name)
     with pytest.raises(SettingsChanged, match=r"finished run made with other settings \(lr\)"):
         loop.fit(other, tiny, progress=False)
+    loop.fit(trained, tiny, restart=True, keep_last=True, progress=False)
     (folder / "done.json").unlink()  # interrupted: only its checkpoint remains
     with pytest.raises(SettingsChanged, match=r"last.pt was written with other settings than this run's \(lr\)"):
         loop.fit(other, tiny, progress=False)
@@ -139,8 +140,11 @@ def test_run_folders_of_the_previous_layout_still_load(trained, tiny, tmp_path):
         (prepared_home / tiny.root.name).unlink()
 
 
-def test_load_run_model_rebuilds_and_loads_best_or_last(trained):
+def test_load_run_model_rebuilds_and_loads_best_or_last(trained, tiny):
     folder = runs.run_dir(trained)
+    with pytest.raises(FileNotFoundError, match="No last checkpoint"):  # a finished run keeps best.pt only
+        runs.load_run_model(folder, which="last")
+    loop.fit(trained, tiny, restart=True, keep_last=True, progress=False)
     best = runs.load_run_model(folder)
     assert not best.training and type(best).__name__ == "UNet"
     stored = load_checkpoint(folder / "checkpoints" / "best.pt")
@@ -169,7 +173,7 @@ def test_list_runs_and_run_files(trained):
     assert list(table["run_id"]) == [runs.run_id(trained)]
     assert bool(table["finished"].iloc[0]) and table["epochs"].iloc[0] == 2
     files = runs.run_files(runs.run_id(trained))
-    assert list(files["file"]) == ["config.json", "done.json", "history.csv", "best.pt", "last.prev.pt", "last.pt"]
+    assert list(files["file"]) == ["config.json", "done.json", "history.csv", "best.pt"]
     assert set(files["folder"]) == {str(runs.run_dir(trained)), str(runs.run_dir(trained) / "checkpoints")}
 
 
@@ -177,7 +181,5 @@ def test_missing_things_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         runs.load_run_config(tmp_path)
     assert not runs.is_finished(tmp_path) and runs.list_runs(tmp_path).empty
-    with pytest.raises(RuntimeError, match="MOUNT_DRIVE = True"):
-        runs.drive_checkpoint_root(tmp_path / "MyDrive")
-    (tmp_path / "MyDrive").mkdir()
-    assert runs.drive_checkpoint_root(tmp_path / "MyDrive") == tmp_path / "MyDrive" / "skin-lesion-kit" / "checkpoints"
+    with pytest.raises(RuntimeError, match="only be mounted inside Colab"):
+        paths.mount_drive()

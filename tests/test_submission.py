@@ -89,6 +89,6 @@ def test_export_run_uses_the_runs_evaluation_settings(prepared, tmp_path):
 def test_missing_truth_file_is_named(prepared, tmp_path):
     table = prepared.table.copy()
     table["mask_path"] = str(tmp_path / "gone.png")
-    moved = type(prepared)(prepared.root, prepared.images, prepared.masks, table, prepared.manifest)
-    with pytest.raises(FileNotFoundError, match="gone.png"):
+    moved = type(prepared)(tmp_path, prepared.images, prepared.masks, table, prepared.manifest)  # no originals.zip
+    with pytest.raises(FileNotFoundError, match=r"gone.png nor in .*originals.zip"):
         challenge.export_truth(moved, tmp_path / "truth")

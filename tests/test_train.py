@@ -129,7 +129,7 @@ def test_timed_checkpoints_resume_mid_epoch_bit_exact(tiny, tmp_path, uninterrup
 # ---- in-process -------------------------------------------------------------------------------
 
 def test_truncated_last_checkpoint_falls_back_to_previous(tiny, results, tmp_path, monkeypatch):
-    reference = loop.fit(_spec(tiny), tiny, progress=False)
+    reference = loop.fit(_spec(tiny), tiny, keep_last=True, progress=False)
     reference_weights = _weights(results)["model"]
     monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "second"))
     with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):  # a disconnect in epoch 3
@@ -139,7 +139,7 @@ def test_truncated_last_checkpoint_falls_back_to_previous(tiny, results, tmp_pat
     assert load_checkpoint(last)["epoch"] == 2
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # half-copied to Drive
     with pytest.warns(RuntimeWarning, match="Skipping unreadable checkpoint"):
-        result = loop.fit(_spec(tiny), tiny, progress=False)
+        result = loop.fit(_spec(tiny), tiny, keep_last=True, progress=False)
     assert result["status"] == "resumed" and result["best_val_dice"] == reference["best_val_dice"]
     _assert_same_weights(_weights(tmp_path / "second")["model"], reference_weights)
 
@@ -184,26 +184,36 @@ def test_grid_skips_finished_runs_and_reports_their_results(tiny, results, capsy
 def test_cpu_run_is_repeatable(tiny, results, tmp_path, monkeypatch):
     state.seed_everything(0, deterministic=True)
     try:
-        first = loop.fit(_spec(tiny, num_epochs=2), tiny, progress=False)
+        first = loop.fit(_spec(tiny, num_epochs=2), tiny, keep_last=True, progress=False)
         monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "again"))
         torch.manual_seed(123)  # fit seeds itself from the spec: what ran before does not matter
-        second = loop.fit(_spec(tiny, num_epochs=2), tiny, progress=False)
+        second = loop.fit(_spec(tiny, num_epochs=2), tiny, keep_last=True, progress=False)
     finally:
         torch.use_deterministic_algorithms(False)
     assert first["best_val_dice"] == second["best_val_dice"]
     _assert_same_weights(_weights(results)["model"], _weights(tmp_path / "again")["model"])
 
 
-def test_failed_drive_write_retries_then_continues_locally(tiny, results, tmp_path, monkeypatch):
+def test_failed_drive_write_retries_then_stops_with_what_to_do(tiny, results, tmp_path, monkeypatch):
     sleeps = []
     monkeypatch.setattr(checkpoints.time, "sleep", sleeps.append)
     (tmp_path / "drive").write_text("not a folder")  # writes below it fail like an unmounted Drive
+    spec = _spec(tiny, num_epochs=2)
+    with pytest.raises(checkpoints.CheckpointWriteError, match=r"best.pt after 4 attempts.*LOCAL_FALLBACK = True"):
+        loop.fit(spec, tiny, checkpoint_dir=tmp_path / "drive" / "ckpt", progress=False)
+    assert sleeps == [0.5, 1.0, 2.0]  # retried, then stopped: no silent switch to local disk
+    assert not runs.is_finished(runs.run_dir(spec)) and not (runs.run_dir(spec) / "checkpoints").exists()
+
+
+def test_local_fallback_is_an_explicit_opt_in_and_says_so(tiny, results, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(checkpoints.time, "sleep", lambda s: None)
+    (tmp_path / "drive").write_text("not a folder")
     spec = _spec(tiny, num_epochs=1)
-    with pytest.warns(RuntimeWarning, match="wrote .* instead"):
-        result = loop.fit(spec, tiny, checkpoint_dir=tmp_path / "drive" / "ckpt", progress=False)
-    assert result["status"] == "trained" and sleeps[:3] == [0.5, 1.0, 2.0]
+    with pytest.warns(RuntimeWarning, match="only on this runtime's disk"):
+        result = loop.fit(spec, tiny, checkpoint_dir=tmp_path / "drive" / "ckpt", local_fallback=True, progress=False)
+    assert result["status"] == "trained" and "⚠ LOCAL_FALLBACK: best.pt" in capsys.readouterr().out
     local = runs.run_dir(spec) / "checkpoints"
-    assert {p.name for p in local.glob("*.pt")} == {"best.pt", "last.pt"}
+    assert {p.name for p in local.glob("*.pt")} == {"best.pt"}  # last.pt dropped when the run finished
     assert runs.load_run_config(runs.run_dir(spec))["checkpoint_dir"] == str(tmp_path / "drive" / "ckpt")
     assert isinstance(runs.load_run_model(runs.run_dir(spec)), torch.nn.Module)
 
@@ -294,3 +304,24 @@ def test_command_line_options_reach_the_run_config_and_zero_is_a_value():
     assert (config.weight_decay, config.num_workers, config.lr, config.amp) == (0.0, 0, 3e-4, "fp16")
     assert (config.deep_supervision, config.split_seed, config.num_epochs) == (False, 7, 12)  # epochs: the profile's
     assert grid.main(["--profile", "smoke", "--models", "vnet"]) == 2  # a clear error, nothing trained
+
+
+def test_space_estimate_bounds_the_real_checkpoints_and_counts_only_runs_still_to_train(tiny, results, capsys):
+    config = _config(num_epochs=1, models="unet,unetpp", fractions="1.0", seeds=0)
+    need = grid.space_needed(config, tiny, keep_last=True)
+    assert need["runs"] == 2
+    grid.run_grid(config, tiny, keep_last=True, progress=False)
+    assert "Checkpoint space: up to" in capsys.readouterr().out
+    sizes = {(p.parent.parent.name.split("-")[0], p.name): p.stat().st_size for p in results.glob("runs/*/checkpoints/*.pt")}
+    best, last = max(sizes[m, "best.pt"] for m in ("unet", "unetpp")), max(sizes[m, "last.pt"] for m in ("unet", "unetpp"))
+    assert best <= need["best"] <= best + 300_000 and last <= need["last"] <= last + 1_200_000
+    assert need["bytes"] >= sum(sizes.values())  # what stays, plus what a run in flight adds
+    assert grid.space_needed(config, tiny)["runs"] == 0 and grid.space_needed(config, tiny, restart=True)["runs"] == 2
+
+
+def test_a_grid_that_does_not_fit_is_refused_before_any_run_starts(tiny, results, monkeypatch):
+    monkeypatch.setattr(grid.paths, "free_bytes", lambda folder: 1_000_000)
+    config = _config(num_epochs=1, models="unet", fractions="0.5,1.0", seeds=0)
+    with pytest.raises(grid.NotEnoughSpace, match=r"needs up to 7\.6 MB for checkpoints in .*only 1\.0 MB is free"):
+        grid.run_grid(config, tiny, progress=False)
+    assert not list(results.glob("runs/*"))

@@ -80,3 +80,15 @@ def test_runs_copied_without_checkpoints_are_not_offered(viewer, tmp_path):
     assert not any(runs.has_checkpoint(p) for p in scoring.list_run_dirs(copy))
     with pytest.raises(ValueError, match="copied without checkpoints"):
         PredictionViewer(copy, device="cpu")
+
+
+def test_shown_through_ipythons_display_hook_on_ipywidgets_7_and_8(viewer, monkeypatch):
+    import IPython.display
+    import ipywidgets
+
+    view, _ = viewer
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objects, **kw: shown.extend(objects))
+    view._ipython_display_()  # what IPython calls for the last line of a cell
+    assert shown == [view.widget] and isinstance(view.widget, ipywidgets.VBox)
+    assert not hasattr(type(view), "_repr_mimebundle_")  # ipywidgets 7 widgets have no _repr_mimebundle_ to call

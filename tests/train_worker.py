@@ -62,7 +62,7 @@ def main() -> None:
     spec = runs.make_spec(args.model, 1.0, args.seed, prepared, config)
     if args.hang_at_step:  # the run's loss, wrapped so that this process stops inside that step
         state.DiceBCELoss = lambda: HangAt(args.hang_at_step, Path(args.results) / "hanging")
-    result = loop.fit(spec, prepared, checkpoint_minutes=args.minutes, progress=False)
+    result = loop.fit(spec, prepared, checkpoint_minutes=args.minutes, keep_last=True, progress=False)
     sys.stdout.write(f"RESULT {result['status']} {result['best_val_dice']}\n")  # one write: ranks do not interleave
     sys.stdout.flush()
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # else importing albumentations asks PyPI for a newer version
 import albumentations as A  # noqa: E402
@@ -101,7 +101,7 @@ class LesionDataset(Dataset):
         transform: albumentations pipeline, or None for none (evaluation).
     """
 
-    def __init__(self, images: np.ndarray, masks: np.ndarray, rows, transform: Optional[A.Compose] = None):
+    def __init__(self, images: np.ndarray, masks: np.ndarray, rows, transform: A.Compose | None = None):
         self.images, self.masks, self.transform = images, masks, transform
         self.rows = np.asarray(rows, dtype=np.int64)
 

@@ -6,6 +6,9 @@ Training never decodes a JPEG or PNG: :func:`prepare` writes, into one folder,
     masks.npy     uint8 (N, S, S)      values {0, 1}, resized nearest-neighbour
     splits.csv    one row per image: isic_id, split, train_rank, in_10/25/50/100,
                   original height/width, lesion fraction, source files
+    originals.zip the original ground-truth PNGs of the validation and test images (for scores at
+                  the original size and the challenge export, also where the raw data is gone, as on
+                  a fresh Colab runtime)
     prepared.json what was prepared, from where, with which settings, and any notes
 
 Two protocols: ``seed`` (a seeded 70/15/15 split of the training images, as the original
@@ -16,7 +19,10 @@ deterministic: a seeded order of the training images, fraction ``f`` keeps the f
 """
 from __future__ import annotations
 
+import io
 import json
+import shutil
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +32,13 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from helpers import paths
 from helpers.data.isic import BadFile, DataError, Pair, Problem, find_split_dirs, format_problems, load_pair, pair_files
 from helpers.paths import write_atomic
 
-PREP_VERSION = 1
+PREP_VERSION = 2  # 2: originals.zip
+FILES = ("images.npy", "masks.npy", "splits.csv", "originals.zip", "prepared.json")  # prepared.json: written last
+ORIGINALS = "originals.zip"
 SEED_RATIOS = (0.70, 0.15, 0.15)
 FRACTION_COLUMNS = {0.10: "in_10", 0.25: "in_25", 0.50: "in_50", 1.00: "in_100"}
 
@@ -43,6 +52,37 @@ class Prepared:
     masks: np.ndarray    # (N, S, S) uint8 {0, 1}
     table: pd.DataFrame  # one row per image, in array order
     manifest: dict
+    read_from: Path | None = None  # where the files are read (a local copy of a home on Drive); default root
+
+    def original_mask_png(self, row: int) -> bytes:
+        """The original ground-truth PNG of an image: the raw file if it is still there, else from originals.zip.
+
+        Raises:
+            FileNotFoundError: neither (a training image, or a preparation made before originals.zip existed).
+        """
+        path = Path(self.table["mask_path"].iloc[row])
+        if path.is_file():
+            return path.read_bytes()
+        archive = (self.read_from or self.root) / ORIGINALS
+        name = f"{self.table['isic_id'].iloc[row]}.png"
+        if archive.is_file():
+            with zipfile.ZipFile(archive) as zipped:
+                if name in zipped.namelist():
+                    return zipped.read(name)
+        raise FileNotFoundError(f"The original mask of {self.table['isic_id'].iloc[row]} is neither at {path} nor in "
+                                f"{archive}: prepare the data again (notebook 01) to store it there.")
+
+    def original_mask(self, row: int) -> np.ndarray:
+        """The original ground truth of an image as bool (H, W), lesion where > 127 (as preparing binarises)."""
+        with Image.open(io.BytesIO(self.original_mask_png(row))) as mask:
+            return np.asarray(mask.convert("L")) > 127
+
+    def has_originals(self, rows) -> bool:
+        """True when the original mask of every row can be read (raw file or originals.zip)."""
+        archive = (self.read_from or self.root) / ORIGINALS
+        stored = set(zipfile.ZipFile(archive).namelist()) if archive.is_file() else set()
+        return all(Path(self.table["mask_path"].iloc[r]).is_file() or f"{self.table['isic_id'].iloc[r]}.png" in stored
+                   for r in rows)
 
     def indices(self, split: str, fraction: float = 1.0) -> np.ndarray:
         """Array rows of a split; for ``train``, only the given nested fraction."""
@@ -149,12 +189,9 @@ def prepare(source: str | Path, out_dir: str | Path, image_size: int, protocol: 
     if on_bad_file not in ("raise", "skip"):
         raise ValueError(f"on_bad_file must be 'raise' or 'skip', got {on_bad_file!r}")
     source, out_dir = Path(source).resolve(), Path(out_dir)
-    wanted = {"version": PREP_VERSION, "source": str(source), "image_size": int(image_size),
-              "protocol": protocol, "seed": int(seed), "on_bad_file": on_bad_file}
-    if (out_dir / "prepared.json").exists():
-        manifest = json.loads((out_dir / "prepared.json").read_text())
-        if {k: manifest.get(k) for k in wanted} == wanted:
-            return load_prepared(out_dir)
+    wanted = settings(source, image_size, protocol, seed, on_bad_file)
+    if is_prepared(out_dir, wanted):
+        return load_prepared(out_dir)
     entries, problems = collect_pairs(source, protocol)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         results = list(tqdm(pool.map(lambda e: _load_resized(e[1], image_size), entries), total=len(entries),
@@ -175,14 +212,60 @@ def prepare(source: str | Path, out_dir: str | Path, image_size: int, protocol: 
     write_atomic(out_dir / "images.npy", lambda tmp: np.save(tmp, np.stack([r[0] for r in results])))
     write_atomic(out_dir / "masks.npy", lambda tmp: np.save(tmp, np.stack([r[1] for r in results])))
     table.to_csv(out_dir / "splits.csv", index=False)
+    write_atomic(out_dir / ORIGINALS, lambda tmp: _zip_originals(tmp, table))
     manifest = {**wanted, "count": len(table), "splits": table["split"].value_counts().to_dict(),
                 "skipped": [str(p) for p in problems], "notes": int((table["note"] != "").sum())}
     (out_dir / "prepared.json").write_text(json.dumps(manifest, indent=1))
     return load_prepared(out_dir)
 
 
+def _zip_originals(path: Path, table: pd.DataFrame) -> None:
+    """Store the original mask PNGs of the validation and test images, as they are (PNG is compressed already)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zipped:
+        for isic_id, mask_path in table.loc[table["split"] != "train", ["isic_id", "mask_path"]].itertuples(index=False):
+            zipped.write(mask_path, f"{isic_id}.png")
+
+
+def settings(source: str | Path, image_size: int, protocol: str, seed: int, on_bad_file: str) -> dict:
+    """What a preparation is made from and with: the part of ``prepared.json`` that must match to reuse it."""
+    return {"version": PREP_VERSION, "source": str(Path(source).resolve()), "image_size": int(image_size),
+            "protocol": protocol, "seed": int(seed), "on_bad_file": on_bad_file}
+
+
+def is_prepared(out_dir: str | Path, wanted: dict) -> bool:
+    """True when ``out_dir`` holds a finished preparation made with the ``wanted`` :func:`settings`."""
+    manifest = Path(out_dir) / "prepared.json"
+    if not manifest.is_file():
+        return False
+    found = json.loads(manifest.read_text())
+    return {k: found.get(k) for k in wanted} == wanted
+
+
+def local_copy(out_dir: str | Path) -> Path:
+    """Where to read a preparation from: with a home on Drive, a copy on the runtime's disk (made once per
+    runtime, and again if the preparation changed); otherwise ``out_dir`` itself.
+
+    Training reads the arrays every epoch, which is fast from local disk and slow from Drive.
+    """
+    out_dir = Path(out_dir)
+    target = paths.mirror(out_dir)
+    if target is None:
+        return out_dir
+    manifest = (out_dir / "prepared.json").read_bytes()
+    if (target / "prepared.json").is_file() and (target / "prepared.json").read_bytes() == manifest:
+        return target
+    (target / "prepared.json").unlink(missing_ok=True)  # incomplete until the arrays are copied
+    size = sum((out_dir / name).stat().st_size for name in FILES if (out_dir / name).is_file())
+    print(f"Copying the prepared data ({paths.human_bytes(size)}) from {out_dir} to this runtime's disk.")
+    for name in FILES[:-1]:
+        if (out_dir / name).is_file():  # originals.zip: not in preparations made before it existed
+            write_atomic(target / name, lambda tmp, name=name: shutil.copyfile(out_dir / name, tmp))
+    (target / "prepared.json").write_bytes(manifest)
+    return target
+
+
 def load_prepared(out_dir: str | Path) -> Prepared:
-    """Open a finished preparation (arrays memory-mapped).
+    """Open a finished preparation (arrays memory-mapped; from the local copy when the home is on Drive).
 
     Raises:
         DataError: the folder holds no finished preparation.
@@ -191,13 +274,14 @@ def load_prepared(out_dir: str | Path) -> Prepared:
     if not (out_dir / "prepared.json").exists():
         raise DataError(f"{out_dir}: no finished preparation here (prepared.json missing); run "
                         f"notebook 01 (or prep.prepare) first.")
-    table = pd.read_csv(out_dir / "splits.csv", keep_default_na=False)
-    images = np.load(out_dir / "images.npy", mmap_mode="r")
-    masks = np.load(out_dir / "masks.npy", mmap_mode="r")
+    read_from = local_copy(out_dir)
+    table = pd.read_csv(read_from / "splits.csv", keep_default_na=False)
+    images = np.load(read_from / "images.npy", mmap_mode="r")
+    masks = np.load(read_from / "masks.npy", mmap_mode="r")
     if len(images) != len(table) or len(masks) != len(table):
         raise DataError(f"{out_dir}: images.npy/masks.npy/splits.csv disagree in length; delete the folder "
                         f"and prepare again.")
-    return Prepared(out_dir, images, masks, table, json.loads((out_dir / "prepared.json").read_text()))
+    return Prepared(out_dir, images, masks, table, json.loads((out_dir / "prepared.json").read_text()), read_from)
 
 
 def prepared_name(dataset: str, protocol: str, image_size: int, seed: int) -> str:

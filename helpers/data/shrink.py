@@ -22,8 +22,8 @@ from pathlib import Path
 from PIL import Image
 
 from helpers.data.isic import SPLIT_DIRS, DataError, Problem, format_problems
-from helpers.paths import write_atomic
 from helpers.data.prep import _load_resized, collect_pairs
+from helpers.paths import write_atomic
 
 
 def shrink_folder(source: str | Path, dest: str | Path, size: int, protocol: str = "seed", quality: int = 95,

@@ -7,8 +7,8 @@
   own copy, ``../shared/data/isic2018_task1_512``);
 - ``"zip"``: ``DATA_DIR`` is a zip file, or a folder of zip files (e.g. on Google Drive),
   extracted safely into ``data/raw/<name>``;
-- ``"isic2018"``: download the official challenge zips (resumable) into ``data/downloads``
-  (or ``DATA_DIR`` when given, e.g. a Drive folder kept between runtimes), then extract.
+- ``"isic2018"``: download the official challenge zips (resumable) into ``data/downloads`` (on Colab:
+  the runtime's disk), or ``DATA_DIR`` when given (e.g. a Drive folder kept between runtimes), then extract.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 from helpers import paths
 from helpers.data.isic import DataError
-from helpers.data.prep import Prepared, prepare, prepared_name
-from helpers.profiles import RunConfig
+from helpers.data.prep import Prepared, is_prepared, load_prepared, prepare, prepared_name, settings
 from helpers.data.synthetic import generate_sample
+from helpers.profiles import RunConfig
 
 SOURCES = ("synthetic", "folder", "zip", "isic2018")
 PROTOCOLS = ("seed", "official")
@@ -92,7 +92,7 @@ def get_source(data_source: str, data_dir: str | None, profile: RunConfig, sampl
         from helpers.data.archives import safe_extract
         from helpers.data.download import fetch_official
 
-        download_dir = Path(data_dir) if data_dir else paths.data_dir() / "downloads"
+        download_dir = Path(data_dir) if data_dir else paths.downloads_dir()
         for zip_path in fetch_official(download_dir, splits=splits, base_url=mirror or None):
             safe_extract(zip_path, paths.raw_dir(name))
         return paths.raw_dir(name)
@@ -107,19 +107,32 @@ def get_source(data_source: str, data_dir: str | None, profile: RunConfig, sampl
     return data_dir
 
 
+def expected_source(data_source: str, data_dir: str | None, profile: RunConfig, sample_seed: int = 0) -> Path | None:
+    """The folder :func:`get_source` would return, without fetching anything (None: a folder that is not there)."""
+    if data_source == "folder":
+        return _existing(data_dir)
+    return paths.raw_dir(dataset_name(data_source, data_dir, profile, sample_seed))
+
+
 def ensure_prepared(config: RunConfig, data_source: str = "synthetic", data_dir: str | None = None,
                     protocol: str = "seed", on_bad_file: str = "raise", sample_seed: int = 0,
                     mirror: str | None = None) -> Prepared:
     """Get the data and prepare it at the config's image size, split with its split seed (cached: fast
     when done before).
 
-    Every notebook calls this with its parameters, so each one also runs on a fresh runtime.
+    Every notebook calls this with its parameters, so each one also runs on a fresh runtime. A preparation
+    already in the kit's home (e.g. on Drive, made by notebook 01 on another runtime) is used as it is:
+    the source is not downloaded, extracted or generated again.
 
     Returns:
         The :class:`~helpers.data.prep.Prepared` dataset.
     """
     splits = ("train",) if protocol == "seed" else ("train", "val", "test")
-    root = get_source(data_source, data_dir, config, sample_seed, splits, mirror)
     name = prepared_name(dataset_name(data_source, data_dir, config, sample_seed), protocol,
                          config.image_size, config.split_seed)
-    return prepare(root, paths.prepared_root() / name, config.image_size, protocol, config.split_seed, on_bad_file)
+    out_dir, source = paths.prepared_root() / name, expected_source(data_source, data_dir, config, sample_seed)
+    if source is not None and is_prepared(out_dir, settings(source, config.image_size, protocol, config.split_seed,
+                                                            on_bad_file)):
+        return load_prepared(out_dir)
+    root = get_source(data_source, data_dir, config, sample_seed, splits, mirror)
+    return prepare(root, out_dir, config.image_size, protocol, config.split_seed, on_bad_file)

@@ -13,7 +13,6 @@ just the split's ground truth into a folder of its own, which the scorer needs.
 """
 from __future__ import annotations
 
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -65,16 +64,13 @@ def export_truth(prepared, out_dir: str | Path, split: str = "test") -> Path:
     """Copy the original ground-truth masks of a split into one folder (the scorer's truth folder).
 
     Raises:
-        FileNotFoundError: a mask named in ``splits.csv`` is not on disk (the message names it).
+        FileNotFoundError: a mask is neither on disk where ``splits.csv`` names it nor in the preparation's
+            originals.zip (the message names both).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for row in prepared.indices(split):
-        source = Path(prepared.table["mask_path"].iloc[row])
-        if not source.is_file():
-            raise FileNotFoundError(f"{source} (named in {prepared.root}/splits.csv) is missing: put the raw "
-                                    "dataset back where notebook 01 read it.")
-        shutil.copyfile(source, out_dir / mask_filename(prepared.table["isic_id"].iloc[row]))
+        (out_dir / mask_filename(prepared.table["isic_id"].iloc[row])).write_bytes(prepared.original_mask_png(row))
     return out_dir
 
 

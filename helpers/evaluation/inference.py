@@ -129,12 +129,6 @@ def finalize(probs: np.ndarray, threshold: float = 0.5, post: bool = False,
     return postprocess(preds) if post else preds
 
 
-def load_original_mask(path: str | Path) -> np.ndarray:
-    """An original ground-truth PNG as bool (H, W), lesion where > 127 (as notebook 01 binarises)."""
-    with Image.open(path) as mask:
-        return np.asarray(mask.convert("L")) > 127
-
-
 def score_images(preds: np.ndarray, masks: np.ndarray, with_hd95: bool = True) -> pd.DataFrame:
     """Per-image scores (via :func:`helpers.metrics.per_image_metrics`) as a table, one row per image.
 
@@ -147,14 +141,14 @@ def score_images(preds: np.ndarray, masks: np.ndarray, with_hd95: bool = True) -
     return pd.DataFrame({k: v.cpu().numpy().astype(np.float64) for k, v in scores.items()})
 
 
-def _original_sizes(table: pd.DataFrame, rows: np.ndarray) -> list | None:
-    """(h, w) of each row when the table knows them and every original mask is on disk."""
+def _original_sizes(prepared, rows: np.ndarray) -> list | None:
+    """(h, w) of each row when the table knows them and every original mask can be read (raw file or
+    the preparation's originals.zip)."""
+    table = prepared.table
     needed = {"orig_height", "orig_width", "mask_path"}
-    if not needed <= set(table.columns):
+    if not needed <= set(table.columns) or not hasattr(prepared, "has_originals") or not prepared.has_originals(rows):
         return None
     sub = table.iloc[rows]
-    if not all(Path(p).is_file() for p in sub["mask_path"]):
-        return None
     return list(zip(sub["orig_height"].astype(int), sub["orig_width"].astype(int)))
 
 
@@ -182,7 +176,7 @@ def evaluate(model: torch.nn.Module, prepared, split: str = "test", *, to_input:
     if len(rows) == 0:
         raise ValueError(f"{prepared.root}/splits.csv has no {split!r} images to evaluate; prepare the "
                          f"data with a {split} split (notebook 01).")
-    sizes = _original_sizes(prepared.table, rows) if original_resolution else None
+    sizes = _original_sizes(prepared, rows) if original_resolution else None
     preds, orig_rows, seconds = [], [], 0.0
     for batch, probs, spent in iter_probs(model, prepared.images, rows, to_input=to_input, batch_size=batch_size,
                                           tta=tta, amp=amp, progress=progress):
@@ -191,7 +185,7 @@ def evaluate(model: torch.nn.Module, prepared, split: str = "test", *, to_input:
         for k, row in enumerate(batch):
             if sizes is not None:
                 full = finalize(probs[k], threshold, post, sizes[len(orig_rows)])
-                truth = load_original_mask(prepared.table["mask_path"].iloc[row])
+                truth = prepared.original_mask(row)
                 orig_rows.append(score_images(full[None], truth[None], with_hd95=False).iloc[0])
     preds = np.stack(preds)  # (N, S, S)
     table = score_images(preds, np.asarray(prepared.masks[rows]), with_hd95)

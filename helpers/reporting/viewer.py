@@ -7,7 +7,8 @@ Four panels: the image, the ground truth, the probs with the prediction's outlin
 (green: hit, red: false alarm, blue: missed). Below them, that image's own scores (per image, at the
 training size). Probs are cached per run, image and TTA setting, so sliding the threshold or
 toggling post-processing is instant; the picture is a PNG in an ``ipywidgets.Image``, so the viewer
-builds and updates without a browser (which is how the tests drive it).
+builds and updates without a browser (which is how the tests drive it). It uses only what ipywidgets 7.7
+(Colab's) and 8 both have.
 """
 from __future__ import annotations
 
@@ -66,8 +67,11 @@ class PredictionViewer:
             control.observe(lambda _: self.update(), names="value")
         self._load_run()
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+    def _ipython_display_(self) -> None:
+        """Show the controls as the cell's output; works with ipywidgets 7 (Colab's) and 8."""
+        from IPython.display import display
+
+        display(self.widget)
 
     def _load_run(self) -> None:
         """Open the chosen run's data and model; list its test images (worst Dice first, if known)."""

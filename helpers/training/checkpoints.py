@@ -5,6 +5,12 @@ it loads with ``torch.load(weights_only=True)``, which refuses pickled code inst
 Writes go to a temp file in the target folder, are fsynced, then renamed over the target with
 ``os.replace``; the previous ``last.pt`` is kept as ``last.prev.pt``, and ``load_latest`` falls back
 to it when ``last.pt`` is unreadable.
+
+For a folder on Google Drive (``local_copy=`` a folder on the runtime's disk) a checkpoint is written
+to the local folder first, where the previous copy rolls, and then copied once to Drive, the same
+atomic way: Drive holds one ``last.pt`` and one ``best.pt`` per run, written once per save. A write
+that keeps failing (Drive full or gone) raises :class:`CheckpointWriteError`, which says what to do;
+it never goes on silently without the protection Drive gives.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import dataclasses
 import os
 import pickle
 import random
+import shutil
 import tempfile
 import time
 import warnings
@@ -27,6 +34,10 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # (Distributed)DataParallel, torc
 
 class CheckpointError(RuntimeError):
     """A checkpoint file exists but cannot be used (truncated, corrupt or refused)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written after its retries (e.g. Google Drive full or unmounted)."""
 
 
 class UnsafeCheckpointError(CheckpointError):
@@ -50,13 +61,13 @@ def _fsync_dir(folder: Path) -> None:
         pass
 
 
-def _write_atomic(state: dict, path: Path, keep_previous: bool) -> Path:
-    """One attempt: temp file in the same folder → fsync → last → prev → temp → ``path``."""
+def _write_atomic(path: Path, write, keep_previous: bool) -> Path:
+    """One attempt: ``write(file)`` into a temp file in the same folder → fsync → last → prev → temp → ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         if keep_previous and path.exists():
@@ -71,44 +82,55 @@ def _write_atomic(state: dict, path: Path, keep_previous: bool) -> Path:
     return path
 
 
-def save_checkpoint(state: dict, path: str | os.PathLike, *, keep_previous: bool = True,
-                    retries: int = 3, fallback_dir: str | os.PathLike | None = None,
-                    backoff: float = 0.5) -> Path:
+def _copy_into(source: Path):
+    def write(f) -> None:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, f, 16 * 2**20)
+    return write
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike, *, keep_previous: bool = True, retries: int = 3,
+                    local_copy: str | os.PathLike | None = None, backoff: float = 0.5) -> Path:
     """Write ``state`` to ``path`` atomically; ``path`` is never left half-written.
 
     Args:
         state: checkpoint dict, e.g. from ``make_state``.
-        path: target file, e.g. ``<run_dir>/last.pt``; its folder is created if needed.
-        keep_previous: move an existing ``path`` to ``previous_path(path)`` before replacing it.
-        retries: how many times a failed write (OSError) is tried again, waiting
+        path: target file, e.g. ``<run_dir>/checkpoints/last.pt``; its folder is created if needed.
+        keep_previous: keep the file it replaces as ``previous_path(path)`` (with ``local_copy``: in that
+            local folder, so a folder on Drive holds one copy).
+        retries: how many times a failed write (OSError) to ``path`` is tried again, waiting
             ``backoff · 2**attempt`` seconds in between.
-        fallback_dir: if every attempt fails, write the file here instead (with a warning).
+        local_copy: a folder on local disk: write there first, then copy the file to ``path`` (a folder on
+            Drive); the local file stays, so a failed copy loses nothing from this runtime.
         backoff: first wait between attempts, in seconds.
 
     Returns:
-        The path actually written (inside ``fallback_dir`` if the fallback was used).
+        ``path``.
 
     Raises:
-        OSError: if the file could not be written anywhere.
+        CheckpointWriteError: every attempt failed; the message names the file and says what to do.
     """
     path = Path(path)
+    if local_copy is not None:
+        local = _write_atomic(Path(local_copy) / path.name, lambda f: torch.save(state, f), keep_previous)
+        write, keep = _copy_into(local), False
+    else:
+        write, keep = (lambda f: torch.save(state, f)), keep_previous
     retries = max(int(retries), 0)
     for attempt in range(retries + 1):
         try:
-            return _write_atomic(state, path, keep_previous)
+            return _write_atomic(path, write, keep)
         except OSError as err:
             error = err
             if attempt < retries:
                 time.sleep(backoff * 2 ** attempt)
-    if fallback_dir is None:
-        raise OSError(f"Could not write checkpoint {path} after {retries + 1} attempts ({error}). "
-                      "Check that its folder is writable (on Colab: that Google Drive is still "
-                      "mounted), or pass fallback_dir= to write to local disk instead.") from error
-    fallback = _write_atomic(state, Path(fallback_dir) / path.name, keep_previous)
-    warnings.warn(f"Could not write checkpoint {path} ({error}); wrote {fallback} instead. Copy it "
-                  f"to {path.parent} once that folder is writable again.", RuntimeWarning,
-                  stacklevel=2)
-    return fallback
+    kept = f" A copy is on this runtime's disk at {local}, until the runtime ends." if local_copy is not None else ""
+    raise CheckpointWriteError(
+        f"Could not write checkpoint {path} after {retries + 1} attempts ({error}).{kept} Training stopped so that "
+        f"it does not go on unprotected. Check that the folder is writable and has space: on Colab, that Google "
+        f"Drive is mounted (run the setup cell again) and not full (free space, and empty Drive's trash, which "
+        f"counts). Then run the training cell again: it resumes from the last checkpoint that was saved. To go on "
+        f"with checkpoints on this runtime's disk only (lost if it disconnects), set LOCAL_FALLBACK = True.") from error
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
@@ -295,13 +317,12 @@ def restore_state(state: dict, model, optimizer=None, scheduler=None, scaler=Non
 
 
 def save_weights_atomic(model, path: str | os.PathLike, *, metric: float, epoch: int,
-                        retries: int = 3, fallback_dir: str | os.PathLike | None = None) -> Path:
+                        retries: int = 3, local_copy: str | os.PathLike | None = None) -> Path:
     """Write a small weights-only file (e.g. ``best.pt``): ``{"model", "best_metric", "epoch"}``.
 
     It loads with ``load_checkpoint`` and restores with ``restore_state(state, model)``.
-    Returns the path actually written (see ``save_checkpoint``).
+    Returns ``path`` (see ``save_checkpoint``).
     """
     state = {"model": unwrap_model(model).state_dict(),
              "best_metric": _plain(metric, "metric"), "epoch": int(epoch)}
-    return save_checkpoint(state, path, keep_previous=False, retries=retries,
-                           fallback_dir=fallback_dir)
+    return save_checkpoint(state, path, keep_previous=False, retries=retries, local_copy=local_copy)

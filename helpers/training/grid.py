@@ -6,6 +6,9 @@
 Every run's settings come from one :class:`~helpers.profiles.RunConfig`: the profile's, with the
 notebook's parameters or the command line's options on top. Finished runs with the same settings
 are skipped, interrupted ones resumed; a run with other settings gets a run id of its own.
+
+Before it trains anything the grid says how much space its checkpoints need where they go (on Colab:
+Google Drive) and refuses to start when less is free (:func:`space_needed`, :class:`NotEnoughSpace`).
 """
 from __future__ import annotations
 
@@ -16,14 +19,88 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import profiles
+from helpers import paths, profiles
 from helpers.training import devices, loop, runs
 
 COLUMNS = ["run_id", "model", "fraction", "seed", "status", *runs.DONE_KEYS, "run_dir"]
 
 
+class NotEnoughSpace(OSError):
+    """Less space is free where the checkpoints go than the grid needs."""
+
+
+def checkpoint_bytes(model: str, model_config: str, overrides: dict | None = None) -> tuple[int, int]:
+    """Sizes of a model's ``best.pt`` (weights) and ``last.pt`` (weights, AdamW's two moments, the rest), in bytes.
+
+    Counted from the model built on the ``meta`` device (no memory, no time), plus a small allowance for
+    what a checkpoint adds (names, RNG states, history).
+    """
+    import torch
+
+    from helpers.models import build_model
+
+    with torch.device("meta"):
+        net = build_model(model, model_config, **(overrides or {}))
+    weights = sum(t.numel() * t.element_size() for t in net.state_dict().values())
+    params = sum(p.numel() * p.element_size() for p in net.parameters())
+    allowance = 256 * 1024 + 200 * len(net.state_dict())
+    return weights + allowance, weights + 2 * params + 4 * allowance
+
+
+def space_needed(config: profiles.RunConfig, prepared, *, keep_last: bool = False, restart: bool = False) -> dict:
+    """The most checkpoint space the grid uses at any time, for the runs it still has to train.
+
+    Every run keeps ``best.pt`` (and ``last.pt`` with ``keep_last``); the run in training also has
+    ``last.pt``, and while a file is replaced its new copy sits beside it for a moment.
+
+    Returns:
+        ``{"bytes": total, "runs": runs to train, "best": bytes per run's best.pt, "last": largest last.pt}``.
+    """
+    sizes, todo = {}, []
+    for model in config.models:
+        for fraction in config.fractions:
+            for seed in config.seeds:
+                spec = runs.make_spec(model, fraction, seed, prepared, config)
+                if not restart and runs.is_finished(runs.run_dir(spec)):
+                    continue
+                key = (spec.model, spec.model_config, tuple(sorted(spec.model_overrides.items())))
+                if key not in sizes:
+                    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.model_overrides.items()}
+                    sizes[key] = checkpoint_bytes(spec.model, spec.model_config, overrides)
+                todo.append(sizes[key])
+    if not todo:
+        return {"bytes": 0, "runs": 0, "best": 0, "last": 0}
+    kept = sum(best + (last if keep_last else 0) for best, last in todo)
+    in_flight = max(best + (last if keep_last else 2 * last) for best, last in todo)  # + new copies mid-write
+    return {"bytes": kept + in_flight, "runs": len(todo), "best": max(b for b, _ in todo),
+            "last": max(last for _, last in todo)}
+
+
+def check_space(config: profiles.RunConfig, prepared, folder: str | os.PathLike, *, keep_last: bool = False,
+                restart: bool = False) -> dict:
+    """Print the checkpoint space the grid needs and what is free in ``folder``; refuse when it is short.
+
+    Raises:
+        NotEnoughSpace: with the two figures and what to do.
+    """
+    need = space_needed(config, prepared, keep_last=keep_last, restart=restart)
+    free = paths.free_bytes(folder)
+    if need["runs"]:
+        print(f"Checkpoint space: up to {paths.human_bytes(need['bytes'])} for {need['runs']} run(s) still to train "
+              f"(best.pt up to {paths.human_bytes(need['best'])} each is kept; last.pt up to "
+              f"{paths.human_bytes(need['last'])} while a run trains); {paths.human_bytes(free)} free in {folder}.")
+    if need["bytes"] > free:
+        raise NotEnoughSpace(
+            f"The grid needs up to {paths.human_bytes(need['bytes'])} for checkpoints in {folder}, but only "
+            f"{paths.human_bytes(free)} is free there, so no run was started. Free space there (on Google Drive: "
+            f"delete files and empty Drive's trash, which counts), or train fewer runs at a time (FRACTIONS, MODELS, "
+            f"SEEDS), or choose another KIT_HOME.")
+    return {**need, "free": free}
+
+
 def run_grid(config: profiles.RunConfig, prepared, *, checkpoint_root: str | os.PathLike | None = None,
-             restart: bool = False, callbacks: tuple = (), progress: bool = True) -> pd.DataFrame:
+             restart: bool = False, keep_last: bool = False, local_fallback: bool = False,
+             callbacks: tuple = (), progress: bool = True) -> pd.DataFrame:
     """Train every model of ``config`` on every fraction with every seed.
 
     Args:
@@ -31,12 +108,21 @@ def run_grid(config: profiles.RunConfig, prepared, *, checkpoint_root: str | os.
         prepared: the prepared dataset (made with the same config: image size and split seed).
         checkpoint_root: folder for one checkpoint folder per run (e.g. on Drive); default: in each run folder.
         restart: start every run over instead of resuming or skipping it.
+        keep_last: keep each finished run's last.pt too (default best.pt only).
+        local_fallback: when checkpoint writes keep failing (Drive full or gone), go on with them on local disk
+            only instead of stopping.
         callbacks: called after every epoch as ``callback(run_id, history)`` (e.g. live curves).
         progress: show progress bars.
 
     Returns:
         One row per run: run_id, model, fraction, seed, status (trained, resumed, skipped, diverged), done.json's fields.
+
+    Raises:
+        NotEnoughSpace: before training, when the checkpoints would not fit where they go.
+        CheckpointWriteError: a checkpoint could not be written (and no ``local_fallback``).
     """
+    if devices.setup().is_main:
+        check_space(config, prepared, checkpoint_root or paths.results_dir(), keep_last=keep_last, restart=restart)
     rows = []
     for model in config.models:
         for fraction in config.fractions:
@@ -46,7 +132,8 @@ def run_grid(config: profiles.RunConfig, prepared, *, checkpoint_root: str | os.
                 try:
                     result = loop.fit(spec, prepared, num_workers=config.num_workers, checkpoint_dir=where,
                                       checkpoint_minutes=config.checkpoint_minutes, restart=restart,
-                                      callbacks=callbacks, progress=progress)
+                                      keep_last=keep_last, local_fallback=local_fallback, callbacks=callbacks,
+                                      progress=progress)
                 except loop.TrainingDiverged as err:
                     print(err)
                     result = {"run_id": runs.run_id(spec), "run_dir": str(runs.run_dir(spec)), "status": "diverged"}
@@ -80,6 +167,9 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--protocol", default="seed")
     parse.add_argument("--checkpoint-root", default="", help="folder for <run_id>/ checkpoint folders")
     parse.add_argument("--restart", action="store_true", help="start the runs over instead of resuming them")
+    parse.add_argument("--keep-last", action="store_true", help="keep last.pt of finished runs (default: best.pt only)")
+    parse.add_argument("--local-fallback", action="store_true",
+                       help="go on with local checkpoints when writes to --checkpoint-root keep failing")
     return parse
 
 
@@ -108,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             data = sources.ensure_prepared(config, args.data_source, args.data_dir or None, args.protocol)
         devices.barrier(info)
     table = run_grid(config, data, checkpoint_root=args.checkpoint_root or None, restart=args.restart,
-                     progress=info.is_main)
+                     keep_last=args.keep_last, local_fallback=args.local_fallback, progress=info.is_main)
     if info.is_main:
         print(table.to_string(index=False))
     if info.world_size > 1:

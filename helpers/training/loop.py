@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 
 from helpers.data.loaders import to_model_input
 from helpers.training import devices, runs
-from helpers.training.checkpoints import save_weights_atomic
 from helpers.training.metrics import MetricAccumulator, dice
 from helpers.training.state import RunState, SettingsChanged, start_run
 
@@ -116,8 +115,8 @@ def start_over(folder: Path, checkpoint_dir: Path | None = None) -> None:
 
 
 def fit(spec: runs.RunSpec, prepared, *, num_workers: int = 0, checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_minutes: float | None = None, restart: bool = False, callbacks: tuple = (),
-        progress: bool = True) -> dict:
+        checkpoint_minutes: float | None = None, restart: bool = False, keep_last: bool = False,
+        local_fallback: bool = False, callbacks: tuple = (), progress: bool = True) -> dict:
     """Train one run to the end, resuming it if it was interrupted; skip it if it has finished.
 
     Every setting that changes the result comes from ``spec`` (:func:`helpers.training.runs.make_spec`
@@ -128,9 +127,11 @@ def fit(spec: runs.RunSpec, prepared, *, num_workers: int = 0, checkpoint_dir: s
         prepared: the prepared dataset the spec names.
         num_workers: DataLoader worker processes.
         checkpoint_dir: where last.pt / best.pt go (e.g. on Drive); default ``<run folder>/checkpoints``.
-            A failed write there is retried, then goes to ``<run folder>/checkpoints`` (with a warning).
+            A failed write there is retried, then stops training with :class:`CheckpointWriteError`.
         checkpoint_minutes: also save last.pt within an epoch this often (resumes mid-epoch).
         restart: start the run over, deleting its history and checkpoints, instead of resuming or skipping it.
+        keep_last: keep last.pt when the run has finished (default: best.pt only, a third of the size).
+        local_fallback: go on with checkpoints on local disk only when writes to ``checkpoint_dir`` keep failing.
         callbacks: called on rank 0 after every epoch as ``callback(run_id, history)``.
         progress: show progress bars.
 
@@ -141,6 +142,7 @@ def fit(spec: runs.RunSpec, prepared, *, num_workers: int = 0, checkpoint_dir: s
         TrainingDiverged: the loss became NaN/inf (checkpoints of earlier epochs stay as they were).
         SettingsChanged: the run folder holds a result or checkpoint made with other settings
             (``restart=True`` starts it over).
+        CheckpointWriteError: a checkpoint could not be written (e.g. Drive full), and no ``local_fallback``.
     """
     folder, num_epochs = runs.run_dir(spec), spec.num_epochs
     if restart:
@@ -150,7 +152,7 @@ def fit(spec: runs.RunSpec, prepared, *, num_workers: int = 0, checkpoint_dir: s
             raise SettingsChanged(f"{folder} holds a finished run made with other settings ({', '.join(changed)}); "
                                   f"start it over (RESTART = True, or --restart) or ask for the recorded settings.")
         return _skip(spec, callbacks)
-    run = start_run(spec, prepared, checkpoint_dir, num_workers, checkpoint_minutes)
+    run = start_run(spec, prepared, checkpoint_dir, num_workers, checkpoint_minutes, local_fallback)
     status, main = "resumed" if run.history or run.skip else "trained", run.dist.is_main
     epochs = range(run.start_epoch, 1 if run.finished else num_epochs + 1)
     bar = tqdm(epochs, desc=run.config["run_id"], disable=not (progress and main), initial=run.start_epoch - 1,
@@ -170,8 +172,7 @@ def fit(spec: runs.RunSpec, prepared, *, num_workers: int = 0, checkpoint_dir: s
         run.finished = epoch == num_epochs or (patience is not None and not improved and stale >= patience)
         if main:
             if improved:  # best.pt before last.pt: a crash in between only repeats this epoch
-                save_weights_atomic(run.model, run.checkpoint_dir / "best.pt", metric=val_dice, epoch=epoch,
-                                    fallback_dir=run.fallback_dir)
+                run.save_best(val_dice, epoch)
             run.checkpoint(epoch)
             runs.write_history(run.folder, run.history)
             for callback in callbacks:
@@ -184,5 +185,7 @@ def fit(spec: runs.RunSpec, prepared, *, num_workers: int = 0, checkpoint_dir: s
     if main:
         runs.write_history(run.folder, run.history)
         runs.write_json(run.folder / "done.json", done)
+        if not keep_last:
+            run.drop_last()
     devices.barrier(run.dist)
     return {"run_id": run.config["run_id"], "run_dir": str(run.folder), **done, "status": status}

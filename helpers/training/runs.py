@@ -11,7 +11,8 @@ folder is ``results/runs/<run_id>/``:
                        lr (after the epoch's last step), epoch_seconds, images_per_s (training)
     done.json          only once the run finished: best_epoch, best_val_dice, epochs,
                        train_seconds, images_per_s, stopped_early, status
-    checkpoints/       last.pt, last.prev.pt, best.pt (or in a Drive folder named in config.json)
+    checkpoints/       best.pt, and while it trains last.pt (+ last.prev.pt, on local disk only when the
+                       results are on Drive); or in the folder named in config.json
 
 Evaluation adds ``test_metrics.csv`` and ``eval.json`` to the same folder.
 """
@@ -33,7 +34,6 @@ from helpers.data.prep import Prepared, load_prepared
 from helpers.profiles import RunConfig
 from helpers.training.checkpoints import load_checkpoint, load_latest, restore_state
 
-DRIVE_MYDRIVE = Path("/content/drive/MyDrive")
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_seconds", "images_per_s"]
 DONE_KEYS = ["best_epoch", "best_val_dice", "epochs", "train_seconds", "images_per_s", "stopped_early"]
 
@@ -166,18 +166,6 @@ def run_dir(spec_or_id: RunSpec | str) -> Path:
     return paths.results_dir() / "runs" / name
 
 
-def drive_checkpoint_root(mydrive: Path = DRIVE_MYDRIVE) -> Path:
-    """``<MyDrive>/skin-lesion-kit/checkpoints``: where runs keep checkpoints on Google Drive.
-
-    Raises:
-        RuntimeError: Drive is not mounted.
-    """
-    if not Path(mydrive).is_dir():
-        raise RuntimeError(f"{mydrive} does not exist: Google Drive is not mounted. Set MOUNT_DRIVE = True "
-                           f"(on Colab), or CHECKPOINTS_ON_DRIVE = False to keep checkpoints in the run folders.")
-    return Path(mydrive) / "skin-lesion-kit" / "checkpoints"
-
-
 def write_json(path: Path, data: dict) -> Path:
     """Write ``data`` as JSON via a temp file and a rename (never half-written)."""
     return paths.write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, default=str)))
@@ -275,8 +263,8 @@ def has_checkpoint(folder: str | os.PathLike) -> bool:
 def load_run_model(folder: str | os.PathLike, which: str = "best", map_location: Any = "cpu") -> nn.Module:
     """Rebuild a run's model from ``config.json`` and load its ``best`` or ``last`` weights.
 
-    Weights are read with ``weights_only=True``. When a checkpoint exists in both places (Drive
-    and the local fallback), the newer file wins.
+    Weights are read with ``weights_only=True``. When a checkpoint exists in several places (the
+    checkpoint folder and the run's own ``checkpoints/``), the newer file wins.
 
     Returns:
         The model in eval mode, on ``map_location``.

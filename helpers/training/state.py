@@ -2,10 +2,12 @@
 
 ``start_run`` builds the model, loaders, optimizer, learning-rate schedule and gradient scaler of a
 run from its :class:`~helpers.training.runs.RunSpec`, writes its ``config.json`` and, when a
-checkpoint exists (on Drive or its local fallback), restores everything from the newest readable
-one, including where in an epoch it stopped. A checkpoint whose settings differ from the spec's is
-never resumed silently: :class:`SettingsChanged` names the fields. ``RunState`` also saves
-``last.pt``. Seeding and the schedule live here too, so a resumed run starts exactly as an
+checkpoint exists (in its checkpoint folder, e.g. on Drive, or in this runtime's local copy),
+restores everything from the newest readable one, including where in an epoch it stopped. A
+checkpoint whose settings differ from the spec's is never resumed silently: :class:`SettingsChanged`
+names the fields. ``RunState`` also saves ``last.pt`` and ``best.pt`` (through a local copy when the
+folder is on Drive; on a failed write it stops, or with ``local_fallback`` goes on with the local
+copy only, loudly). Seeding and the schedule live here too, so a resumed run starts exactly as an
 uninterrupted one would have gone on.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import random
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,14 @@ from helpers.data.loaders import make_loaders
 from helpers.models import build_model
 from helpers.models.summary import count_parameters
 from helpers.training import devices, runs
-from helpers.training.checkpoints import load_latest, make_state, restore_state, save_checkpoint
+from helpers.training.checkpoints import (
+    CheckpointWriteError,
+    load_latest,
+    make_state,
+    restore_state,
+    save_checkpoint,
+    save_weights_atomic,
+)
 from helpers.training.devices import amp_dtype, pick_device
 from helpers.training.losses import DiceBCELoss
 
@@ -85,7 +95,8 @@ class RunState:
 
     folder: Path
     checkpoint_dir: Path
-    fallback_dir: Path | None
+    local_dir: Path | None    # this runtime's copy of a checkpoint folder on Drive (None: the folder is local)
+    local_fallback: bool      # on a failed write, go on with local checkpoints only (opt-in)
     device: torch.device
     dtype: torch.dtype | None
     dist: devices.DistInfo
@@ -106,17 +117,51 @@ class RunState:
     finished: bool = False
     last_save: float = dataclasses.field(default_factory=time.monotonic)
 
+    def places(self) -> list[Path]:
+        """Where this run's checkpoints may be: its folder, this runtime's local copy, ``<run>/checkpoints``."""
+        return list(dict.fromkeys(p for p in (self.checkpoint_dir, self.local_dir, self.folder / "checkpoints") if p))
+
+    def _save(self, save, name: str) -> None:
+        try:
+            save(self.checkpoint_dir / name, self.local_dir)
+        except CheckpointWriteError as err:
+            if not self.local_fallback:
+                raise
+            local = self.local_dir or self.folder / "checkpoints"
+            if local == self.checkpoint_dir:
+                raise
+            if self.local_dir is None:
+                save(local / name, None)
+            message = (f"⚠ LOCAL_FALLBACK: {name} is only on this runtime's disk ({local}); a disconnect loses it. "
+                       f"Writing {self.checkpoint_dir / name} failed: {err.__cause__ or err}")
+            print(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
     def checkpoint(self, epoch: int, batches_done: int = 0, partial=(0.0, 0)) -> None:
         """Save last.pt: ``epoch`` finished, plus ``batches_done`` batches of the next one."""
         state = make_state(self.model, self.optimizer, self.scheduler, self.scaler, epoch, self.best,
                            self.history, self.config)
         state.update(batches_done=batches_done, partial=list(partial), finished=self.finished)
-        save_checkpoint(state, self.checkpoint_dir / "last.pt", fallback_dir=self.fallback_dir)
+        self._save(lambda path, local: save_checkpoint(state, path, local_copy=local), "last.pt")
         self.last_save = time.monotonic()
+
+    def save_best(self, metric: float, epoch: int) -> None:
+        """Save best.pt: the weights alone."""
+        self._save(lambda path, local: save_weights_atomic(self.model, path, metric=metric, epoch=epoch,
+                                                           local_copy=local), "best.pt")
+
+    def drop_last(self) -> None:
+        """Delete last.pt (and its previous copies) everywhere: a finished run keeps best.pt only."""
+        for place in self.places():
+            for name in ("last.pt", "last.prev.pt"):
+                try:
+                    (place / name).unlink(missing_ok=True)
+                except OSError as err:  # e.g. Drive gone: the file stays, which costs space, not results
+                    print(f"Could not delete {place / name} ({err}); delete it by hand to free its space.")
 
 
 def start_run(spec: runs.RunSpec, prepared, checkpoint_dir=None, num_workers: int = 0,
-              minutes: float | None = None) -> RunState:
+              minutes: float | None = None, local_fallback: bool = False) -> RunState:
     """Build model, loaders, optimizer, schedule and scaler; resume from the newest checkpoint.
 
     Args:
@@ -125,6 +170,8 @@ def start_run(spec: runs.RunSpec, prepared, checkpoint_dir=None, num_workers: in
         checkpoint_dir: where checkpoints go (None: ``<run folder>/checkpoints``).
         num_workers: loader worker processes.
         minutes: also checkpoint within an epoch this often (None: per epoch only).
+        local_fallback: when a checkpoint write keeps failing, go on with local checkpoints only (a warning
+            each time) instead of stopping.
 
     Returns:
         The :class:`RunState`, at the point where training goes on.
@@ -142,8 +189,8 @@ def start_run(spec: runs.RunSpec, prepared, checkpoint_dir=None, num_workers: in
     loaders = make_loaders(prepared, spec.fraction, spec.batch_size, num_workers, spec.seed,
                            distributed=info.world_size > 1, augment=spec.augment == "kit")
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    steps, dtype, local = len(loaders.train), amp_dtype(device, spec.amp), folder / "checkpoints"
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else local
+    steps, dtype = len(loaders.train), amp_dtype(device, spec.amp)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else folder / "checkpoints"
     config = {"run_id": runs.run_id(spec), **dataclasses.asdict(spec), "settings_hash": runs.settings_hash(spec),
               "prepared_dir": paths.portable(prepared.root, paths.data_dir()),
               "checkpoint_dir": paths.portable(checkpoint_dir, folder),
@@ -151,8 +198,8 @@ def start_run(spec: runs.RunSpec, prepared, checkpoint_dir=None, num_workers: in
               "hardware": devices.hardware(device, info), "torch_version": str(torch.__version__),
               "params": count_parameters(model), "train_images": len(loaders.train.dataset)}
     schedule = lr_schedule(optimizer, spec.num_epochs * steps, round(spec.warmup_epochs * steps), spec.schedule)
-    run = RunState(folder, checkpoint_dir, local if checkpoint_dir != local else None, device, dtype, info, model, net,
-                   loaders, optimizer, schedule, torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+    run = RunState(folder, checkpoint_dir, paths.mirror(checkpoint_dir), local_fallback, device, dtype, info, model,
+                   net, loaders, optimizer, schedule, torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
                    DiceBCELoss(), config, minutes * 60 if minutes is not None else None)
     resume(run, spec)
     if info.is_main:
@@ -161,12 +208,12 @@ def start_run(spec: runs.RunSpec, prepared, checkpoint_dir=None, num_workers: in
 
 
 def resume(run: RunState, spec: runs.RunSpec) -> None:
-    """Continue from the newest readable checkpoint (Drive or its local fallback), if there is one.
+    """Continue from the newest readable checkpoint (of :meth:`RunState.places`), if there is one.
 
     Raises:
         SettingsChanged: the checkpoint's recorded settings differ from ``spec``'s.
     """
-    found = [load_latest(d, run.device) for d in (run.checkpoint_dir, run.fallback_dir) if d]
+    found = [load_latest(d, run.device) for d in run.places()]
     state, path = max(((s, p) for s, p in found if s), key=lambda sp: (sp[0]["epoch"], sp[0]["batches_done"]),
                       default=(None, None))
     if state is None:
