@@ -14,7 +14,7 @@ On Colab each notebook opened from its badge, and every reconnect, gets a fresh 
    version (a constraints file pins every installed package), so Colab's torch, kernel and widgets
    are never upgraded;
 3. stops a training notebook on a Colab runtime without a GPU, saying how to get one, unless a CPU
-   profile was chosen.
+   profile was chosen (checked first, before anything is mounted or installed).
 
 Elsewhere it changes nothing unless asked: the home is the repository (or ``KIT_HOME``), nothing is
 installed (``make`` does that) and the device is whatever there is. Nothing here runs on import.
@@ -181,6 +181,10 @@ def start(profile: str = "", mount_drive: bool | None = None, home: str | os.Pat
         RuntimeError: ``mount_drive`` outside Colab.
     """
     colab = paths.in_colab()
+    if colab and needs_gpu:  # first: a runtime without a GPU stops before it mounts or installs anything
+        import torch
+
+        check_gpu(profile, colab, needs_gpu, torch.cuda.is_available())
     mount_drive = colab if mount_drive is None else bool(mount_drive)
     mydrive = paths.mount_drive() if mount_drive else None
     kit_home = choose_home(home, mydrive)
@@ -196,7 +200,6 @@ def start(profile: str = "", mount_drive: bool | None = None, home: str | os.Pat
     import torch
 
     cuda = torch.cuda.is_available()
-    check_gpu(profile, colab, needs_gpu, cuda)
     device = torch.cuda.get_device_name(0) if cuda else "CPU (no GPU)"
     kit = Kit(kit_home, local, mydrive is not None, colab, installed, device)
     if colab and mydrive is None:

@@ -41,7 +41,7 @@ BLUE_GREY = np.array([112, 112, 134], np.float32)
 def smooth_noise(rng: np.random.Generator, height: int, width: int, cell: int) -> np.ndarray:
     """Smooth random field in [-1, 1] with features about ``cell`` pixels wide. # (H, W)"""
     grid = rng.uniform(-1, 1, (max(2, height // cell + 2), max(2, width // cell + 2))).astype(np.float32)
-    return np.asarray(Image.fromarray(grid, mode="F").resize((width, height), Image.BICUBIC))
+    return np.asarray(Image.fromarray(grid).resize((width, height), Image.BICUBIC))
 
 
 def lesion_field(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, float]:
@@ -174,7 +174,7 @@ def make_case(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
     img = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).resize((width, height), Image.BICUBIC)
     img = draw_hairs(rng, np.asarray(img, np.float32), int(rng.integers(1, 25)) if rng.random() < 0.6 else 0)
     img = draw_artefacts(rng, img)
-    full_field = np.asarray(Image.fromarray(field, mode="F").resize((width, height), Image.BILINEAR))
+    full_field = np.asarray(Image.fromarray(field).resize((width, height), Image.BILINEAR))
     mask = (full_field < 1).astype(np.uint8) * 255
     return np.clip(img, 0, 255).astype(np.uint8), mask
 

@@ -150,7 +150,7 @@ def load_histories(summary: pd.DataFrame, results_root=None) -> pd.DataFrame:
     folder, tables = scoring.runs_dir(results_root), []
     for r in summary[summary["status"].isin(["ok", "not evaluated"])].itertuples():
         if (folder / r.run_id / "history.csv").is_file():
-            tables.append(pd.read_csv(folder / r.run_id / "history.csv").assign(model=r.model, fraction=r.fraction))
+            tables.append(runs.read_history(folder / r.run_id).assign(model=r.model, fraction=r.fraction))
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["model", "fraction", "epoch"])
 
 
@@ -220,7 +220,7 @@ def _setup_table(summary: pd.DataFrame) -> pd.DataFrame:
              "tta": "flip TTA", "postprocess": "post-processing", "threshold": "threshold"}
     ok = summary[summary["status"] == "ok"]
     table = (ok if len(ok) else summary)[[c for c in names if c in summary]].drop_duplicates()
-    return table.astype(object).fillna("–").rename(columns=names)
+    return table.astype(object).where(table.notna(), "–").rename(columns=names)
 
 
 def _figures_caption(shown: pd.DataFrame) -> str:

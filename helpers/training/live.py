@@ -53,7 +53,7 @@ def draw_histories(histories: dict[str, pd.DataFrame], fig: Figure | None = None
 
 def plot_runs(run_ids) -> Figure:
     """The curves of finished or running runs, read from their ``history.csv``."""
-    return draw_histories({str(r): pd.read_csv(runs.run_dir(str(r)) / "history.csv") for r in run_ids})
+    return draw_histories({str(r): runs.read_history(runs.run_dir(str(r))) for r in run_ids})
 
 
 def _in_kernel() -> bool:

@@ -15,7 +15,6 @@ import os
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -101,7 +100,7 @@ def _skip(spec: runs.RunSpec, callbacks) -> dict:
     print(f"{name}: finished earlier with these settings ({done['epochs']} epochs, best val Dice "
           f"{done['best_val_dice']:.4f} at epoch {done['best_epoch']}); skipped.")
     for callback in callbacks:
-        callback(name, pd.read_csv(folder / "history.csv").to_dict("records"))
+        callback(name, runs.read_history(folder).to_dict("records"))
     return {"run_id": name, "run_dir": str(folder), **done, "status": "skipped"}
 
 

@@ -177,6 +177,12 @@ def write_history(folder: Path, history: list[dict]) -> Path:
     return paths.write_atomic(folder / "history.csv", lambda tmp: table.to_csv(tmp, index=False))
 
 
+def read_history(folder: str | os.PathLike) -> pd.DataFrame:
+    """A run's ``history.csv``, its floats read back exactly as they were written (whatever the pandas version)."""
+    exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}  # 3.x: the default
+    return pd.read_csv(Path(folder) / "history.csv", **exact)
+
+
 def summarize(history: list[dict], stopped_early: bool) -> dict:
     """The ``done.json`` of a history: best epoch and Dice, epochs, seconds, throughput."""
     table = pd.DataFrame(history, columns=HISTORY_COLUMNS)
