@@ -325,3 +325,15 @@ def test_a_grid_that_does_not_fit_is_refused_before_any_run_starts(tiny, results
     with pytest.raises(grid.NotEnoughSpace, match=r"needs up to 7\.6 MB for checkpoints in .*only 1\.0 MB is free"):
         grid.run_grid(config, tiny, progress=False)
     assert not list(results.glob("runs/*"))
+
+
+def test_with_a_home_on_drive_the_local_copies_follow_the_run(tiny, results, tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_LOCAL_DIR", str(tmp_path / "local"))  # what runtime.start sets on Colab
+    spec = _spec(tiny, num_epochs=2)
+    loop.fit(spec, tiny, keep_last=True, progress=False)
+    drive, local = runs.run_dir(spec) / "checkpoints", tmp_path / "local" / "results" / "runs" / runs.run_id(spec) / "checkpoints"
+    assert {p.name for p in drive.iterdir()} == {"best.pt", "last.pt"}  # one copy of each on Drive
+    assert {p.name for p in local.iterdir()} == {"best.pt", "last.pt", "last.prev.pt"}  # the previous one stays local
+    again = loop.fit(spec, tiny, restart=True, progress=False)  # RESTART: local copies go too, nothing is resumed
+    assert again["status"] == "trained" and again["epochs"] == 2
+    assert {p.name for p in drive.iterdir()} == {"best.pt"} and {p.name for p in local.iterdir()} == {"best.pt"}

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from helpers import paths
 from helpers.data.loaders import to_model_input
 from helpers.training import devices, runs
 from helpers.training.metrics import MetricAccumulator, dice
@@ -105,10 +106,12 @@ def _skip(spec: runs.RunSpec, callbacks) -> dict:
 
 
 def start_over(folder: Path, checkpoint_dir: Path | None = None) -> None:
-    """Delete a run's history, result and checkpoints (config.json is rewritten when it starts again)."""
+    """Delete a run's history, result and checkpoints, local copies included (config.json is rewritten when it
+    starts again)."""
     for name in ("history.csv", "done.json"):
         (folder / name).unlink(missing_ok=True)
-    for where in {folder / "checkpoints", *([Path(checkpoint_dir)] if checkpoint_dir else [])}:
+    places = {folder / "checkpoints", *([Path(checkpoint_dir)] if checkpoint_dir else [])}
+    for where in places | {paths.mirror(p) for p in places if paths.mirror(p)}:  # this runtime's local copies too
         for file in where.glob("*.pt") if where.is_dir() else ():
             file.unlink()
 
