@@ -166,7 +166,8 @@ def colab_url(notebook: str, repo_url: str = REPO_URL, branch: str = "main") -> 
 
 
 def mount_drive() -> Path:
-    """Mount Google Drive at ``/content/drive`` (once per runtime) and return your files' folder, ``MyDrive``.
+    """Mount Google Drive at ``/content/drive`` (once per runtime; again if the mount died) and return your files'
+    folder, ``MyDrive``.
 
     Raises:
         RuntimeError: not running on Colab (there is no Drive to mount).
@@ -177,6 +178,10 @@ def mount_drive() -> Path:
     from google.colab import drive  # type: ignore[import-not-found]
 
     mount_point = content_root() / "drive"
-    if not (mount_point / "MyDrive").is_dir():
+    try:
+        os.listdir(mount_point / "MyDrive")
+    except FileNotFoundError:
         drive.mount(str(mount_point))
+    except OSError:  # mounted once, but the mount died (e.g. "Transport endpoint is not connected")
+        drive.mount(str(mount_point), force_remount=True)
     return mount_point / "MyDrive"

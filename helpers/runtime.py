@@ -38,6 +38,18 @@ DEFAULT_DRIVE_HOME = "skin-lesion-kit"   # the home's folder under MyDrive
 CPU_PROFILES = ("cpu", "smoke")
 
 
+_UNSET = object()
+_user_home = _UNSET  # $KIT_HOME as the user set it, before start() set it for the helpers
+
+
+def user_home() -> str:
+    """``$KIT_HOME`` as it was before the first :func:`start` of this kernel (which sets it): the user's own."""
+    global _user_home
+    if _user_home is _UNSET:
+        _user_home = os.environ.get(paths.HOME_ENV, "")
+    return _user_home
+
+
 class NoGPU(RuntimeError):
     """A training notebook on a Colab runtime without a GPU, with no CPU profile chosen."""
 
@@ -145,7 +157,7 @@ def choose_home(home: str | os.PathLike | None, mydrive: Path | None) -> Path:
         return (Path(mydrive) / (home or DEFAULT_DRIVE_HOME)).resolve() if not Path(home).is_absolute() \
             else Path(home).resolve()
     if not home:
-        return Path(os.environ.get(paths.HOME_ENV) or paths.repo_root()).resolve()
+        return Path(user_home() or paths.repo_root()).resolve()
     return (Path(home) if Path(home).is_absolute() else paths.repo_root() / home).resolve()
 
 
@@ -186,10 +198,12 @@ def start(profile: str = "", mount_drive: bool | None = None, home: str | os.Pat
 
         check_gpu(profile, colab, needs_gpu, torch.cuda.is_available())
     mount_drive = colab if mount_drive is None else bool(mount_drive)
+    user_home()  # remember the user's own $KIT_HOME before it is set below
     mydrive = paths.mount_drive() if mount_drive else None
     kit_home = choose_home(home, mydrive)
     os.environ[paths.HOME_ENV] = str(kit_home)
-    local = paths.content_root() / "kit-local" if mydrive is not None else None
+    on_drive = mydrive is not None and kit_home.is_relative_to(mydrive.resolve())
+    local = paths.content_root() / "kit-local" if on_drive else None
     if local is not None:
         os.environ[paths.LOCAL_ENV] = str(local)
     else:
@@ -201,10 +215,10 @@ def start(profile: str = "", mount_drive: bool | None = None, home: str | os.Pat
 
     cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if cuda else "CPU (no GPU)"
-    kit = Kit(kit_home, local, mydrive is not None, colab, installed, device)
-    if colab and mydrive is None:
-        print("⚠ MOUNT_DRIVE is off: everything this notebook makes stays on this runtime and is gone when it ends "
-              "(and the next notebook, on its own runtime, will not see it).")
+    kit = Kit(kit_home, local, on_drive, colab, installed, device)
+    if colab and not on_drive:
+        print("⚠ The kit's home is not on Google Drive: everything this notebook makes stays on this runtime and is "
+              "gone when it ends (and the next notebook, on its own runtime, will not see it).")
     return kit
 
 

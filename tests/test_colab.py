@@ -79,10 +79,12 @@ class Colab:
             cmd += ["-p", name, str(value)]
         return cmd, out
 
-    def run(self, notebook: str, tag: str = "run", *, prefix: tuple = (), timeout: int = 300, **parameters):
+    def run(self, notebook: str, tag: str = "run", *, prefix: tuple = (), timeout: int = 300, env: dict | None = None,
+            **parameters):
         """Run a notebook on a fresh runtime; returns (return code, text of every output of the executed copy)."""
         cmd, out = self.command(notebook, tag, **parameters)
-        done = subprocess.run([*prefix, *cmd], env=self.env(), capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run([*prefix, *cmd], env={**self.env(), **(env or {})}, capture_output=True, text=True,
+                              timeout=timeout)
         return done.returncode, outputs(out) + done.stderr[-3000:]
 
 
@@ -171,6 +173,19 @@ def test_a_runtime_killed_in_02_is_followed_by_one_that_resumes_from_drive(cours
     pd.testing.assert_frame_equal(resumed[folder.name][HISTORY], reference[folder.name][HISTORY], rtol=1e-5)
 
 
+def _can_mount_tmpfs() -> bool:
+    """Whether this machine lets an unprivileged user namespace mount a tmpfs (it does here and in CI)."""
+    try:
+        return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                               "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+quota = pytest.mark.skipif(not _can_mount_tmpfs(), reason="no user namespaces here: a size-limited fake Drive "
+                                                          "needs `unshare --user --mount` (util-linux)")
+
+
 def _unshare_tmpfs(size: str, drive: Path, filler: bool = False) -> tuple:
     """A command prefix that runs the runtime with ``drive`` on a tmpfs of ``size`` (a Drive with a quota), in a
     private mount namespace; with ``filler``, a background writer fills it once epoch 1 of a run is on it."""
@@ -181,6 +196,7 @@ def _unshare_tmpfs(size: str, drive: Path, filler: bool = False) -> tuple:
     return ("unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script + 'exec "$@"', "runtime")
 
 
+@quota
 def test_a_drive_too_small_for_the_grid_is_refused_before_training(kit_repo, tmp_path):
     colab = Colab(tmp_path, kit_repo)
     code, log = colab.run("02_unet.ipynb", "small", prefix=_unshare_tmpfs("3m", colab.drive), **TRAIN)
@@ -188,6 +204,7 @@ def test_a_drive_too_small_for_the_grid_is_refused_before_training(kit_repo, tmp
     assert "free there, so no run was started" in log and "empty Drive's trash" in log
 
 
+@quota
 def test_a_drive_that_fills_up_while_training_stops_it_with_what_to_do(kit_repo, tmp_path):
     colab = Colab(tmp_path, kit_repo)
     code, log = colab.run("02_unet.ipynb", "full", prefix=_unshare_tmpfs("30m", colab.drive, filler=True), **TRAIN)
@@ -197,7 +214,7 @@ def test_a_drive_that_fills_up_while_training_stops_it_with_what_to_do(kit_repo,
 
 def test_a_colab_runtime_without_gpu_stops_a_training_notebook_unless_a_cpu_profile_is_chosen(kit_repo, tmp_path):
     colab = Colab(tmp_path, kit_repo)
-    code, log = colab.run("02_unet.ipynb", "nogpu", PROFILE="", timeout=120)
+    code, log = colab.run("02_unet.ipynb", "nogpu", PROFILE="", timeout=120, env={"CUDA_VISIBLE_DEVICES": ""})
     assert code != 0 and "NoGPU" in log and "Runtime → Change runtime type → T4 GPU" in log
     assert not (colab.content / "drive").exists()  # stopped before mounting or installing anything
 

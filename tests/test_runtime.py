@@ -5,9 +5,11 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+from PIL import Image
 
 from helpers import paths, runtime
 from helpers.data import prep
@@ -21,7 +23,9 @@ DEV_TOOLS = {"ipykernel", "jupyterlab", "papermill", "nbval", "nbformat", "pytes
 def same_environment_after():
     """runtime.start sets KIT_HOME / KIT_LOCAL_DIR in os.environ, as it must in a notebook; undo that here."""
     saved = dict(os.environ)
+    runtime._user_home = runtime._UNSET
     yield
+    runtime._user_home = runtime._UNSET
     os.environ.clear()
     os.environ.update(saved)
 
@@ -193,3 +197,36 @@ def test_fork_points_badges_and_clone_at_the_fork(tmp_path):
 def test_fork_command_line_refuses_a_bad_address(capsys):
     assert runtime.main(["fork", "ftp://example.org/kit"]) == 2
     assert "not a GitHub address" in capsys.readouterr().err
+
+
+def test_running_the_setup_again_without_drive_really_leaves_drive(fake_colab, capsys):
+    runtime.start("smoke", install=False)
+    kit = runtime.start("smoke", mount_drive=False, install=False)  # the user's own KIT_HOME (none): the repository
+    assert kit.home == paths.repo_root() and not kit.on_drive and "not on Google Drive" in capsys.readouterr().out
+    elsewhere = runtime.start("smoke", home=str(fake_colab / "scratch"), install=False)  # Drive mounted, home not on it
+    assert not elsewhere.on_drive and elsewhere.local is None and paths.local_dir() is None
+
+
+def test_a_dead_drive_mount_is_mounted_again(fake_colab, capsys):
+    runtime.start("smoke", install=False)
+    mydrive = fake_colab / "content" / "drive" / "MyDrive"
+    mydrive.unlink()
+    mydrive.symlink_to(mydrive)  # listing it fails as a dead FUSE mount does (not "no such file")
+    capsys.readouterr()
+    assert paths.mount_drive() == mydrive and "Mounted at" in capsys.readouterr().out
+    assert (mydrive / "skin-lesion-kit").is_dir()
+
+
+def test_a_local_copy_of_an_older_preparation_with_the_same_settings_is_replaced(fake_colab, tmp_path):
+    from helpers.data.synthetic import generate_sample
+
+    runtime.start("smoke", install=False)
+    source = generate_sample(paths.raw_dir("sample"), 12, 0)
+    out = paths.prepared_root() / "sample_seed_32px_s0"
+    first = prep.prepare(source, out, 32, seed=0, progress=False)
+    shutil.rmtree(out)  # deleted on Drive and prepared again after an image was fixed: same settings, same count
+    image = next((source / "ISIC2018_Task1-2_Training_Input").glob("*.jpg"))
+    Image.new("RGB", Image.open(image).size, (10, 200, 10)).save(image)
+    second = prep.prepare(source, out, 32, seed=0, progress=False)
+    assert second.read_from == first.read_from  # the same local copy folder
+    assert np.array_equal(prep.load_prepared(out).images, np.load(out / "images.npy"))  # not the stale local copy

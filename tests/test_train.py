@@ -213,7 +213,8 @@ def test_local_fallback_is_an_explicit_opt_in_and_says_so(tiny, results, tmp_pat
         result = loop.fit(spec, tiny, checkpoint_dir=tmp_path / "drive" / "ckpt", local_fallback=True, progress=False)
     assert result["status"] == "trained" and "⚠ LOCAL_FALLBACK: best.pt" in capsys.readouterr().out
     local = runs.run_dir(spec) / "checkpoints"
-    assert {p.name for p in local.glob("*.pt")} == {"best.pt"}  # last.pt dropped when the run finished
+    assert {p.name for p in local.glob("*.pt")} == {"best.pt", "last.pt"}  # the only copies: kept
+    assert "local only" in runs.load_done(runs.run_dir(spec))["checkpoints"]
     assert runs.load_run_config(runs.run_dir(spec))["checkpoint_dir"] == str(tmp_path / "drive" / "ckpt")
     assert isinstance(runs.load_run_model(runs.run_dir(spec)), torch.nn.Module)
 
@@ -337,3 +338,35 @@ def test_with_a_home_on_drive_the_local_copies_follow_the_run(tiny, results, tmp
     again = loop.fit(spec, tiny, restart=True, progress=False)  # RESTART: local copies go too, nothing is resumed
     assert again["status"] == "trained" and again["epochs"] == 2
     assert {p.name for p in drive.iterdir()} == {"best.pt"} and {p.name for p in local.iterdir()} == {"best.pt"}
+
+
+def test_a_bad_last_pt_on_drive_resumes_from_this_runtimes_local_copy(tiny, results, tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_LOCAL_DIR", str(tmp_path / "local"))
+    spec = _spec(tiny)
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):  # interrupted in epoch 3
+        _hook(patch, 2 * STEPS_PER_EPOCH + 1, "raise")
+        loop.fit(spec, tiny, progress=False)
+    (runs.run_dir(spec) / "checkpoints" / "last.pt").write_bytes(b"half-synced")  # Drive keeps no previous copy
+    with pytest.warns(RuntimeWarning, match="Skipping unreadable"):
+        result = loop.fit(spec, tiny, progress=False)
+    assert result["status"] == "resumed" and result["epochs"] == 3
+
+
+def test_local_fallback_on_a_home_on_drive_keeps_the_local_checkpoints_and_says_so(tiny, results, tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_LOCAL_DIR", str(tmp_path / "local"))
+    monkeypatch.setattr(checkpoints.time, "sleep", lambda s: None)
+
+    def drive_full(source):
+        def write(f):
+            raise OSError(28, "No space left on device")
+        return write
+
+    monkeypatch.setattr(checkpoints, "_copy_into", drive_full)  # every copy to Drive fails
+    spec = _spec(tiny, num_epochs=1)
+    with pytest.warns(RuntimeWarning, match="only on this runtime's disk"):
+        loop.fit(spec, tiny, local_fallback=True, progress=False)
+    folder = runs.run_dir(spec)
+    local = tmp_path / "local" / "results" / "runs" / folder.name / "checkpoints"
+    assert "local only" in runs.load_done(folder)["checkpoints"]
+    assert {"best.pt", "last.pt"} <= {p.name for p in local.iterdir()}  # not dropped: they are the only copies
+    assert local in runs.checkpoint_dirs(folder) and isinstance(runs.load_run_model(folder), torch.nn.Module)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import uuid
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,20 +56,20 @@ class Prepared:
     read_from: Path | None = None  # where the files are read (a local copy of a home on Drive); default root
 
     def original_mask_png(self, row: int) -> bytes:
-        """The original ground-truth PNG of an image: the raw file if it is still there, else from originals.zip.
+        """The original ground-truth PNG of an image: from originals.zip, else the raw file if it is still there.
 
         Raises:
             FileNotFoundError: neither (a training image, or a preparation made before originals.zip existed).
         """
         path = Path(self.table["mask_path"].iloc[row])
-        if path.is_file():
-            return path.read_bytes()
         archive = (self.read_from or self.root) / ORIGINALS
         name = f"{self.table['isic_id'].iloc[row]}.png"
-        if archive.is_file():
+        if archive.is_file():  # first: the mask as it was when the data was prepared
             with zipfile.ZipFile(archive) as zipped:
                 if name in zipped.namelist():
                     return zipped.read(name)
+        if path.is_file():
+            return path.read_bytes()
         raise FileNotFoundError(f"The original mask of {self.table['isic_id'].iloc[row]} is neither at {path} nor in "
                                 f"{archive}: prepare the data again (notebook 01) to store it there.")
 
@@ -80,7 +81,10 @@ class Prepared:
     def has_originals(self, rows) -> bool:
         """True when the original mask of every row can be read (raw file or originals.zip)."""
         archive = (self.read_from or self.root) / ORIGINALS
-        stored = set(zipfile.ZipFile(archive).namelist()) if archive.is_file() else set()
+        stored = set()
+        if archive.is_file():
+            with zipfile.ZipFile(archive) as zipped:
+                stored = set(zipped.namelist())
         return all(Path(self.table["mask_path"].iloc[r]).is_file() or f"{self.table['isic_id'].iloc[r]}.png" in stored
                    for r in rows)
 
@@ -213,7 +217,8 @@ def prepare(source: str | Path, out_dir: str | Path, image_size: int, protocol: 
     write_atomic(out_dir / "masks.npy", lambda tmp: np.save(tmp, np.stack([r[1] for r in results])))
     table.to_csv(out_dir / "splits.csv", index=False)
     write_atomic(out_dir / ORIGINALS, lambda tmp: _zip_originals(tmp, table))
-    manifest = {**wanted, "count": len(table), "splits": table["split"].value_counts().to_dict(),
+    manifest = {**wanted, "prepared_id": uuid.uuid4().hex,  # a new id each time: local copies of an older one are stale
+                "count": len(table), "splits": table["split"].value_counts().to_dict(),
                 "skipped": [str(p) for p in problems], "notes": int((table["note"] != "").sum())}
     (out_dir / "prepared.json").write_text(json.dumps(manifest, indent=1))
     return load_prepared(out_dir)

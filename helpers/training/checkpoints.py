@@ -19,6 +19,7 @@ import os
 import pickle
 import random
 import shutil
+import struct
 import tempfile
 import time
 import warnings
@@ -112,7 +113,13 @@ def save_checkpoint(state: dict, path: str | os.PathLike, *, keep_previous: bool
     """
     path = Path(path)
     if local_copy is not None:
-        local = _write_atomic(Path(local_copy) / path.name, lambda f: torch.save(state, f), keep_previous)
+        try:
+            local = _write_atomic(Path(local_copy) / path.name, lambda f: torch.save(state, f), keep_previous)
+        except OSError as err:
+            raise CheckpointWriteError(
+                f"Could not write checkpoint {Path(local_copy) / path.name} on this runtime's disk ({err}); it goes "
+                f"there before {path}. Free space on the runtime's disk (on Colab: delete files under /content, or "
+                f"start a new runtime: everything on Drive stays), then run the training cell again.") from err
         write, keep = _copy_into(local), False
     else:
         write, keep = (lambda f: torch.save(state, f)), keep_previous
@@ -154,7 +161,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
             f"it is not a checkpoint written by this kit and unpickling it could run code "
             f"({' '.join(reason.split())[:200]}). Delete it unless you know where it came from."
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, struct.error) as err:
+        # whatever a truncated or garbled file makes the unpickler raise
         raise CheckpointError(f"Could not read {path}: the file is truncated or corrupt "
                               f"({type(err).__name__}: {err}). Delete it or use "
                               f"{previous_path(path).name}.") from err

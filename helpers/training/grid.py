@@ -98,6 +98,24 @@ def check_space(config: profiles.RunConfig, prepared, folder: str | os.PathLike,
     return {**need, "free": free}
 
 
+def _check_space_on_every_rank(config, prepared, folder, keep_last: bool, restart: bool) -> None:
+    """Rank 0 checks the space; under torchrun every rank then stops, or none does (no rank waits for the others)."""
+    import torch
+
+    info, error = devices.setup(), None
+    if info.is_main:
+        try:
+            check_space(config, prepared, folder, keep_last=keep_last, restart=restart)
+        except NotEnoughSpace as err:
+            error = err
+    if info.world_size > 1:
+        failed = devices.all_reduce_sum(torch.tensor([float(error is not None)], device=devices.pick_device()), info)
+        if failed.item() and error is None:
+            raise NotEnoughSpace(f"Rank 0 found too little space for the checkpoints in {folder} (see its message).")
+    if error is not None:
+        raise error
+
+
 def run_grid(config: profiles.RunConfig, prepared, *, checkpoint_root: str | os.PathLike | None = None,
              restart: bool = False, keep_last: bool = False, local_fallback: bool = False,
              callbacks: tuple = (), progress: bool = True) -> pd.DataFrame:
@@ -121,8 +139,7 @@ def run_grid(config: profiles.RunConfig, prepared, *, checkpoint_root: str | os.
         NotEnoughSpace: before training, when the checkpoints would not fit where they go.
         CheckpointWriteError: a checkpoint could not be written (and no ``local_fallback``).
     """
-    if devices.setup().is_main:
-        check_space(config, prepared, checkpoint_root or paths.results_dir(), keep_last=keep_last, restart=restart)
+    _check_space_on_every_rank(config, prepared, checkpoint_root or paths.results_dir(), keep_last, restart)
     rows = []
     for model in config.models:
         for fraction in config.fractions:

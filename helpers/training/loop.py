@@ -186,8 +186,12 @@ def fit(spec: runs.RunSpec, prepared, *, num_workers: int = 0, checkpoint_dir: s
     done = runs.summarize(run.history, len(run.history) < num_epochs)
     if main:
         runs.write_history(run.folder, run.history)
+        if run.local_only:  # LOCAL_FALLBACK was used: say so where notebook 04 and a later runtime look
+            done["checkpoints"] = f"local only, in {run.local_dir or run.folder / 'checkpoints'}: copy them to " \
+                                  f"{run.checkpoint_dir} before this runtime ends"
+            print(f"⚠ {run.config['run_id']}: {done['checkpoints']}.")
         runs.write_json(run.folder / "done.json", done)
-        if not keep_last:
+        if not keep_last and not run.local_only:
             run.drop_last()
     devices.barrier(run.dist)
     return {"run_id": run.config["run_id"], "run_dir": str(run.folder), **done, "status": status}

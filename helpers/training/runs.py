@@ -218,11 +218,13 @@ def is_finished(folder: str | os.PathLike) -> bool:
 
 
 def checkpoint_dirs(folder: str | os.PathLike) -> list[Path]:
-    """Where a run's checkpoints may be: the folder in its config (if reachable), then ``<run>/checkpoints``."""
+    """Where a run's checkpoints may be: the folder in its config (if reachable), ``<run>/checkpoints``, and this
+    runtime's local copies of both (a home on Drive)."""
     local = Path(folder) / "checkpoints"
     config = Path(folder) / "config.json"
     named = paths.locate(load_run_config(folder)["checkpoint_dir"], Path(folder)) if config.is_file() else None
-    return list(dict.fromkeys([named or local, local]))
+    found = [named or local, local]
+    return list(dict.fromkeys([*found, *filter(None, map(paths.mirror, found))]))
 
 
 def prepared_dir(config: dict) -> Path:

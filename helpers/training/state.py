@@ -32,6 +32,7 @@ from helpers.models import build_model
 from helpers.models.summary import count_parameters
 from helpers.training import devices, runs
 from helpers.training.checkpoints import (
+    CheckpointError,
     CheckpointWriteError,
     load_latest,
     make_state,
@@ -109,6 +110,7 @@ class RunState:
     criterion: Callable
     config: dict
     save_every_s: float | None
+    local_only: bool = False   # a checkpoint went to local disk only (LOCAL_FALLBACK): keep them all at the end
     history: list = dataclasses.field(default_factory=list)
     best: float = -math.inf
     start_epoch: int = 1
@@ -132,6 +134,7 @@ class RunState:
                 raise
             if self.local_dir is None:
                 save(local / name, None)
+            self.local_only = True
             message = (f"⚠ LOCAL_FALLBACK: {name} is only on this runtime's disk ({local}); a disconnect loses it. "
                        f"Writing {self.checkpoint_dir / name} failed: {err.__cause__ or err}")
             print(message)
@@ -213,7 +216,14 @@ def resume(run: RunState, spec: runs.RunSpec) -> None:
     Raises:
         SettingsChanged: the checkpoint's recorded settings differ from ``spec``'s.
     """
-    found = [load_latest(d, run.device) for d in run.places()]
+    found, problems = [], []
+    for place in run.places():  # one unreadable place (e.g. a half-synced last.pt on Drive) does not stop the others
+        try:
+            found.append(load_latest(place, run.device))
+        except CheckpointError as err:
+            problems.append(str(err))
+    if problems and not any(state for state, _ in found):
+        raise CheckpointError(" | ".join(problems))
     state, path = max(((s, p) for s, p in found if s), key=lambda sp: (sp[0]["epoch"], sp[0]["batches_done"]),
                       default=(None, None))
     if state is None:
