@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PROFILE ?= smoke
+PROFILE ?= demo
 STAMP := $(VENV)/.installed-requirements
 
 .PHONY: demo test bench install lab clean-results
@@ -15,7 +15,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)  ## create/update the virtual environment only
 
-demo: $(STAMP)  ## run the notebooks headlessly on the offline sample (PROFILE=smoke|cpu|t4)
+demo: $(STAMP)  ## run the notebooks headlessly on the offline sample (PROFILE=demo|smoke|cpu|t4)
 	$(PY) -m helpers.pipeline --profile $(PROFILE) $(ARGS)
 
 test: $(STAMP)  ## lint (ruff), then unit tests + every notebook under nbval (smoke profile)

@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         (an unknown parameter, a notebook without a parameters cell).
     """
     parser = argparse.ArgumentParser(description="Run the study's notebooks with papermill.")
-    parser.add_argument("--profile", default="smoke", help="smoke, cpu or t4 (default smoke)")
+    parser.add_argument("--profile", default="smoke", help="smoke, demo, cpu or t4 (default smoke)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a notebook parameter, e.g. -p DATA_SOURCE folder")
     parser.add_argument("--only", action="append", help="run only notebooks starting with this prefix")

@@ -1,4 +1,4 @@
-"""One typed run config, and the named profiles (`smoke`, `cpu`, `t4`) that fill it.
+"""One typed run config, and the named profiles (`smoke`, `demo`, `cpu`, `t4`) that fill it.
 
 Every setting that changes a run's result is a field of :class:`RunConfig`: image size, models and
 their named configs and overrides (deep supervision included), epochs, batch size, lr, weight decay,
@@ -200,6 +200,21 @@ PROFILES: dict[str, RunConfig] = {
         model_configs={"unet": "tiny", "unetpp": "tiny", "transunet": "tiny"},
         num_epochs=1,
         batch_size=8,
+        amp="off",
+        num_workers=0,
+    ),
+    "demo": RunConfig(
+        name="demo",
+        description="make demo: the offline sample (200 images), tiny models, 64 px, 10 epochs on the CPU; learns in "
+                    "about a minute of training.",
+        image_size=64,
+        synthetic_count=200,
+        # Measured on 2 CPU cores: test Dice 0.87-0.89 at 100 % for all three models, rising with the fraction,
+        # 64 s of training for the 12 runs. Batch 4 and lr 3e-3 give the small fractions enough steps.
+        model_configs={"unet": "tiny", "unetpp": "tiny", "transunet": "tiny"},
+        num_epochs=10,
+        batch_size=4,
+        lr=3e-3,
         amp="off",
         num_workers=0,
     ),

@@ -5,7 +5,7 @@ from helpers.profiles import FIELDS, PROFILES, RunConfig, get_profile, resolve_c
 
 
 def test_three_profiles_with_design_sizes():
-    assert set(PROFILES) == {"smoke", "cpu", "t4"}
+    assert set(PROFILES) == {"smoke", "demo", "cpu", "t4"}
     assert (PROFILES["smoke"].image_size, PROFILES["cpu"].image_size, PROFILES["t4"].image_size) == (64, 128, 256)
     assert PROFILES["t4"].amp == "auto" and PROFILES["cpu"].amp == "off"
     for p in PROFILES.values():

@@ -171,7 +171,7 @@ def parser() -> argparse.ArgumentParser:
     parse = argparse.ArgumentParser(prog="python -m helpers.training",
                                     description="Train models × fractions × seeds; under torchrun on every GPU. "
                                                 "Every option left out takes the profile's value.")
-    parse.add_argument("--profile", default="", help="smoke, cpu or t4 (default: $KIT_PROFILE or by hardware)")
+    parse.add_argument("--profile", default="", help="smoke, demo, cpu or t4 (default: $KIT_PROFILE or by hardware)")
     for option, name in OPTIONS.items():
         parse.add_argument(option, dest=name, default=None,
                            help=f"RunConfig.{name}" + (" (lists: a,b or several words)" if name in
