@@ -112,3 +112,26 @@ def test_the_parameter_reference_lists_every_parameter_of_every_notebook():
     listing = format_parameters({path: notebook_parameters(path) for path in notebooks_present()})
     assert listing.strip() in (ROOT / "notebooks" / "README.md").read_text(), \
         "notebooks/README.md is out of date: paste in what `python -m helpers.pipeline --list` prints"
+
+
+def test_no_code_cell_is_copied_between_notebooks():
+    """Set-up the notebooks share lives in helpers/; only the parameters and bootstrap cells may repeat."""
+    seen = {}
+    for path in NOTEBOOK_FILES:
+        for cell in _code_cells(path)[2:]:  # after the parameters cell and the five-line bootstrap
+            text = "".join(cell["source"]).strip()
+            seen.setdefault(text, []).append(path.name)
+    copied = {text[:80]: names for text, names in seen.items() if len(names) > 1}
+    assert not copied, copied
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_exercises_with_hidden_answers_before_the_summary(path):
+    cells = json.loads(path.read_text())["cells"]
+    heading = next(k for k, c in enumerate(cells) if "".join(c["source"]).startswith("## Exercises"))
+    text = "".join(cells[heading]["source"])
+    assert heading < len(cells) - 1 and "Summary" in "".join(cells[-1]["source"])
+    assert 3 <= text.count("<details>") == text.count("</details>") <= 5, "3 to 5 exercises, each with its answer"
+    assert "Predict, then run" in text
+    assert any(c["cell_type"] == "code" and "exercise" in "".join(c["source"]).lower() for c in cells[heading:]), \
+        "a code exercise that runs as given"

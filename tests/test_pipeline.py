@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from helpers import pipeline
@@ -138,3 +139,17 @@ def test_list_prints_each_notebooks_parameters_and_runs_nothing(recorded, capsys
     assert pipeline.main(["--list", "--only", "04"]) == 0
     only_04 = capsys.readouterr().out
     assert only_04.startswith("04_results.ipynb (") and "\n  PROFILE " in only_04 and "02_unet" not in only_04
+
+
+def test_notebook_04_discusses_a_committed_study_without_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
+    study = "isic2018-task1-512_seed_cpu_cpu-2-cores"
+    assert pipeline.main(["--profile", "smoke", "--only", "04", "-p", "STUDY", study, "-p", "N_BOOT", "200"]) == 0
+    opened = tmp_path / "results" / "studies" / study
+    summary = pd.read_csv(opened / "summary.csv")  # rebuilt by 04 from the study's per-image scores
+    assert len(summary) == 12 and (summary["status"] == "ok").all() and summary["n_test"].eq(389).all()
+    nb = json.loads((tmp_path / "results" / "notebooks" / "smoke" / "04_results.ipynb").read_text())
+    shown = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+                    for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
+    assert f"study: {opened}" in shown and "No finished run with its checkpoint" in shown

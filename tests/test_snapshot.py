@@ -59,8 +59,7 @@ def test_names_and_errors(reported, tmp_path, capsys):
 def test_report_without_predictions_or_data_says_so_instead_of_crashing(reported, tmp_path):
     copy = tmp_path / "results"  # a study folder elsewhere: no predictions, no prepared data
     shutil.copytree(reported, copy, ignore=shutil.ignore_patterns("checkpoints", "*.npz"))
-    with pytest.warns(UserWarning, match="best_run_gallery skipped"):
-        text = report.write_report(copy, n_boot=50).read_text()
+    text = report.write_report(copy, n_boot=50).read_text()  # no warning: a study without predictions is normal
     assert "## Where the best run fails\n\n_(not available for `unet" in text and "test_preds.npz" in text
     assert "## Test results" in text and "figures/cases.png" not in text
 
@@ -85,3 +84,26 @@ def test_committed_studies_carry_no_absolute_paths_of_the_machine_that_made_them
              if p.is_file() and p.suffix in (".json", ".csv", ".md", ".log", ".txt")
              for m in [re.search(r"(?<![\w.])/(work|root|home|tmp|Users|mnt)/[^\s\"',)]*", p.read_text())] if m]
     assert not found, found[:5]
+
+
+def test_a_committed_study_opens_as_the_results_folder_without_touching_it(tmp_path, monkeypatch):
+    from helpers import paths
+    from helpers.reporting import snapshot as snap
+    from helpers.reporting import tables
+
+    monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
+    name = "isic2018-task1-512_seed_cpu_cpu-2-cores"
+    assert name in snap.committed_studies()
+    committed = paths.repo_root() / "results" / name
+    before = {p: p.read_bytes() for p in committed.rglob("*") if p.is_file()}
+    opened = snap.open_study(name)
+    assert opened == tmp_path / "results" / "studies" / name and paths.results_dir() == opened
+    summary = pd.read_csv(tables.write_summary(n_boot=200, seed=42))
+    stored = pd.read_csv(committed / "summary.csv")
+    assert len(summary) == 12 and (summary["status"] == "ok").all()
+    pd.testing.assert_series_equal(summary.set_index("run_id")["dice_mean"].sort_index(),
+                                   stored.set_index("run_id")["dice_mean"].sort_index())
+    assert "No pictures of" in report.best_run_gallery(summary)  # no predictions or data in a committed study
+    assert before == {p: p.read_bytes() for p in committed.rglob("*") if p.is_file()}
+    with pytest.raises(FileNotFoundError, match="choose one of: isic2018"):
+        snap.open_study("no-such-study")

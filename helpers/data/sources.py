@@ -136,3 +136,16 @@ def ensure_prepared(config: RunConfig, data_source: str = "synthetic", data_dir:
         return load_prepared(out_dir)
     root = get_source(data_source, data_dir, config, sample_seed, splits, mirror)
     return prepare(root, out_dir, config.image_size, protocol, config.split_seed, on_bad_file)
+
+
+def notebook_data(config: RunConfig, data_source: str = "synthetic", data_dir: str | None = None,
+                  protocol: str = "seed", on_bad_file: str = "raise", mirror: str | None = None) -> Prepared:
+    """What notebooks 02 and 03 train on: the prepared data of their parameters (``both`` protocols: the seed one).
+
+    Prepared by notebook 01 with the same parameters, it is found at once; on a fresh runtime without it, it is
+    prepared here (seconds for the offline sample).
+    """
+    prepared = ensure_prepared(config, data_source, data_dir or None, protocol_list(protocol)[0], on_bad_file,
+                               mirror=mirror or None)
+    print(f"prepared data: {prepared.root} ({len(prepared.table)} images, {prepared.manifest['image_size']} px)")
+    return prepared

@@ -80,3 +80,35 @@ def model_table(specs: list[tuple[str, str | ModelConfig]], image_size: int | tu
             "GFLOPs": count_flops(model, image_size) / 1e9,
         })
     return pd.DataFrame(rows, columns=["model", "config", "params_M", "GFLOPs"])
+
+
+def layer_shapes(model: nn.Module, image_size: int, batch: int = 1) -> pd.DataFrame:
+    """The output shape of each block of a model, from a real forward pass on a random batch.
+
+    Hooks the model's top-level blocks (and each block of a ``ModuleList``, e.g. UNet's ``downs`` and ``ups``),
+    runs one forward pass in eval mode, and lists the blocks in the order they ran.
+
+    Returns:
+        One row per block: block (its name), output shape ``(B, C, H, W)``, parameters.
+    """
+    blocks = []
+    for name, child in model.named_children():
+        parts = list(child.named_children()) if isinstance(child, nn.ModuleList) else [("", child)]
+        blocks += [(f"{name}.{sub}" if sub else name, module) for sub, module in parts]
+    rows, handles = [], []
+    for name, module in blocks:
+        def hook(_module, _inputs, output, name=name, module=module):
+            while isinstance(output, (list, tuple)):  # e.g. a backbone's (features, skips): the features
+                output = output[0]
+            rows.append({"block": name, "output shape": tuple(output.shape), "params": count_parameters(module)})
+        handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.rand(batch, 3, image_size, image_size, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return pd.DataFrame(rows, columns=["block", "output shape", "params"])

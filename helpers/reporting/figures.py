@@ -234,3 +234,35 @@ def _pad(axes, picked) -> list:
     """Pairs ``(ax, index or None)`` so rows with fewer cases than axes stay blank."""
     picked = list(picked)
     return [(ax, picked[k] if k < len(picked) else None) for k, ax in enumerate(axes)]
+
+
+def prediction_grid(models: dict, prepared, split: str = "val", count: int = 4, threshold: float = 0.5) -> Figure:
+    """What trained models predict on the first ``count`` images of a split: one row per model.
+
+    Each picture is the image with the truth outlined in green and the prediction in magenta; its title is that
+    image's Dice (per image, at the training size).
+
+    Args:
+        models: label → model in eval mode on its device (e.g. ``runs.load_run_model(run_dir)``).
+        prepared: the prepared dataset.
+        split: ``val`` (default) or ``test``.
+        count: images per row.
+        threshold: probability at or above which a pixel counts as lesion.
+    """
+    from helpers.evaluation import inference
+
+    rows = prepared.indices(split)[:count]
+    masks = np.asarray(prepared.masks[rows]).astype(bool)  # (N, S, S)
+    fig = Figure(figsize=(2.3 * len(rows) + 1.2, 2.4 * len(models)), layout="constrained")
+    axes = np.asarray(fig.subplots(len(models), len(rows), squeeze=False))
+    for line, (label, model) in zip(axes, models.items()):
+        _, probs, _ = next(inference.iter_probs(model, prepared.images, rows, batch_size=len(rows)))
+        preds = np.stack([inference.finalize(p, threshold) for p in probs])
+        dice = inference.score_images(preds, masks, with_hd95=False)["dice"]
+        for k, ax in enumerate(line):
+            ax.imshow(overlay(np.asarray(prepared.images[rows[k]]), masks[k], pred=preds[k]))
+            ax.set_title(f"Dice {dice[k]:.2f}", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        line[0].set_ylabel(label, fontsize=8)
+    return fig

@@ -155,14 +155,20 @@ def load_histories(summary: pd.DataFrame, results_root=None) -> pd.DataFrame:
 
 
 def best_run_gallery(summary: pd.DataFrame, results_root=None, per_group: int = 3):
-    """Best / median / worst test cases of the evaluated run with the highest mean Dice (None if none)."""
+    """Best / median / worst test cases of the evaluated run with the highest mean Dice (None if none).
+
+    A run whose predictions or prepared data are not here (a committed study) gives a line that says so.
+    """
     ok = summary[summary["status"] == "ok"]
     if ok.empty:
         return None
     best = ok.loc[ok["dice_mean"].idxmax()]
     run_dir = scoring.runs_dir(results_root) / best["run_id"]
-    prepared = runs.load_run_data(run_dir)
-    ids, preds = inference.load_predictions(run_dir)
+    try:
+        prepared = runs.load_run_data(run_dir)
+        ids, preds = inference.load_predictions(run_dir)
+    except (FileNotFoundError, ValueError) as err:  # DataError is a ValueError
+        return f"No pictures of {best['run_id']}'s test cases: {err}"
     rows = prepared.table.reset_index().set_index("isic_id").loc[ids, "index"].to_numpy()
     scores = pd.read_csv(run_dir / inference.METRICS_FILE).set_index("isic_id").loc[ids, "dice"].to_numpy()
     fig = figures.case_gallery(prepared.images[rows], prepared.masks[rows], preds, scores, ids, per_group)
@@ -208,10 +214,10 @@ def make_figures(summary: pd.DataFrame, results_root=None) -> dict[str, Path]:
              "dice_distributions": figures.metric_distributions(per_image_long(shown, root), "dice"),
              "training_curves": figures.training_curves(load_histories(shown, root)),
              "cases": _or_none(best_run_gallery, shown, root)}
+    drawn = {name: fig for name, fig in drawn.items() if hasattr(fig, "savefig")}  # not None, not a "not here" line
     for name, fig in drawn.items():
-        if fig is not None:
-            fig.savefig(root / "figures" / f"{name}.png", dpi=110)
-    return {name: root / "figures" / f"{name}.png" for name, fig in drawn.items() if fig is not None}
+        fig.savefig(root / "figures" / f"{name}.png", dpi=110)
+    return {name: root / "figures" / f"{name}.png" for name in drawn}
 
 
 def _setup_table(summary: pd.DataFrame) -> pd.DataFrame:

@@ -12,6 +12,7 @@ every number in it traces to a file there. Files already in the folder (a README
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import sys
@@ -31,6 +32,33 @@ RUN_FILES = ("config.json", "done.json", "history.csv", "eval.json", "test_metri
 def _slug(values) -> str:
     text = "+".join(sorted({str(v) for v in values if pd.notna(v) and str(v)})) or "unknown"
     return re.sub(r"[^a-z0-9.+]+", "-", text.lower()).strip("-")
+
+
+def committed_studies() -> list[str]:
+    """The studies committed with the kit: folders of ``<repo>/results`` that hold a ``runs/`` folder and a report."""
+    root = paths.repo_root() / "results"
+    return sorted(p.name for p in root.iterdir() if (p / "runs").is_dir() and (p / "report.md").is_file())
+
+
+def open_study(name: str) -> Path:
+    """Make a committed study the results folder that notebook 04 reads, to discuss it without training.
+
+    The study is copied to ``<results>/studies/<name>`` (the committed folder is never written), and
+    ``$KIT_RESULTS_DIR`` points there for the rest of this process. Its runs carry their per-image test
+    scores, so 04 rebuilds the tables, statistics and figures; pictures that need predictions or checkpoints
+    (failure cases, the viewer, the challenge export) say that they are not there.
+
+    Raises:
+        FileNotFoundError: no such study; the message lists the committed ones.
+    """
+    source = paths.repo_root() / "results" / name
+    if name not in committed_studies():
+        raise FileNotFoundError(f"{source} is not a committed study; choose one of: {', '.join(committed_studies())}.")
+    target = paths.results_dir() / "studies" / name
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
+    os.environ[paths.RESULTS_ENV] = str(target)
+    return target
 
 
 def study_name(summary: pd.DataFrame) -> str:

@@ -25,6 +25,18 @@ from helpers.training import devices, loop, runs
 COLUMNS = ["run_id", "model", "fraction", "seed", "status", *runs.DONE_KEYS, "run_dir"]
 
 
+def describe(config: profiles.RunConfig) -> str:
+    """What a notebook is about to train, and on what: the profile, device, precision, models and settings."""
+    device = devices.pick_device()
+    amp = devices.amp_dtype(device, config.amp)
+    models = " · ".join(f"{m} {config.model_configs[m]!r}" for m in config.models)
+    return (f"profile {config.name}: {config.description}\n"
+            f"device {device} · mixed precision {amp or 'off'} · {models} · {config.image_size} px\n"
+            f"{config.num_epochs} epoch(s) per run · batch {config.batch_size} · lr {config.lr:g} · fractions "
+            f"{list(config.fractions)} · seeds {list(config.seeds)}"
+            + (f" · UNet++ deep supervision {config.deep_supervision}" if "unetpp" in config.models else ""))
+
+
 class NotEnoughSpace(OSError):
     """Less space is free where the checkpoints go than the grid needs."""
 

@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from helpers.training import runs
+from helpers.training import grid, runs
 
 
 def short_label(run_id: str) -> str:
@@ -94,3 +94,13 @@ class LiveCurves:
         """The curves of every run seen so far."""
         self._fig = draw_histories(self.histories, self._fig)
         return self._fig
+
+
+def train(config, prepared, *, restart: bool = False, keep_last: bool = False, local_fallback: bool = False):
+    """Train a notebook's grid with live curves: what notebooks 02 and 03 call (see :func:`grid.run_grid`).
+
+    Returns:
+        The grid's table, one row per run.
+    """
+    return grid.run_grid(config, prepared, restart=restart, keep_last=keep_last, local_fallback=local_fallback,
+                         callbacks=[LiveCurves()])
