@@ -65,3 +65,22 @@ def test_the_shared_training_cell_trains_with_live_curves_and_describes_itself(t
     table = live.train(config, tiny)
     assert list(table["status"]) == ["trained"] and runs.has_checkpoint(table["run_dir"].iloc[0])
     assert np.isfinite(table["best_val_dice"].iloc[0])
+
+
+def test_transunet_attention_rows_sum_to_one_and_the_map_marks_the_lesion_token(tiny):
+    torch.manual_seed(0)
+    model = build_model("transunet", "tiny").eval()
+    row = tiny.indices("val")[0]
+    weights = figures.attention_weights(model, tiny.images[row])
+    assert weights.shape == (4, 4) and np.allclose(weights.sum(1), 1, atol=1e-5)  # 32 px: a 2 × 2 token grid
+    fig = figures.attention_map(model, tiny.images[row], tiny.masks[row])
+    assert len(fig.axes) == 3 and "query token" in fig.axes[0].get_title()  # image, attention, colour bar
+
+
+def test_the_unet_diagram_has_a_box_per_block_and_a_skip_per_level():
+    fig = figures.unet_diagram(build_model("unet", "tiny"), 64)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 9  # inc + 4 downs + 4 ups
+    labels = [t.get_text() for t in ax.texts]
+    assert "64 ch\n4×4" in labels and labels.count("4 ch\n64×64") == 2  # the bottleneck; the top level twice
+    assert sum(1 for child in ax.get_children() if type(child).__name__ == "Annotation") == 4  # four skips

@@ -1,12 +1,15 @@
-"""Figures of the data: image sizes, lesion areas, splits, and galleries of overlays.
+"""Figures of the data and the models: image sizes, lesion areas, splits, galleries of overlays, predictions,
+TransUNet's attention.
 
 Every function returns its matplotlib Figure (and draws nothing on import), so a notebook
 shows it and a script can save it.
 """
 from __future__ import annotations
 
+import matplotlib.patches
 import numpy as np
 import pandas as pd
+import torch
 from matplotlib.figure import Figure
 
 
@@ -265,4 +268,92 @@ def prediction_grid(models: dict, prepared, split: str = "val", count: int = 4, 
             ax.set_xticks([])
             ax.set_yticks([])
         line[0].set_ylabel(label, fontsize=8)
+    return fig
+
+
+def attention_weights(model: torch.nn.Module, image: np.ndarray, layer: int = -1) -> np.ndarray:
+    """The self-attention of one TransUNet Transformer layer over an image, averaged over its heads.
+
+    Args:
+        model: a TransUNet in eval mode (on the CPU or its device).
+        image: uint8 # (S, S, 3)
+        layer: which Transformer layer (default the last).
+
+    Returns:
+        float (N, N): row q is how much token q attends to every token (each row sums to 1); the N tokens are the
+        positions of the 1/16 feature map, row by row.
+    """
+    from helpers.data.loaders import to_model_input
+
+    seen = []
+    attention = model.transformer.layers[layer].attn
+    handle = attention.attn_drop.register_forward_hook(lambda _m, _i, weights: seen.append(weights.detach()))
+    try:
+        model.eval()
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            model(to_model_input(np.asarray(image)[None], device))
+    finally:
+        handle.remove()
+    return seen[0][0].mean(0).float().cpu().numpy()  # (heads, N, N) → (N, N)
+
+
+def attention_map(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, layer: int = -1) -> Figure:
+    """Where one token of the lesion looks: the image with the token marked, and its attention over the image.
+
+    The query token is the position of the 1/16 map nearest the lesion's centre (from the mask); its row of
+    :func:`attention_weights` is drawn at the image's size.
+    """
+    weights = attention_weights(model, image, layer)
+    side = int(round(len(weights) ** 0.5))
+    ys, xs = np.nonzero(mask) if np.any(mask) else (np.array([mask.shape[0] // 2]), np.array([mask.shape[1] // 2]))
+    cell = mask.shape[0] / side
+    qy, qx = min(int(ys.mean() // cell), side - 1), min(int(xs.mean() // cell), side - 1)
+    heat = weights[qy * side + qx].reshape(side, side)
+    fig = Figure(figsize=(8.6, 3.6), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    left.imshow(overlay(np.asarray(image), mask))
+    left.add_patch(matplotlib.patches.Rectangle((qx * cell, qy * cell), cell, cell, fill=False, color="yellow", lw=2))
+    left.set_title("image, lesion (green), query token (yellow)", fontsize=8)
+    right.imshow(np.asarray(image))
+    shown = right.imshow(np.kron(heat, np.ones((int(cell), int(cell)))), cmap="magma", alpha=0.6)
+    fig.colorbar(shown, ax=right, shrink=0.8, label="attention")
+    right.set_title(f"its attention in Transformer layer {layer if layer >= 0 else len(model.transformer.layers) + layer + 1}"
+                    f" (mean of the heads)", fontsize=8)
+    for ax in (left, right):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+def unet_diagram(model: torch.nn.Module, image_size: int) -> Figure:
+    """A UNet drawn from the model itself: a box per level (channels × side), down the encoder, up the decoder,
+    with its skip connections (needs the kit's UNet: blocks ``inc``, ``downs.i``, ``ups.i``)."""
+    from helpers.models.summary import layer_shapes
+
+    shapes = layer_shapes(model, image_size).set_index("block")["output shape"]
+    encoder = [shapes["inc"]] + [shapes[f"downs.{i}"] for i in range(len(model.downs))]
+    decoder = [shapes[f"ups.{i}"] for i in range(len(model.ups))]
+    depth = len(encoder) - 1
+    fig = Figure(figsize=(8, 3.8), layout="constrained")
+    ax = fig.subplots()
+
+    def box(x, level, shape, colour):
+        ax.add_patch(matplotlib.patches.FancyBboxPatch((x - 0.45, -level - 0.3), 0.9, 0.6, boxstyle="round,pad=0.02",
+                                                       color=colour, alpha=0.85))
+        ax.text(x, -level, f"{shape[1]} ch\n{shape[2]}×{shape[3]}", ha="center", va="center", fontsize=7)
+
+    for level, shape in enumerate(encoder):
+        box(level, level, shape, "#9ecae1" if level < depth else "#fdae6b")
+    for k, shape in enumerate(decoder):
+        level = depth - 1 - k
+        box(2 * depth - level, level, shape, "#a1d99b")
+        ax.annotate("", xy=(2 * depth - level - 0.47, -level), xytext=(level + 0.47, -level),
+                    arrowprops={"arrowstyle": "->", "color": "grey", "lw": 1, "ls": "--"})
+    ax.text(depth / 2 - 0.6, 0.55, "encoder: pool, then 2 convolutions", fontsize=8)
+    ax.text(1.5 * depth - 0.6, 0.55, "decoder: up-convolution, join the skip, 2 convolutions", fontsize=8)
+    ax.text(depth, -depth - 0.55, "bottleneck", ha="center", fontsize=8)
+    ax.set(xlim=(-0.7, 2 * depth + 0.7), ylim=(-depth - 0.8, 0.9))
+    ax.axis("off")
+    ax.set_title("UNet, drawn from the model (dashed: skip connections)", fontsize=9)
     return fig
