@@ -81,7 +81,7 @@ def test_committed_studies_carry_no_absolute_paths_of_the_machine_that_made_them
     listed = subprocess.run(["git", "ls-files", "results"], cwd=root, capture_output=True, text=True)
     committed = [root / name for name in listed.stdout.splitlines()] if listed.returncode == 0 else results.rglob("*")
     found = [f"{p.relative_to(results)}: {m.group(0)}" for p in committed  # not what `make demo` wrote here
-             if p.is_file() and p.suffix in (".json", ".csv", ".md", ".log", ".txt")
+             if p.is_file() and p.suffix in (".json", ".csv", ".md", ".log", ".txt", ".ipynb")
              for m in [re.search(r"(?<![\w.])/(work|root|home|tmp|Users|mnt)/[^\s\"',)]*", p.read_text())] if m]
     assert not found, found[:5]
 
@@ -107,3 +107,26 @@ def test_a_committed_study_opens_as_the_results_folder_without_touching_it(tmp_p
     assert before == {p: p.read_bytes() for p in committed.rglob("*") if p.is_file()}
     with pytest.raises(FileNotFoundError, match="choose one of: isic2018"):
         snap.open_study("no-such-study")
+
+
+def test_published_notebooks_keep_their_outputs_without_the_paths_of_this_machine(tmp_path, monkeypatch):
+    from helpers import paths
+    from helpers.reporting import snapshot as snap
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("KIT_HOME", str(home))
+    monkeypatch.delenv("KIT_DATA_DIR")
+    monkeypatch.delenv("KIT_RESULTS_DIR")
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    output = {"output_type": "stream", "name": "stdout",
+              "text": [f"prepared data: {paths.data_dir()}/prepared/x\n", f"run folder: {paths.results_dir()}/runs/r\n"]}
+    notebook = {"cells": [{"cell_type": "code", "source": [], "metadata": {}, "outputs": [output], "execution_count": 1}],
+                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (executed / "02_unet.ipynb").write_text(json.dumps(notebook))
+    written = snap.publish_notebooks(executed, tmp_path / "published")
+    text = written[0].read_text()
+    assert str(tmp_path) not in text and "prepared data: data/prepared/x" in text and "run folder: results/runs/r" in text
+    assert json.loads(text)["cells"][0]["outputs"][0]["name"] == "stdout"
+    with pytest.raises(FileNotFoundError, match="holds no executed notebook"):
+        snap.publish_notebooks(tmp_path / "nothing", tmp_path / "published")

@@ -108,6 +108,34 @@ def snapshot(name: str | None = None, results_root: str | Path | None = None, de
     return dest
 
 
+def publish_notebooks(executed: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
+    """Copy executed notebooks (e.g. ``results/notebooks/demo``) to commit beside a study, so a reader sees what a
+    finished notebook looks like without running it. The absolute paths of the kit's home, data and results
+    in their outputs become relative (``results/...``, ``data/...``).
+
+    Returns:
+        The notebooks written.
+
+    Raises:
+        FileNotFoundError: no executed notebook in ``executed``.
+    """
+    notebooks = sorted(Path(executed).glob("*.ipynb"))
+    if not notebooks:
+        raise FileNotFoundError(f"{executed} holds no executed notebook: run them first (make demo, or "
+                                f"python -m helpers.pipeline --profile <name>).")
+    homes = sorted({str(paths.results_dir()): "results", str(paths.data_dir()): "data",
+                    str(paths.home_dir()): "."}.items(), key=lambda item: -len(item[0]))
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    written = []
+    for notebook in notebooks:
+        text = notebook.read_text()
+        for absolute, relative in homes:
+            text = text.replace(absolute + "/", relative + "/").replace(absolute, relative)
+        (Path(dest) / notebook.name).write_text(text)
+        written.append(Path(dest) / notebook.name)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description="Copy a study's report, tables, figures and per-image scores "
@@ -115,8 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=None, help="folder name (default: dataset_protocol_profile_hardware)")
     parser.add_argument("--results", default=None, help="results folder (default: $KIT_RESULTS_DIR or results/)")
     parser.add_argument("--dest", default=None, help="where the study folder goes (default: the results folder)")
+    parser.add_argument("--notebooks", default=None, metavar="FOLDER",
+                        help="instead: copy these executed notebooks (paths made relative) into --dest")
     args = parser.parse_args(argv)
     try:
+        if args.notebooks:
+            written = publish_notebooks(args.notebooks, args.dest or paths.results_dir() / "notebooks-published")
+            print(f"✓ {len(written)} notebook(s) in {written[0].parent}")
+            return 0
         folder = snapshot(args.name, args.results, args.dest)
     except FileNotFoundError as err:
         print(f"✗ {err}", file=sys.stderr)
