@@ -93,8 +93,8 @@ def test_every_module_starts_with_a_docstring():
     assert not missing
 
 
-@pytest.mark.parametrize("module", ["helpers.training", "helpers.pipeline", "helpers.runtime", "helpers.data.shrink",
-                                    "helpers.reporting.snapshot", "helpers.bench"])
+@pytest.mark.parametrize("module", ["helpers.training", "helpers.pipeline", "helpers.runtime", "helpers.evaluation.predict",
+                                    "helpers.data.shrink", "helpers.reporting.snapshot", "helpers.bench"])
 def test_command_lines_answer_help(module):
     done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)

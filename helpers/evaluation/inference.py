@@ -109,6 +109,28 @@ def postprocess(preds: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(labels == largest)
 
 
+def overlay(image: np.ndarray, mask: np.ndarray, colour=(0, 255, 0), pred: np.ndarray | None = None) -> np.ndarray:
+    """The image with the mask's outline drawn on it (and a prediction's outline in magenta).
+
+    Args:
+        image: uint8 # (H, W, 3)
+        mask: binary # (H, W)
+        colour: outline colour of the mask.
+        pred: optional binary prediction # (H, W)
+
+    Returns:
+        uint8 # (H, W, 3)
+    """
+    out = np.array(image, copy=True)
+    for m, c in ((mask, colour), (pred, (255, 0, 255))):
+        if m is None:
+            continue
+        m = np.asarray(m) > 0
+        edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
+        out[edge] = c
+    return out
+
+
 def finalize(probs: np.ndarray, threshold: float = 0.5, post: bool = False,
              size: tuple[int, int] | None = None) -> np.ndarray:
     """Final binary prediction of one image: resize (bilinear) → threshold → post-process.

@@ -1,0 +1,101 @@
+"""Predicting on your own images: odd inputs as people have them, outputs at the original size, the command line."""
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from helpers.evaluation import predict as predict_module
+from helpers.evaluation.predict import collect_inputs, load_image, main, predict, run_settings
+from tests.builders import Brightness, make_run
+
+
+def _scene(width, height, box):
+    """Dark skin (grey 40) with a bright box (grey 220) at ``box`` = (left, top, right, bottom): Brightness's lesion."""
+    pixels = np.full((height, width, 3), 40, np.uint8)
+    left, top, right, bottom = box
+    pixels[top:bottom, left:right] = 220
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.setattr(predict_module.runs, "load_run_model", lambda run_dir, map_location=None: Brightness())
+    return make_run(tmp_path / "results", "bright", "unet", 1.0, tmp_path / "data")
+
+
+def test_masks_come_back_at_the_original_size_with_the_lesion_where_it_is(run, tmp_path):
+    _scene(300, 200, (60, 50, 180, 150)).save(tmp_path / "lesion.png")
+    table = predict(run, [tmp_path / "lesion.png"], tmp_path / "out", progress=False)
+    mask = np.asarray(Image.open(tmp_path / "out" / "lesion_segmentation.png"))
+    assert mask.shape == (200, 300) and set(np.unique(mask)) == {0, 255}
+    assert abs(mask[50:150, 60:180].mean() / 255 - 1) < 0.05 and mask[:40].max() == 0
+    row = table.iloc[0]
+    assert (row["width"], row["height"]) == (300, 200) and row["lesion_fraction"] == pytest.approx(0.2, abs=0.02)
+    assert 0.5 <= row["mean_confidence"] <= 1 and row["ms"] > 0
+    assert (tmp_path / "out" / "lesion_overlay.jpg").is_file()
+    assert list(pd.read_csv(tmp_path / "out" / "predictions.csv")["id"]) == ["lesion"]
+
+
+def test_an_exif_rotated_photo_is_predicted_upright(run, tmp_path):
+    image = _scene(300, 200, (0, 0, 100, 200))  # the left third is lesion, as stored
+    exif = image.getexif()
+    exif[0x0112] = 6  # "turn 90° clockwise to view"
+    image.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    predict(run, [tmp_path / "phone.jpg"], tmp_path / "out", progress=False)
+    mask = np.asarray(Image.open(tmp_path / "out" / "phone_segmentation.png"))
+    assert mask.shape == (300, 200)  # upright: taller than wide
+    assert mask[:90].mean() > 200 and mask[120:].max() == 0  # the stored left third is now the top
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "I;16"])
+def test_every_image_mode_becomes_rgb(tmp_path, mode):
+    scene = _scene(64, 64, (16, 16, 48, 48))
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(scene.convert("L")).astype(np.uint16) * 257)  # a 16-bit grayscale PNG
+    elif mode == "RGBA":
+        image = scene.convert("RGBA")
+    else:
+        image = scene.convert(mode)
+    path = tmp_path / f"x.{'jpg' if mode == 'CMYK' else 'png'}"
+    image.save(path)
+    loaded = load_image(path, 32)
+    assert loaded.small.shape == (32, 32, 3) and loaded.small.dtype == np.uint8 and loaded.size == (64, 64)
+    assert loaded.small[16, 16].mean() > 150 and loaded.small[2, 2].mean() < 90  # the box stays bright, skin dark
+
+
+def test_a_6000_px_jpeg_is_decoded_reduced(tmp_path):
+    _scene(6000, 4000, (1000, 1000, 3000, 3000)).save(tmp_path / "big.jpg", quality=80)
+    loaded = load_image(tmp_path / "big.jpg", 64)
+    assert loaded.size == (4000, 6000) and max(loaded.preview.shape[:2]) <= predict_module.OVERLAY_SIDE
+
+
+def test_unreadable_and_non_image_files_are_named_and_the_rest_goes_on(run, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _scene(64, 48, (10, 10, 30, 30)).save(folder / "good.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (folder / "notes.txt").write_text("visit 3")
+    files, notes = collect_inputs([folder, tmp_path / "missing.png"])
+    assert [p.name for p in files] == ["broken.jpg", "good.png"]
+    assert any("notes.txt: not an image file" in n for n in notes) and any("missing.png: no such" in n for n in notes)
+    table = predict(run, [folder], tmp_path / "out", progress=False)
+    out = capsys.readouterr().out
+    assert list(table["id"]) == ["good"] and "broken.jpg: cannot be read as an image" in out and "Skipped." in out
+
+
+def test_the_runs_own_settings_are_used_unless_overridden(run, tmp_path):
+    assert run_settings(run) == {"threshold": 0.5, "tta": False, "post": False}
+    (run / "eval.json").write_text('{"threshold": 0.99, "tta": true, "postprocess": true}')
+    assert run_settings(run) == {"threshold": 0.99, "tta": True, "post": True}
+    _scene(64, 64, (16, 16, 48, 48)).save(tmp_path / "x.png")
+    strict = predict(run, [tmp_path / "x.png"], tmp_path / "a", progress=False)  # 0.99: Brightness is not that sure
+    loose = predict(run, [tmp_path / "x.png"], tmp_path / "b", threshold=0.5, progress=False)
+    assert strict["lesion_fraction"].iloc[0] < loose["lesion_fraction"].iloc[0]
+
+
+def test_command_line(run, tmp_path, capsys):
+    _scene(64, 64, (16, 16, 48, 48)).save(tmp_path / "x.png")
+    assert main([str(run), str(tmp_path / "x.png"), str(tmp_path / "out"), "--threshold", "0.5", "--no-tta"]) == 0
+    assert "1 image(s)" in capsys.readouterr().out and (tmp_path / "out" / "x_segmentation.png").is_file()
+    with pytest.raises(SystemExit):
+        main([str(run), str(tmp_path / "out")])  # an input and an output are needed
