@@ -42,8 +42,10 @@ def test_prediction_grid_has_a_row_per_model_and_each_images_dice(tiny):
 def test_pruned_copies_cut_unetpp_at_every_depth_and_leave_the_model_whole():
     torch.manual_seed(0)
     model = build_model("unetpp", "tiny", deep_supervision=True).eval()
+    model.prune_depth = 2
     copies = inference.pruned_copies(model)
-    assert list(copies) == ["L1", "L2", "L3", "L4"] and copies["L4"] is model and model.prune_depth is None
+    assert list(copies) == ["L1", "L2", "L3", "L4"] and model.prune_depth == 2  # the model is left as it was
+    assert [c.prune_depth for c in copies.values()] == [1, 2, 3, None] and all(c is not model for c in copies.values())
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         outs = {name: net(images) for name, net in copies.items()}
@@ -73,8 +75,11 @@ def test_transunet_attention_rows_sum_to_one_and_the_map_marks_the_lesion_token(
     row = tiny.indices("val")[0]
     weights = figures.attention_weights(model, tiny.images[row])
     assert weights.shape == (4, 4) and np.allclose(weights.sum(1), 1, atol=1e-5)  # 32 px: a 2 × 2 token grid
-    fig = figures.attention_map(model, tiny.images[row], tiny.masks[row])
+    mask = np.zeros((32, 32), np.uint8)
+    mask[20:28, 4:12] = 1  # a lesion in the lower-left token of the 2 × 2 grid (16 px each)
+    fig = figures.attention_map(model, tiny.images[row], mask)
     assert len(fig.axes) == 3 and "query token" in fig.axes[0].get_title()  # image, attention, colour bar
+    assert fig.axes[0].patches[0].get_xy() == (0.0, 16.0) and "layer 2" in fig.axes[1].get_title()
 
 
 def test_the_unet_diagram_has_a_box_per_block_and_a_skip_per_level():
@@ -84,3 +89,7 @@ def test_the_unet_diagram_has_a_box_per_block_and_a_skip_per_level():
     labels = [t.get_text() for t in ax.texts]
     assert "64 ch\n4×4" in labels and labels.count("4 ch\n64×64") == 2  # the bottleneck; the top level twice
     assert sum(1 for child in ax.get_children() if type(child).__name__ == "Annotation") == 4  # four skips
+
+
+def test_prediction_grid_without_models_says_so(tiny):
+    assert "No trained model" in figures.prediction_grid({}, tiny)

@@ -135,3 +135,9 @@ def test_exercises_with_hidden_answers_before_the_summary(path):
     assert "Predict, then run" in text
     assert any(c["cell_type"] == "code" and "exercise" in "".join(c["source"]).lower() for c in cells[heading:]), \
         "a code exercise that runs as given"
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_cell_ids_are_unique(path):
+    ids = [c.get("id") for c in json.loads(path.read_text())["cells"]]
+    assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})

@@ -63,10 +63,42 @@ def test_every_image_mode_becomes_rgb(tmp_path, mode):
     assert loaded.small[16, 16].mean() > 150 and loaded.small[2, 2].mean() < 90  # the box stays bright, skin dark
 
 
-def test_a_6000_px_jpeg_is_decoded_reduced(tmp_path):
+def test_a_6000_px_jpeg_is_decoded_reduced(tmp_path, monkeypatch):
+    from PIL import JpegImagePlugin
+
     _scene(6000, 4000, (1000, 1000, 3000, 3000)).save(tmp_path / "big.jpg", quality=80)
+    decoded, draft = [], JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size, *args):
+        result = draft(self, mode, size, *args)
+        decoded.append(self.size)  # the size it will decode at
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
     loaded = load_image(tmp_path / "big.jpg", 64)
     assert loaded.size == (4000, 6000) and max(loaded.preview.shape[:2]) <= predict_module.OVERLAY_SIDE
+    assert decoded == [(1500, 1000)]  # 1/4 scale: never 24 million pixels in memory
+
+
+def test_transparent_images_go_on_white_and_16_bit_keeps_its_scale(tmp_path):
+    pixels = np.zeros((32, 32, 4), np.uint8)
+    pixels[8:24, 8:24] = (220, 220, 220, 255)  # an opaque bright box on a transparent background
+    Image.fromarray(pixels).save(tmp_path / "cut.png")
+    loaded = load_image(tmp_path / "cut.png", 32)
+    assert loaded.small[0, 0].tolist() == [255, 255, 255] and loaded.small[16, 16].tolist() == [220, 220, 220]
+    Image.fromarray(np.full((32, 32), 1000, np.uint16)).save(tmp_path / "dark16.png")  # 1000 of 65535: nearly black
+    assert load_image(tmp_path / "dark16.png", 32).small.max() <= 4
+
+
+def test_inputs_with_the_same_stem_do_not_overwrite_each_other_and_outputs_are_not_read_back(run, tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        _scene(64, 64, (16, 16, 48, 48)).save(tmp_path / "in" / folder / "x.png")
+    out = tmp_path / "in" / "out"  # inside the input folder
+    first = predict(run, [tmp_path / "in"], out, progress=False)
+    assert sorted(first["id"]) == ["a_x_png", "b_x_png"] and len(list(out.glob("*_segmentation.png"))) == 2
+    again = predict(run, [tmp_path / "in"], out, progress=False)
+    assert len(again) == 2  # its own overlays and masks are not inputs
 
 
 def test_unreadable_and_non_image_files_are_named_and_the_rest_goes_on(run, tmp_path, capsys):

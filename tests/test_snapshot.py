@@ -92,6 +92,7 @@ def test_a_committed_study_opens_as_the_results_folder_without_touching_it(tmp_p
     from helpers.reporting import tables
 
     monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setattr(snap, "_results_before_study", None)
     name = "isic2018-task1-512_seed_cpu_cpu-2-cores"
     assert name in snap.committed_studies()
     committed = paths.repo_root() / "results" / name
@@ -105,6 +106,8 @@ def test_a_committed_study_opens_as_the_results_folder_without_touching_it(tmp_p
                                    stored.set_index("run_id")["dice_mean"].sort_index())
     assert "No pictures of" in report.best_run_gallery(summary)  # no predictions or data in a committed study
     assert before == {p: p.read_bytes() for p in committed.rglob("*") if p.is_file()}
+    assert snap.open_study(name) == opened  # opening it again does not nest a study inside the study
+    assert snap.close_study() == tmp_path / "results" and paths.results_dir() == tmp_path / "results"
     with pytest.raises(FileNotFoundError, match="choose one of: isic2018"):
         snap.open_study("no-such-study")
 

@@ -250,7 +250,7 @@ def load_predictions(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pruned_copies(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """A UNet++ with deep supervision cut at every depth: ``{"L1": ..., "L4": model itself}``.
+    """Copies of a UNet++ with deep supervision cut at every depth: ``{"L1": ..., "L4": the whole network}``.
 
     Each copy predicts from head ``x_0_L`` and computes only the nodes that head needs, so it is faster.
     """
@@ -258,7 +258,7 @@ def pruned_copies(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
 
     copies = {}
     for depth in range(1, model.config.depth + 1):
-        pruned = model if depth == model.config.depth else copy.deepcopy(model)
+        pruned = copy.deepcopy(model)  # the model itself stays as it was
         pruned.prune_depth = None if depth == model.config.depth else depth
         copies[f"L{depth}"] = pruned
     return copies

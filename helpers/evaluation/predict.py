@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from helpers.evaluation import inference
@@ -45,12 +45,20 @@ class Loaded:
     size: tuple[int, int]  # original (height, width), upright
 
 
-def collect_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[str]]:
-    """Image files from files and folders (folders: their images, sorted); and notes on what was left out."""
+def collect_inputs(inputs: list[str | Path], skip: str | Path | None = None) -> tuple[list[Path], list[str]]:
+    """Image files from files and folders (folders: their images, sorted); and notes on what was left out.
+
+    Args:
+        inputs: files and folders.
+        skip: a folder whose files are never inputs (the output folder, if it lies inside an input folder).
+    """
     found, notes = [], []
+    skip = Path(skip).resolve() if skip else None
     for item in map(Path, inputs):
         if item.is_dir():
             for path in sorted(p for p in item.rglob("*") if p.is_file()):
+                if skip and path.resolve().is_relative_to(skip):
+                    continue
                 if path.suffix.lower() in IMAGE_SUFFIXES:
                     found.append(path)
                 elif not path.name.startswith("."):
@@ -62,11 +70,18 @@ def collect_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[str]]:
     return found, notes
 
 
+def output_names(paths: list[Path]) -> dict[Path, str]:
+    """The id of each input, its file stem; stems that repeat (``a/x.jpg``, ``b/x.png``) get their folder and
+    suffix too (``a_x_jpg``), so no output overwrites another."""
+    stems = [p.stem for p in paths]
+    return {p: p.stem if stems.count(p.stem) == 1 else f"{p.parent.name}_{p.stem}_{p.suffix.lstrip('.')}" for p in paths}
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     """RGB from any PIL mode: 16-bit scaled to 8, transparency on white, CMYK/palette/grayscale converted."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16 bits per value: keep the scale, 65535 → 255
         values = np.asarray(image, dtype=np.float64)
-        top = values.max() or 1.0
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() <= 65535 else values.max()
         image = Image.fromarray(np.clip(values / top * 255, 0, 255).astype(np.uint8))
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
@@ -88,12 +103,13 @@ def load_image(path: str | Path, image_size: int) -> Loaded:
             orientation = image.getexif().get(0x0112, 1)
             if orientation in (5, 6, 7, 8):  # EXIF says: turned by 90°
                 width, height = height, width
-            if image.format == "JPEG":  # decode at a reduced scale (1/2 … 1/8), still at least OVERLAY_SIDE
-                image.draft("RGB", (OVERLAY_SIDE, OVERLAY_SIDE))
+            if isinstance(image, JpegImagePlugin.JpegImageFile):  # JPEG and MPO (phones): decode at 1/2 … 1/8 scale
+                scale = OVERLAY_SIDE / max(image.size)  # the largest 1/n reduction whose longer side still has them
+                image.draft("RGB", (max(1, int(image.size[0] * scale)), max(1, int(image.size[1] * scale))))
             image = ImageOps.exif_transpose(image)
             image = _to_rgb(image)
             image.thumbnail((OVERLAY_SIDE, OVERLAY_SIDE), Image.BOX)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{path}: cannot be read as an image ({type(err).__name__}: {err}).") from err
     preview = np.asarray(image)
     small = np.asarray(image.resize((image_size, image_size), Image.BOX))  # as the data was prepared
@@ -133,8 +149,9 @@ def predict(run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path, 
     settings.update({k: v for k, v in {"threshold": threshold, "tta": tta, "post": post}.items() if v is not None})
     image_size = int(runs.load_run_config(run_dir)["image_size"])
     model = runs.load_run_model(run_dir, map_location=torch.device(device) if device else pick_device())
-    paths, notes = collect_inputs(inputs)
     out_dir = Path(out_dir)
+    paths, notes = collect_inputs(inputs, skip=out_dir)
+    names = output_names(paths)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for note in notes:
@@ -154,11 +171,12 @@ def predict(run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path, 
         ms = (time.perf_counter() - begun) * 1000 / len(batch)
         for item, prob in zip(batch, probs):
             mask = inference.finalize(prob, settings["threshold"], settings["post"], item.size)  # (H, W) original
-            Image.fromarray(mask.astype(np.uint8) * 255).save(out_dir / f"{item.path.stem}_segmentation.png")
+            name = names[item.path]
+            Image.fromarray(mask.astype(np.uint8) * 255).save(out_dir / f"{name}_segmentation.png")
             shown = inference.finalize(prob, settings["threshold"], settings["post"], item.preview.shape[:2])
             Image.fromarray(inference.overlay(item.preview, shown, colour=(255, 0, 255))).save(
-                out_dir / f"{item.path.stem}_overlay.jpg", quality=90)
-            rows.append({"id": item.path.stem, "file": str(item.path), "width": item.size[1], "height": item.size[0],
+                out_dir / f"{name}_overlay.jpg", quality=90)
+            rows.append({"id": name, "file": str(item.path), "width": item.size[1], "height": item.size[0],
                          "lesion_fraction": float(mask.mean()),
                          "mean_confidence": float(np.maximum(prob, 1 - prob).mean()), "ms": ms})
     table = pd.DataFrame(rows, columns=COLUMNS)

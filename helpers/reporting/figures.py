@@ -219,7 +219,7 @@ def _pad(axes, picked) -> list:
     return [(ax, picked[k] if k < len(picked) else None) for k, ax in enumerate(axes)]
 
 
-def prediction_grid(models: dict, prepared, split: str = "val", count: int = 4, threshold: float = 0.5) -> Figure:
+def prediction_grid(models: dict, prepared, split: str = "val", count: int = 4, threshold: float = 0.5) -> Figure | str:
     """What trained models predict on the first ``count`` images of a split: one row per model.
 
     Each picture is the image with the truth outlined in green and the prediction in magenta; its title is that
@@ -234,6 +234,8 @@ def prediction_grid(models: dict, prepared, split: str = "val", count: int = 4, 
     """
     from helpers.evaluation import inference
 
+    if not models:
+        return "No trained model to show here yet: train one first (the training cell above)."
     rows = prepared.indices(split)[:count]
     masks = np.asarray(prepared.masks[rows]).astype(bool)  # (N, S, S)
     fig = Figure(figsize=(2.3 * len(rows) + 1.2, 2.4 * len(models)), layout="constrained")
@@ -298,7 +300,7 @@ def attention_map(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, l
     right.imshow(np.asarray(image))
     shown = right.imshow(np.kron(heat, np.ones((int(cell), int(cell)))), cmap="magma", alpha=0.6)
     fig.colorbar(shown, ax=right, shrink=0.8, label="attention")
-    right.set_title(f"its attention in Transformer layer {layer if layer >= 0 else len(model.transformer.layers) + layer + 1}"
+    right.set_title(f"its attention in Transformer layer {(layer if layer >= 0 else len(model.transformer.layers) + layer) + 1}"
                     f" (mean of the heads)", fontsize=8)
     for ax in (left, right):
         ax.set_xticks([])

@@ -34,6 +34,16 @@ def _slug(values) -> str:
     return re.sub(r"[^a-z0-9.+]+", "-", text.lower()).strip("-")
 
 
+_results_before_study: Path | None = None
+
+
+def close_study() -> Path:
+    """Point ``$KIT_RESULTS_DIR`` back at the results folder it named before :func:`open_study`; returns it."""
+    if _results_before_study is not None:
+        os.environ[paths.RESULTS_ENV] = str(_results_before_study)
+    return paths.results_dir()
+
+
 def committed_studies() -> list[str]:
     """The studies committed with the kit: folders of ``<repo>/results`` that hold a ``runs/`` folder and a report."""
     root = paths.repo_root() / "results"
@@ -51,10 +61,13 @@ def open_study(name: str) -> Path:
     Raises:
         FileNotFoundError: no such study; the message lists the committed ones.
     """
+    global _results_before_study
     source = paths.repo_root() / "results" / name
     if name not in committed_studies():
         raise FileNotFoundError(f"{source} is not a committed study; choose one of: {', '.join(committed_studies())}.")
-    target = paths.results_dir() / "studies" / name
+    if _results_before_study is None:  # the results folder before any study was opened in this process
+        _results_before_study = paths.results_dir()
+    target = _results_before_study / "studies" / name
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(source, target)
     os.environ[paths.RESULTS_ENV] = str(target)
@@ -123,14 +136,17 @@ def publish_notebooks(executed: str | os.PathLike, dest: str | os.PathLike) -> l
     if not notebooks:
         raise FileNotFoundError(f"{executed} holds no executed notebook: run them first (make demo, or "
                                 f"python -m helpers.pipeline --profile <name>).")
-    homes = sorted({str(paths.results_dir()): "results", str(paths.data_dir()): "data",
-                    str(paths.home_dir()): "."}.items(), key=lambda item: -len(item[0]))
+    homes = {str(paths.results_dir()): "results", str(paths.data_dir()): "data", str(paths.home_dir()): ".",
+             str(paths.repo_root()): "."}
+    if paths.local_dir():
+        homes[str(paths.local_dir())] = "<runtime disk>"
+    homes = sorted(homes.items(), key=lambda item: -len(item[0]))  # the longest first: results inside the home
     Path(dest).mkdir(parents=True, exist_ok=True)
     written = []
     for notebook in notebooks:
         text = notebook.read_text()
-        for absolute, relative in homes:
-            text = text.replace(absolute + "/", relative + "/").replace(absolute, relative)
+        for absolute, relative in homes:  # only whole path components: /x/home does not touch /x/home2
+            text = re.sub(re.escape(absolute) + r"(?![\w.-])", relative.replace("\\", r"\\"), text)
         (Path(dest) / notebook.name).write_text(text)
         written.append(Path(dest) / notebook.name)
     return written
