@@ -370,3 +370,25 @@ def test_local_fallback_on_a_home_on_drive_keeps_the_local_checkpoints_and_says_
     assert "local only" in runs.load_done(folder)["checkpoints"]
     assert {"best.pt", "last.pt"} <= {p.name for p in local.iterdir()}  # not dropped: they are the only copies
     assert local in runs.checkpoint_dirs(folder) and isinstance(runs.load_run_model(folder), torch.nn.Module)
+
+
+def test_a_checkpoint_saved_after_the_last_batch_of_an_epoch_resumes(tiny, results, tmp_path, monkeypatch):
+    """Timed checkpoints can land after an epoch's last batch, before its validation: the resume skips the whole
+    epoch's batches and goes on to validate it (this crashed with a negative loader length)."""
+    reference = loop.fit(_spec(tiny, num_epochs=2, batch_size=3), tiny, keep_last=True, progress=False)
+    reference_weights = _weights(results)["model"]
+    monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "second"))
+    real_validate = loop._validate
+
+    def disconnect(run):
+        raise KeyboardInterrupt  # the runtime dies after the last batch of epoch 1, before validating it
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(loop, "_validate", disconnect)
+        loop.fit(_spec(tiny, num_epochs=2, batch_size=3), tiny, checkpoint_minutes=1e-9, keep_last=True, progress=False)
+    saved = _weights(tmp_path / "second")
+    assert (saved["epoch"], saved["batches_done"]) == (0, 7)  # 20 images in batches of 3: the 7th is short
+    assert loop._validate is real_validate
+    result = loop.fit(_spec(tiny, num_epochs=2, batch_size=3), tiny, checkpoint_minutes=1e-9, keep_last=True, progress=False)
+    assert result["status"] == "resumed" and result["best_val_dice"] == reference["best_val_dice"]
+    _assert_same_weights(_weights(tmp_path / "second")["model"], reference_weights)

@@ -163,8 +163,8 @@ class EpochSampler(Sampler):
         order, seeds = self._epoch_order()
         return iter(list(zip(order.tolist(), seeds.tolist()))[self.start:])
 
-    def __len__(self) -> int:
-        return -(-self.size // self.num_replicas) - self.start
+    def __len__(self) -> int:  # 0 when a resume skips the whole epoch (a checkpoint saved after its last batch)
+        return max(0, -(-self.size // self.num_replicas) - self.start)
 
 
 def single_threaded_opencv() -> None:
