@@ -64,18 +64,19 @@ class RunSpec:
     protocol: str
     dataset: str
     seed: int
-    split_seed: int = 42
+    split_seed: int = RunConfig.split_seed
     model_overrides: dict = field(default_factory=dict)
     pretrained: bool = False
-    num_epochs: int = 20
-    batch_size: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 0.0
-    schedule: str = "cosine"
-    augment: str = "kit"
-    amp: str = "auto"
-    early_stopping: int | None = None
+    # the training settings default to RunConfig's (one place for each default)
+    num_epochs: int = RunConfig.num_epochs
+    batch_size: int = RunConfig.batch_size
+    lr: float = RunConfig.lr
+    weight_decay: float = RunConfig.weight_decay
+    warmup_epochs: float = RunConfig.warmup_epochs
+    schedule: str = RunConfig.schedule
+    augment: str = RunConfig.augment
+    amp: str = RunConfig.amp
+    early_stopping: int | None = RunConfig.early_stopping
 
 
 SPEC_FIELDS = tuple(f.name for f in fields(RunSpec))
