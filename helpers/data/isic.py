@@ -6,7 +6,10 @@ The official zips unpack to one folder per set, for example::
     ISIC2018_Task1_Training_GroundTruth/ISIC_0000000_segmentation.png
 
 The same code reads the official download, a folder of your own in that layout (a nested
-top folder is fine), ``../shared/data/isic2018_task1_512`` and the synthetic sample.
+top folder is fine; images may also be PNG, BMP or TIFF, masks JPEG, BMP or TIFF),
+``../shared/data/isic2018_task1_512`` and the synthetic sample. Other layouts (PH2, plain
+image and mask folders) are found by :mod:`helpers.data.layouts`, which pairs them into the
+same :class:`Pair` and validates them with :func:`load_pair` (``lenient=True``).
 Nothing is skipped silently: every orphan, broken or odd file becomes a :class:`Problem`
 naming the file and what is wrong.
 """
@@ -24,8 +27,9 @@ SPLIT_DIRS = {
     "val": ("ISIC2018_Task1-2_Validation_Input", "ISIC2018_Task1_Validation_GroundTruth"),
     "test": ("ISIC2018_Task1-2_Test_Input", "ISIC2018_Task1_Test_GroundTruth"),
 }
-IMAGE_RE = re.compile(r"^(ISIC_\d{7})\.jpe?g$", re.IGNORECASE)
-MASK_RE = re.compile(r"^(ISIC_\d{7})_segmentation\.png$", re.IGNORECASE)
+FILE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")  # image and mask files of every layout
+IMAGE_RE = re.compile(r"^(ISIC_\d{7})\.(jpe?g|png|bmp|tiff?)$", re.IGNORECASE)
+MASK_RE = re.compile(r"^(ISIC_\d{7})_segmentation\.(png|jpe?g|bmp|tiff?)$", re.IGNORECASE)
 IGNORED = {".ds_store", "thumbs.db", "attribution.txt", "license.txt", "readme.txt", "desktop.ini"}
 
 
@@ -43,7 +47,11 @@ class BadFile(DataError):
 
 @dataclass(frozen=True)
 class Pair:
-    """One image and its ground-truth mask."""
+    """One image and its ground-truth mask.
+
+    ``isic_id`` is the image's id: its ISIC id in the ISIC layout, the file stem (``IMD002``, ``photo_17``)
+    in the others. The name stays ``isic_id`` everywhere (``splits.csv``, metrics tables) for every layout.
+    """
 
     isic_id: str
     image_path: Path
@@ -85,8 +93,8 @@ def find_split_dirs(root: str | Path, split: str = "train") -> tuple[Path, Path]
 
 
 def _listing(folder: Path, pattern: re.Pattern, kind: str) -> tuple[dict[str, Path], list[Problem]]:
-    """Files of one folder keyed by ISIC id, plus problems for names that do not fit."""
-    found, problems = {}, []
+    """Files of one folder keyed by ISIC id, plus problems for names that do not fit or ids found twice."""
+    found, problems, twice = {}, [], {}
     for path in sorted(folder.iterdir()):
         if path.name.lower() in IGNORED or path.name.startswith((".", "_")) or path.is_dir():
             continue
@@ -94,9 +102,20 @@ def _listing(folder: Path, pattern: re.Pattern, kind: str) -> tuple[dict[str, Pa
         if match is None:
             problems.append(Problem(path, f"unrecognised {kind} file name; expected "
                                           f"{'ISIC_XXXXXXX.jpg' if kind == 'image' else 'ISIC_XXXXXXX_segmentation.png'}"))
+        elif match.group(1).upper() in found:
+            twice.setdefault(match.group(1).upper(), [found[match.group(1).upper()]]).append(path)
         else:
             found[match.group(1).upper()] = path
+    for isic_id, files in twice.items():
+        del found[isic_id]
+        problems.append(duplicate_problem(files, kind))
     return found, problems
+
+
+def duplicate_problem(files: list[Path], kind: str) -> Problem:
+    """The problem of one id found in several files (``x.jpg`` and ``x.png``): the pair is left out."""
+    return Problem(files[0], f"{kind} id found in {len(files)} files ({', '.join(f.name for f in files)}); "
+                             f"ids must be unique: keep one of them and remove the others.")
 
 
 def pair_files(images_dir: str | Path, masks_dir: str | Path) -> tuple[list[Pair], list[Problem]]:
@@ -129,40 +148,99 @@ def _open(path: Path, kind: str) -> Image.Image:
                             f"or remove the pair.") from err
 
 
-def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray, str]:
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")
+GREY_TOLERANCE = 8  # an RGB mask is grey when its channels differ by at most this much (JPEG noise)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB from any PIL mode: 16-bit scaled to 8, transparency on white, CMYK/palette/grayscale converted."""
+    if image.mode in SIXTEEN_BIT:  # 16 bits per value: keep the scale, 65535 → 255
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() <= 65535 else values.max()
+        image = Image.fromarray(np.clip(values / top * 255, 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image)
+    return image.convert("RGB")
+
+
+def grayscale_mask(mask: Image.Image, path: Path) -> tuple[np.ndarray, str]:
+    """A mask of any common mode as uint8 grayscale values # (H, W), and a note on a lossy conversion.
+
+    Grayscale and 1-bit as they are; RGB, palette and opaque RGBA/LA whose channels are equal (within
+    ``GREY_TOLERANCE``, for JPEG noise) as their grey; 16-bit scaled to 8 when it uses values above 255.
+
+    Raises:
+        BadFile: a colour mask, transparent pixels, or a mode no mask has.
+    """
+    mode = mask.mode
+    if mode in ("L", "1"):
+        return np.asarray(mask.convert("L")), ""
+    if mode in SIXTEEN_BIT:
+        values = np.asarray(mask, dtype=np.int64)
+        if values.max() <= 255:
+            return values.clip(0, 255).astype(np.uint8), ""
+        return (values.clip(0, 65535) * 255 // 65535).astype(np.uint8), f"mask was {mode}, scaled to 8 bits"
+    if mode in ("LA", "RGBA", "PA") or (mode == "P" and "transparency" in mask.info):
+        see_through = np.asarray(mask.convert("RGBA"))[..., 3] < 255
+        if see_through.any():
+            raise BadFile(path, f"mask has transparent pixels ({int(see_through.sum()):,}); save it without "
+                                f"transparency, as a grayscale image with lesion 255 and background 0.")
+        mask = mask.convert("RGB")
+    if mask.mode in ("RGB", "P"):
+        rgb = np.asarray(mask.convert("RGB")).astype(np.int16)
+        spread = rgb.max(axis=-1) - rgb.min(axis=-1)
+        if spread.max() > GREY_TOLERANCE:
+            raise BadFile(path, f"mask is a colour image ({mode}; red, green and blue differ at "
+                                f"{int((spread > GREY_TOLERANCE).sum()):,} pixels); save it as a single-channel "
+                                f"grayscale image with lesion 255 and background 0.")
+        return np.asarray(mask.convert("L")), ""
+    raise BadFile(path, f"mask mode is {mode}, expected a single-channel (grayscale) image with values 0 and 255.")
+
+
+def load_pair(pair: Pair, lenient: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
     """Decode and validate one pair.
 
     Args:
         pair: the files.
+        lenient: False (the ISIC layout): the image must be RGB and the mask grayscale. True (PH2 and plain
+            folders): images of other modes (grayscale, RGBA, 16-bit, palette, CMYK) are converted to RGB
+            with a note, and masks saved as RGB (or palette, 16-bit) with equal channels are read as grayscale.
 
     Returns:
         image uint8 # (H, W, 3), mask uint8 in {0, 1} # (H, W), and a note ("" when clean,
-        else e.g. "mask binarised").
+        else e.g. "mask binarised at >127: 1,234 pixels were neither 0 nor 255"; several joined by "; ").
 
     Raises:
         BadFile: naming the file and the problem (corrupt, not RGB, mask not single-channel,
             sizes differ, mask with no value above 127).
     """
     image, mask = _open(pair.image_path, "image"), _open(pair.mask_path, "mask")
+    notes = []
     if image.mode != "RGB":
-        raise BadFile(pair.image_path, f"image mode is {image.mode}, expected RGB; convert it to an RGB JPEG.")
-    if mask.mode not in ("L", "1"):
+        if not lenient:
+            raise BadFile(pair.image_path, f"image mode is {image.mode}, expected RGB; convert it to an RGB JPEG.")
+        notes.append(f"image was {image.mode}, converted to RGB")
+        image = to_rgb(image)
+    if mask.mode not in ("L", "1") and not lenient:
         raise BadFile(pair.mask_path, f"mask mode is {mask.mode}, expected a single-channel "
                                       f"(grayscale) PNG with values 0 and 255.")
     if mask.size != image.size:
         raise BadFile(pair.mask_path, f"mask is {mask.size[0]}x{mask.size[1]} but its image "
                                       f"{pair.image_path.name} is {image.size[0]}x{image.size[1]}; they must match.")
-    values = np.asarray(mask.convert("L"))
+    values, converted = grayscale_mask(mask, pair.mask_path)
+    notes += [converted] if converted else []
     counts = np.bincount(values.ravel(), minlength=256)
-    note = ""
     if counts[1:255].any():
         if not counts[128:].any():
             raise BadFile(pair.mask_path, f"mask values only reach {values.max()}, so binarising at >127 "
                                           f"would leave it empty (a 0/1 mask?); save lesion pixels as 255.")
-        note = "mask binarised at >127 (it had values other than 0 and 255)"
+        odd = int(counts[1:255].sum())
+        notes.append(f"mask binarised at >127: {odd:,} pixel{' was' if odd == 1 else 's were'} neither 0 nor 255")
     elif not counts[255]:
-        note = "mask is empty (no lesion pixels)"
-    return np.asarray(image), (values > 127).astype(np.uint8), note
+        notes.append("mask is empty (no lesion pixels)")
+    return np.asarray(image), (values > 127).astype(np.uint8), "; ".join(notes)
 
 
 def format_problems(problems: list[Problem], limit: int = 20) -> str:

@@ -11,11 +11,13 @@ Training never decodes a JPEG or PNG: :func:`prepare` writes, into one folder,
                   a fresh Colab runtime)
     prepared.json what was prepared, from where, with which settings, and any notes
 
-Two protocols: ``seed`` (a seeded 70/15/15 split of the training images, as the original
-study did) and ``official`` (train on the training set, validate on the official
-validation set, test on the official test set). Training fractions are nested and
-deterministic: a seeded order of the training images, fraction ``f`` keeps the first
-``round(f * n_train)`` of them, so 10 % ⊂ 25 % ⊂ 50 % ⊂ 100 %.
+The source is a folder in any layout of :mod:`helpers.data.layouts` (the official ISIC folders, a PH2
+tree, or plain image and mask folders). Three protocols: ``seed`` (a seeded 70/15/15 split of the
+training images, as the original study did), ``official`` (ISIC only: train on the training set,
+validate on the official validation set, test on the official test set) and ``external`` (every
+image is a test image: another dataset to score trained models on; no training rows). Training
+fractions are nested and deterministic: a seeded order of the training images, fraction ``f`` keeps
+the first ``round(f * n_train)`` of them, so 10 % ⊂ 25 % ⊂ 50 % ⊂ 100 %.
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from helpers import paths
-from helpers.data.isic import BadFile, DataError, Pair, Problem, find_split_dirs, format_problems, load_pair, pair_files
+from helpers.data import layouts
+from helpers.data.isic import BadFile, DataError, Pair, Problem, format_problems, grayscale_mask, load_pair
 from helpers.paths import write_atomic
 
 PREP_VERSION = 2  # 2: originals.zip
@@ -111,33 +114,22 @@ def seed_split(ids: list[str], seed: int, ratios=SEED_RATIOS) -> dict[str, str]:
             for k, i in enumerate(order)}
 
 
-def collect_pairs(root: str | Path, protocol: str) -> tuple[list[tuple[str, Pair]], list[Problem]]:
-    """All (split, pair) of a source folder for a protocol, and the problems met pairing them.
+def collect_pairs(root: str | Path, protocol: str, mask_suffix: str | None = "auto",
+                  layout: str = "auto") -> tuple[list[tuple[str, Pair]], list[Problem]]:
+    """All (split, pair) of a source folder for a protocol, and the problems met pairing them
+    (:func:`helpers.data.layouts.collect`: the layout is detected unless given).
 
     Raises:
-        DataError: a folder the protocol needs is absent.
+        ValueError: an unknown protocol or layout.
+        DataError: a folder the protocol needs is absent, or nothing pairs.
     """
-    if protocol not in ("seed", "official"):
-        raise ValueError(f"protocol must be 'seed' or 'official', got {protocol!r}")
-    splits = ("train",) if protocol == "seed" else ("train", "val", "test")
-    out, problems = [], []
-    for split in splits:
-        dirs = find_split_dirs(root, split)
-        if dirs is None:
-            raise DataError(f"{root}: no {split} images found (looked for the official folder "
-                            f"{'ISIC2018_Task1-2_Training_Input' if split == 'train' else split} up to three "
-                            f"levels down). Point DATA_DIR at the unpacked ISIC 2018 Task 1 data"
-                            + ("" if split == "train" else ", or use PROTOCOL='seed'") + ".")
-        pairs, found = pair_files(*dirs)
-        out += [(split, p) for p in pairs]
-        problems += found
-    return out, problems
+    return layouts.collect(root, protocol, mask_suffix, layout)
 
 
-def _load_resized(pair: Pair, size: int):
-    """Decode, validate and resize one pair; a DataError becomes a Problem."""
+def _load_resized(pair: Pair, size: int, lenient: bool = False):
+    """Decode, validate and resize one pair; a DataError becomes a Problem (``lenient``: see ``load_pair``)."""
     try:
-        image, mask, note = load_pair(pair)
+        image, mask, note = load_pair(pair, lenient=True) if lenient else load_pair(pair)
     except BadFile as err:
         return Problem(err.path, err.problem)
     small = np.asarray(Image.fromarray(image).resize((size, size), Image.BOX))
@@ -159,9 +151,12 @@ def _build_table(entries, results, protocol: str, seed: int) -> pd.DataFrame:
     })
     if protocol == "seed":
         table["split"] = table["isic_id"].map(seed_split(table["isic_id"].tolist(), seed))
+    elif protocol == "external":  # every image a test image: no training rows, no fractions
+        table["split"] = "test"
     train = table.index[table["split"] == "train"]
     rank = np.full(len(table), -1)
-    rank[np.random.default_rng(seed + 1).permutation(train.to_numpy())] = np.arange(len(train))
+    order = np.random.default_rng(seed + 1).permutation(np.array(train))  # a copy: an empty index is read-only
+    rank[order] = np.arange(len(train))
     table.insert(2, "train_rank", rank)
     for fraction, column in reversed(FRACTION_COLUMNS.items()):
         table.insert(3, column, (rank >= 0) & (rank < fraction_size(len(train), fraction)))
@@ -170,19 +165,22 @@ def _build_table(entries, results, protocol: str, seed: int) -> pd.DataFrame:
 
 
 def prepare(source: str | Path, out_dir: str | Path, image_size: int, protocol: str = "seed", seed: int = 42,
-            on_bad_file: str = "raise", workers: int = 2, progress: bool = True) -> Prepared:
+            on_bad_file: str = "raise", workers: int = 2, progress: bool = True, *, layout: str = "auto",
+            mask_suffix: str | None = "auto") -> Prepared:
     """Validate, resize and cache a source folder; reuse a finished identical preparation.
 
     Args:
-        source: folder in the official ISIC layout.
+        source: dataset folder in a layout of :mod:`helpers.data.layouts` (ISIC, PH2, image/mask folders).
         out_dir: where the cache goes (e.g. from :func:`prepared_name`).
         image_size: side of the square cached images.
-        protocol: ``seed`` or ``official``.
+        protocol: ``seed``, ``official`` (ISIC only) or ``external`` (every image a test image).
         seed: split and fraction seed.
         on_bad_file: ``raise`` (default; nothing is written) or ``skip`` (bad pairs are left
             out and listed in ``prepared.json`` and on screen).
         workers: decoding threads.
         progress: show a progress bar.
+        layout: ``auto`` (detected) or ``isic``, ``ph2``, ``folders``.
+        mask_suffix: the ``folders`` layout's mask suffix: ``auto``, e.g. ``_mask``, or ``""`` for none.
 
     Returns:
         The :class:`Prepared` dataset.
@@ -193,12 +191,13 @@ def prepare(source: str | Path, out_dir: str | Path, image_size: int, protocol: 
     if on_bad_file not in ("raise", "skip"):
         raise ValueError(f"on_bad_file must be 'raise' or 'skip', got {on_bad_file!r}")
     source, out_dir = Path(source).resolve(), Path(out_dir)
-    wanted = settings(source, image_size, protocol, seed, on_bad_file)
+    wanted = settings(source, image_size, protocol, seed, on_bad_file, layout, mask_suffix)
     if is_prepared(out_dir, wanted):
         return load_prepared(out_dir)
-    entries, problems = collect_pairs(source, protocol)
+    found = layouts.scan(source, protocol, mask_suffix, layout)
+    entries, problems, lenient = found.entries, list(found.problems), found.layout != "isic"
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = list(tqdm(pool.map(lambda e: _load_resized(e[1], image_size), entries), total=len(entries),
+        results = list(tqdm(pool.map(lambda e: _load_resized(e[1], image_size, lenient), entries), total=len(entries),
                             desc=f"prepare {image_size}px", disable=not progress))
     problems += [r for r in results if isinstance(r, Problem)]
     keep = [k for k, r in enumerate(results) if not isinstance(r, Problem)]
@@ -218,6 +217,7 @@ def prepare(source: str | Path, out_dir: str | Path, image_size: int, protocol: 
     table.to_csv(out_dir / "splits.csv", index=False)
     write_atomic(out_dir / ORIGINALS, lambda tmp: _zip_originals(tmp, table))
     manifest = {**wanted, "prepared_id": uuid.uuid4().hex,  # a new id each time: local copies of an older one are stale
+                "layout_found": found.layout, "mask_suffix_found": found.mask_suffix,
                 "count": len(table), "splits": table["split"].value_counts().to_dict(),
                 "skipped": [str(p) for p in problems], "notes": int((table["note"] != "").sum())}
     (out_dir / "prepared.json").write_text(json.dumps(manifest, indent=1))
@@ -225,16 +225,30 @@ def prepare(source: str | Path, out_dir: str | Path, image_size: int, protocol: 
 
 
 def _zip_originals(path: Path, table: pd.DataFrame) -> None:
-    """Store the original mask PNGs of the validation and test images, as they are (PNG is compressed already)."""
+    """Store the original mask PNGs of the validation and test images, as they are (PNG is compressed already);
+    masks in another format (JPEG, BMP, TIFF) as grayscale PNGs of the same values."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zipped:
         for isic_id, mask_path in table.loc[table["split"] != "train", ["isic_id", "mask_path"]].itertuples(index=False):
-            zipped.write(mask_path, f"{isic_id}.png")
+            if Path(mask_path).suffix.lower() == ".png":
+                zipped.write(mask_path, f"{isic_id}.png")
+            else:
+                with Image.open(mask_path) as mask:
+                    values, _ = grayscale_mask(mask, Path(mask_path))
+                png = io.BytesIO()
+                Image.fromarray(values).save(png, format="PNG")
+                zipped.writestr(f"{isic_id}.png", png.getvalue())
 
 
-def settings(source: str | Path, image_size: int, protocol: str, seed: int, on_bad_file: str) -> dict:
-    """What a preparation is made from and with: the part of ``prepared.json`` that must match to reuse it."""
+def settings(source: str | Path, image_size: int, protocol: str, seed: int, on_bad_file: str, layout: str = "auto",
+             mask_suffix: str | None = "auto") -> dict:
+    """What a preparation is made from and with: the part of ``prepared.json`` that must match to reuse it.
+
+    ``layout`` and ``mask_suffix`` are kept as asked (``auto`` included); what was found is in ``prepared.json``
+    as ``layout_found`` and ``mask_suffix_found``. Preparations made before these keys existed are made again.
+    """
     return {"version": PREP_VERSION, "source": str(Path(source).resolve()), "image_size": int(image_size),
-            "protocol": protocol, "seed": int(seed), "on_bad_file": on_bad_file}
+            "protocol": protocol, "seed": int(seed), "on_bad_file": on_bad_file, "layout": layout,
+            "mask_suffix": "" if mask_suffix is None else mask_suffix}
 
 
 def is_prepared(out_dir: str | Path, wanted: dict) -> bool:

@@ -1,10 +1,11 @@
-"""Turn notebook 01's ``DATA_SOURCE`` into a folder in the official ISIC layout, then prepare it.
+"""Turn notebook 01's ``DATA_SOURCE`` into a dataset folder, then prepare it.
 
 ``DATA_SOURCE`` is one of:
 
 - ``"synthetic"`` (default, offline): the procedural sample of :mod:`helpers.data.synthetic`;
-- ``"folder"``: ``DATA_DIR`` is a folder in the official layout (an unpacked download, your
-  own copy, ``../shared/data/isic2018_task1_512``);
+- ``"folder"``: ``DATA_DIR`` is a dataset folder in a layout of :mod:`helpers.data.layouts`: the official
+  ISIC layout (an unpacked download, your own copy, ``../shared/data/isic2018_task1_512``), PH2 as
+  distributed, or images and masks in plain folders (``images/`` and ``masks/``, or side by side);
 - ``"zip"``: ``DATA_DIR`` is a zip file, or a folder of zip files (e.g. on Google Drive),
   extracted safely into ``data/raw/<name>``;
 - ``"isic2018"``: download the official challenge zips (resumable) into ``data/downloads`` (on Colab:
@@ -22,12 +23,14 @@ from helpers.data.synthetic import generate_sample
 from helpers.profiles import RunConfig
 
 SOURCES = ("synthetic", "folder", "zip", "isic2018")
-PROTOCOLS = ("seed", "official")
+PROTOCOLS = ("seed", "official", "external")
+BOTH = ("seed", "official")  # what PROTOCOL="both" prepares
 
 
 def protocol_list(protocol: str) -> list[str]:
-    """``"seed"``, ``"official"`` or ``"both"`` as the list of protocols to prepare."""
-    chosen = list(PROTOCOLS) if protocol == "both" else [protocol]
+    """``"seed"``, ``"official"``, ``"external"`` or ``"both"`` (seed and official) as the list of protocols
+    to prepare."""
+    chosen = list(BOTH) if protocol == "both" else [protocol]
     if not set(chosen) <= set(PROTOCOLS):
         raise DataError(f"PROTOCOL={protocol!r} is not one of {PROTOCOLS + ('both',)}.")
     return chosen
@@ -70,7 +73,7 @@ def _existing(data_dir: str | None) -> Path | None:
 
 def get_source(data_source: str, data_dir: str | None, profile: RunConfig, sample_seed: int = 0,
                splits: tuple[str, ...] = ("train",), mirror: str | None = None) -> Path:
-    """Make the data available locally and return its root folder (official layout).
+    """Make the data available locally and return its root folder (any layout of :mod:`helpers.data.layouts`).
 
     Args:
         data_source: one of :data:`SOURCES`.
@@ -100,7 +103,8 @@ def get_source(data_source: str, data_dir: str | None, profile: RunConfig, sampl
     if found is None:
         raise DataError(f"DATA_DIR={data_dir!r} does not exist (a relative path is read from the current folder, "
                         f"then from the repository root); with DATA_SOURCE={data_source!r} set DATA_DIR "
-                        f"to the folder (or zip) that holds the ISIC 2018 Task 1 data.")
+                        f"to the folder (or zip) that holds the data (the ISIC 2018 Task 1 folders, a PH2 copy, "
+                        f"or images/ and masks/ folders).")
     data_dir = found
     if data_source == "zip":
         return _extract_zips(data_dir, paths.raw_dir(name))
@@ -116,13 +120,14 @@ def expected_source(data_source: str, data_dir: str | None, profile: RunConfig, 
 
 def ensure_prepared(config: RunConfig, data_source: str = "synthetic", data_dir: str | None = None,
                     protocol: str = "seed", on_bad_file: str = "raise", sample_seed: int = 0,
-                    mirror: str | None = None) -> Prepared:
+                    mirror: str | None = None, *, layout: str = "auto", mask_suffix: str | None = "auto") -> Prepared:
     """Get the data and prepare it at the config's image size, split with its split seed (cached: fast
     when done before).
 
     Every notebook calls this with its parameters, so each one also runs on a fresh runtime. A preparation
     already in the kit's home (e.g. on Drive, made by notebook 01 on another runtime) is used as it is:
-    the source is not downloaded, extracted or generated again.
+    the source is not downloaded, extracted or generated again. ``layout`` and ``mask_suffix`` are passed to
+    :func:`~helpers.data.prep.prepare` (``auto``: detected).
 
     Returns:
         The :class:`~helpers.data.prep.Prepared` dataset.
@@ -132,20 +137,22 @@ def ensure_prepared(config: RunConfig, data_source: str = "synthetic", data_dir:
                          config.image_size, config.split_seed)
     out_dir, source = paths.prepared_root() / name, expected_source(data_source, data_dir, config, sample_seed)
     if source is not None and is_prepared(out_dir, settings(source, config.image_size, protocol, config.split_seed,
-                                                            on_bad_file)):
+                                                            on_bad_file, layout, mask_suffix)):
         return load_prepared(out_dir)
     root = get_source(data_source, data_dir, config, sample_seed, splits, mirror)
-    return prepare(root, out_dir, config.image_size, protocol, config.split_seed, on_bad_file)
+    return prepare(root, out_dir, config.image_size, protocol, config.split_seed, on_bad_file, layout=layout,
+                   mask_suffix=mask_suffix)
 
 
 def notebook_data(config: RunConfig, data_source: str = "synthetic", data_dir: str | None = None,
-                  protocol: str = "seed", on_bad_file: str = "raise", mirror: str | None = None) -> Prepared:
+                  protocol: str = "seed", on_bad_file: str = "raise", mirror: str | None = None, *,
+                  layout: str = "auto", mask_suffix: str | None = "auto") -> Prepared:
     """What notebooks 02 and 03 train on: the prepared data of their parameters (``both`` protocols: the seed one).
 
     Prepared by notebook 01 with the same parameters, it is found at once; on a fresh runtime without it, it is
     prepared here (seconds for the offline sample).
     """
     prepared = ensure_prepared(config, data_source, data_dir or None, protocol_list(protocol)[0], on_bad_file,
-                               mirror=mirror or None)
+                               mirror=mirror or None, layout=layout, mask_suffix=mask_suffix)
     print(f"prepared data: {prepared.root} ({len(prepared.table)} images, {prepared.manifest['image_size']} px)")
     return prepared
