@@ -3,7 +3,11 @@
 - ``inference``: probabilities in batches, flip TTA, post-processing, original-size masks, per-image scores,
   pruned UNet++ copies, mask outlines on images.
 - ``predict``: masks for your own unlabelled images (any size, orientation or mode), and its command line.
+- ``export``: a run's best model as TorchScript and ONNX with its preprocessing as metadata, parity checks, the command.
+- ``exported``: an export read back (metadata) and run as a kit model (predict.py takes one instead of a run folder).
+- ``model_card``: the ``MODEL_CARD.md`` written next to an export (data, licence, recipe, metrics, intended use).
 - ``scoring``: which run folders are pending, evaluating them, reading their files back.
+- ``external``: runs scored on another dataset used whole as a test set, and the drop from their own test split.
 - ``stats``: bootstrap CIs, paired comparisons, Holm correction, the spread between seeds.
 - ``failures``: what the worst test images have in common.
 - ``challenge``: the ISIC 2018 challenge format (0/255 PNGs at original size) and its zip.

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import paths
-from helpers.evaluation import inference, scoring
+from helpers.evaluation import external, inference, scoring
 from helpers.reporting import failure_report, figures, tables
 from helpers.training import runs
 
@@ -257,6 +257,19 @@ def _seed_section(summary: pd.DataFrame, root: Path) -> list[str]:
             "test images. Figures and paired comparisons use the lowest seed.\n\n" + _md_table(table)]
 
 
+def _external_section(root: Path, n_boot: int, seed: int) -> list[str]:
+    path = external.write_external(root, n_boot, seed)
+    if path is None:
+        return []
+    table = pd.read_csv(path)
+    return [f"## On another dataset (external test sets, `{external.EXTERNAL_FILE}`)\n\nEach run scored on its own "
+            "test split and on another dataset used whole as a test set, with the same threshold, TTA and "
+            "post-processing. The drop is the run's own-split mean minus its external mean; the two sets hold "
+            "different images, so its 95 % CI resamples both independently.\n\n"
+            + _md_table(external.readable(table, "dice")) + "\n\nThresholded Jaccard (the challenge score):\n\n"
+            + _md_table(external.readable(table, "jaccard_thresholded"))]
+
+
 def write_report(results_root=None, n_boot: int = 2000, seed: int = 0) -> Path:
     """Rebuild ``summary.csv``, ``comparisons.csv``, the figures and ``report.md`` from the run folders.
 
@@ -284,6 +297,7 @@ def write_report(results_root=None, n_boot: int = 2000, seed: int = 0) -> Path:
              "## Size, time and speed\n\n" + _md_table(cost_table(summary)),
              "## Which differences are real (paired, same test images)\n\n" + _md_table(comparisons_table(comparisons)),
              *_seed_section(summary, root),
+             *_external_section(root, n_boot, seed),
              "## Where the best run fails\n\n" + failure_text
              + (f"\n\n### Notes of the people who ran it (`{NOTES_FILE}`)\n\n" + (root / NOTES_FILE).read_text().strip()
                 if (root / NOTES_FILE).is_file() else ""),

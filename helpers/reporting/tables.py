@@ -40,7 +40,7 @@ def _config_fields(config: dict) -> dict:
     label = (config.get("model_config") or "") + "".join(f"+{k}" if v is True else f"+{k}={v}"
                                                          for k, v in sorted(overrides.items()))
     keys = ("model", "fraction", "protocol", "dataset", "image_size", "seed", "train_images", "params", "amp", "hardware")
-    return {**{k: config.get(k) for k in keys}, "config": label or None,
+    return {**{k: config.get(k) for k in keys}, "test_dataset": config.get("dataset"), "config": label or None,
             "profile": profile.get("name") if isinstance(profile, dict) else profile}
 
 

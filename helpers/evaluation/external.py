@@ -1,0 +1,244 @@
+"""Score trained runs on another dataset used whole as a test set (an *external* test set).
+
+    results/runs/<run_id>/external/<test dataset>/  test_metrics.csv  eval.json  test_preds.npz
+    results/external.csv   one row per run and external dataset: the in-distribution and the external
+                           per-image Dice (and thresholded Jaccard) with 95 % CIs, and the drop between them
+
+A run's own test split comes from the dataset it was trained on; a model that scores well there can score
+much less on images from another clinic, camera or population. Preparing another dataset with the
+``external`` protocol (every image a test image) and scoring the runs on it measures that.
+
+The drop is the in-distribution mean minus the external mean of the same run. The two test sets hold
+different images, so its 95 % CI resamples both independently (it is paired by run, not by image).
+
+    python -m helpers.evaluation.external --data-source folder --data-dir PH2Dataset
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers import paths
+from helpers.data.sources import SOURCES, ensure_prepared
+from helpers.evaluation import inference, scoring, stats
+from helpers.profiles import RunConfig, resolve_config
+from helpers.training import devices, runs
+
+EXTERNAL_DIR = "external"
+EXTERNAL_FILE = "external.csv"
+SYNTHETIC_SEED = 1  # a synthetic "external" set: another draw of the offline sample (same generator: no real shift)
+SCORES = ("dice", "jaccard_thresholded")
+
+
+def external_dir(run_dir: str | Path, test_dataset: str) -> Path:
+    """Where a run's scores on an external dataset go."""
+    return Path(run_dir) / EXTERNAL_DIR / test_dataset
+
+
+def prepare_external(config: RunConfig, data_source: str, data_dir: str | None = None, image_size: int | None = None,
+                     on_bad_file: str = "raise"):
+    """Prepare a dataset whole as a test set (protocol ``external``) at a run's image size.
+
+    Args:
+        config: the profile (its split seed; its image size unless ``image_size`` is given).
+        data_source, data_dir: as in notebook 01 (``synthetic`` gives another draw of the offline sample).
+        image_size: the size the runs to score were trained at.
+        on_bad_file: ``raise`` or ``skip``.
+
+    Returns:
+        The :class:`~helpers.data.prep.Prepared` dataset; its every image is in the ``test`` split.
+    """
+    if data_source not in SOURCES:
+        raise ValueError(f"EXTERNAL_SOURCE={data_source!r} is not one of {SOURCES}.")
+    sized = dataclasses.replace(config, image_size=int(image_size or config.image_size))
+    seed = SYNTHETIC_SEED if data_source == "synthetic" else 0
+    return ensure_prepared(sized, data_source, data_dir or None, "external", on_bad_file, sample_seed=seed)
+
+
+def evaluate_external(run_dir: str | Path, prepared, *, load_model=None, device=None, **options) -> Path:
+    """Score one finished run on every test image of another prepared dataset, with the run's own settings.
+
+    The threshold, TTA and post-processing are those of the run's in-distribution evaluation (its ``eval.json``),
+    so the two scores differ only in the images.
+
+    Returns:
+        The path of the external ``test_metrics.csv``.
+
+    Raises:
+        ValueError: the dataset is prepared at another size than the run was trained at, or is the run's own.
+    """
+    run_dir = Path(run_dir)
+    config = scoring.run_config(run_dir)
+    size, trained = int(prepared.images.shape[1]), int(config["image_size"])
+    if size != trained:
+        raise ValueError(f"{prepared.root} is prepared at {size} px but run {run_dir.name} was trained at {trained} px; "
+                         f"prepare the external data at {trained} px (prepare_external(..., image_size={trained})).")
+    test_dataset = runs.dataset_of(prepared)
+    if test_dataset == config.get("dataset"):
+        raise ValueError(f"{prepared.root} is the dataset run {run_dir.name} was trained on; its test split is scored "
+                         f"by evaluate_runs. An external test set is another dataset.")
+    settings = scoring.read_eval(run_dir)
+    for key, option in (("threshold", "threshold"), ("tta", "tta"), ("postprocess", "post")):
+        if key in settings:
+            options.setdefault(option, settings[key])
+    options.setdefault("batch_size", int(config.get("batch_size") or 16))
+    model = (load_model or runs.load_run_model)(run_dir).to(device or devices.pick_device())
+    result = inference.evaluate(model, prepared, "test", **{"progress": False, **options})
+    result.info.update({"test_dataset": test_dataset, "trained_on": config.get("dataset"),
+                        "prepared": f"prepared/{prepared.root.name}"})
+    folder = external_dir(run_dir, test_dataset)
+    folder.mkdir(parents=True, exist_ok=True)
+    return inference.save_evaluation(result, folder)
+
+
+def evaluate_external_runs(prepared, results_root: str | Path | None = None, *, overwrite: bool = False,
+                           **options) -> pd.DataFrame:
+    """Score every evaluated run trained at the dataset's image size on it (skipping runs scored already).
+
+    Returns:
+        One row per run folder: ``run_id`` and ``action`` (evaluated, or skipped / failed and why).
+    """
+    test_dataset, size = runs.dataset_of(prepared), int(prepared.images.shape[1])
+    done = []
+    for run_dir in scoring.list_run_dirs(results_root):
+        status, problem = scoring.run_status(run_dir)
+        if status != "ok":
+            action = "skipped: " + problem
+        elif int(scoring.run_config(run_dir).get("image_size", -1)) != size:
+            action = f"skipped: trained at another size than {size} px"
+        elif (external_dir(run_dir, test_dataset) / inference.METRICS_FILE).exists() and not overwrite:
+            action = "skipped: already scored on " + test_dataset
+        else:
+            try:  # a missing checkpoint fails this run only
+                evaluate_external(run_dir, prepared, **options)
+                action = "evaluated"
+            except (OSError, ValueError, RuntimeError) as err:
+                action = f"failed: {type(err).__name__}: {err}"
+        done.append({"run_id": run_dir.name, "test_dataset": test_dataset, "action": action})
+    return pd.DataFrame(done, columns=["run_id", "test_dataset", "action"])
+
+
+def _scores(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float, np.ndarray]:
+    means = stats.bootstrap_means(values, n_boot, seed)
+    low, high = stats.bootstrap_ci(values, n_boot, seed=seed)
+    return float(np.nanmean(values)), low, high, means
+
+
+def external_rows(run_dir: str | Path, n_boot: int = 2000, seed: int = 0) -> list[dict]:
+    """One row per external dataset a run was scored on: both means with CIs and the drop with its CI."""
+    run_dir = Path(run_dir)
+    if scoring.run_status(run_dir)[0] != "ok" or not (run_dir / EXTERNAL_DIR).is_dir():
+        return []
+    config = scoring.run_config(run_dir)
+    inside = scoring.read_metrics(run_dir / inference.METRICS_FILE)
+    rows = []
+    for folder in sorted(p for p in (run_dir / EXTERNAL_DIR).iterdir() if (p / inference.METRICS_FILE).is_file()):
+        outside = scoring.read_metrics(folder / inference.METRICS_FILE)
+        row = {"run_id": run_dir.name, "model": config.get("model"), "fraction": config.get("fraction"),
+               "image_size": config.get("image_size"), "trained_on": config.get("dataset"),
+               "test_dataset": folder.name, "n_in": len(inside), "n_external": len(outside)}
+        for metric in SCORES:
+            if metric not in inside or metric not in outside:
+                continue
+            mean_in, low_in, high_in, boot_in = _scores(inside[metric].to_numpy(np.float64), n_boot, seed)
+            mean_out, low_out, high_out, boot_out = _scores(outside[metric].to_numpy(np.float64), n_boot, seed + 1)
+            drop_low, drop_high = np.nanpercentile(boot_in - boot_out, [2.5, 97.5])
+            row.update({f"{metric}_in": mean_in, f"{metric}_in_ci_low": low_in, f"{metric}_in_ci_high": high_in,
+                        f"{metric}_external": mean_out, f"{metric}_external_ci_low": low_out,
+                        f"{metric}_external_ci_high": high_out, f"{metric}_drop": mean_in - mean_out,
+                        f"{metric}_drop_ci_low": float(drop_low), f"{metric}_drop_ci_high": float(drop_high)})
+        rows.append(row)
+    return rows
+
+
+def external_table(results_root: str | Path | None = None, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Every run's external scores (:func:`external_rows`), sorted by test dataset, fraction and model."""
+    rows = [r for run_dir in scoring.list_run_dirs(results_root) for r in external_rows(run_dir, n_boot, seed)]
+    table = pd.DataFrame(rows)
+    return table.sort_values(["test_dataset", "fraction", "model"], kind="stable").reset_index(drop=True) if rows else table
+
+
+def write_external(results_root: str | Path | None = None, n_boot: int = 2000, seed: int = 0) -> Path | None:
+    """Write ``<results>/external.csv`` (None, and no file, when no run was scored on another dataset)."""
+    root = Path(results_root or paths.results_dir())
+    table = external_table(root, n_boot, seed)
+    (root / EXTERNAL_FILE).unlink(missing_ok=True)
+    if table.empty:
+        return None
+    table.to_csv(root / EXTERNAL_FILE, index=False, float_format="%.6g")
+    return root / EXTERNAL_FILE
+
+
+def readable(table: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
+    """The external table for people: one line per run and test set, ``mean [95 % CI]`` in each column."""
+    if table.empty:
+        return pd.DataFrame()
+
+    def cell(row, key):
+        return f"{row[key]:.3f} [{row[key + '_ci_low']:.3f}, {row[key + '_ci_high']:.3f}]"
+
+    return pd.DataFrame({
+        "model": table["model"], "fraction": [f"{100 * f:.0f} %" for f in table["fraction"]],
+        "trained on": table["trained_on"], "tested on": table["test_dataset"],
+        "images (own / external)": [f"{a} / {b}" for a, b in zip(table["n_in"], table["n_external"])],
+        f"{metric}, own test split": [cell(r, f"{metric}_in") for _, r in table.iterrows()],
+        f"{metric}, external": [cell(r, f"{metric}_external") for _, r in table.iterrows()],
+        "drop (own − external)": [cell(r, f"{metric}_drop") for _, r in table.iterrows()]})
+
+
+def choose_source(data_source: str | None, results_root: str | Path | None = None) -> str:
+    """Notebook 04's ``EXTERNAL_SOURCE``: as given, or for None, ``synthetic`` when the runs here were trained on the
+    offline sample (so the demo shows the section) and ``""`` (no external test) otherwise."""
+    if data_source is not None:
+        return data_source
+    trained = {scoring.run_config(p).get("dataset") for p in scoring.list_run_dirs(results_root)
+               if scoring.run_status(p)[0] == "ok"}
+    return "synthetic" if trained and all(str(d).startswith("synthetic") for d in trained) else ""
+
+
+def score_on(config: RunConfig, data_source: str, data_dir: str | None = None, results_root: str | Path | None = None,
+             *, overwrite: bool = False, on_bad_file: str = "raise", **options) -> pd.DataFrame:
+    """Prepare a dataset as an external test set at the size of every evaluated run, and score the runs on it.
+
+    Returns:
+        One row per run folder and size: ``run_id``, ``test_dataset``, ``action``; empty without evaluated runs.
+    """
+    root = Path(results_root or paths.results_dir())
+    sizes = sorted({int(scoring.run_config(p)["image_size"]) for p in scoring.list_run_dirs(root)
+                    if scoring.run_status(p)[0] == "ok"})
+    done = [evaluate_external_runs(prepare_external(config, data_source, data_dir, size, on_bad_file), root,
+                                   overwrite=overwrite, **options) for size in sizes]
+    return pd.concat(done, ignore_index=True) if done else pd.DataFrame(columns=["run_id", "test_dataset", "action"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: prepare another dataset as an external test set and score every evaluated run on it."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.evaluation.external", description=main.__doc__)
+    parser.add_argument("--data-source", default="folder", choices=SOURCES)
+    parser.add_argument("--data-dir", help="the dataset's folder or zip (ISIC, PH2 or a generic images/masks layout)")
+    parser.add_argument("--results", help="results folder (default: the kit's results/)")
+    parser.add_argument("--profile", default=None, help="profile whose split seed to use (default: the kit's default)")
+    parser.add_argument("--overwrite", action="store_true", help="score runs again that were scored on it already")
+    parser.add_argument("--on-bad-file", default="raise", choices=("raise", "skip"))
+    args = parser.parse_args(argv)
+    root = Path(args.results or paths.results_dir())
+    done = score_on(resolve_config(args.profile), args.data_source, args.data_dir, root, overwrite=args.overwrite,
+                    on_bad_file=args.on_bad_file)
+    if done.empty:
+        print(f"{scoring.runs_dir(root)}: no evaluated run to score (train, then run notebook 04).", file=sys.stderr)
+        return 1
+    print(done.to_string(index=False))
+    path = write_external(root)
+    if path:
+        print(readable(pd.read_csv(path)).to_string(index=False))
+        print(f"\nwritten: {path} (notebook 04 or report.write_report() adds it to the report)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""External test sets: trained runs scored on another dataset used whole as a test set, and the drop."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from helpers.data.isic import SPLIT_DIRS
+from helpers.data.prep import prepare
+from helpers.evaluation import external, inference, scoring
+from helpers.reporting import report
+from tests.builders import Brightness, make_run, shifted_prepared
+
+
+def write_unshifted(root, count=12, size=(44, 34)):
+    """Images with a bright box whose mask is exactly that box (the shifted fixture's masks miss it by 0-21 px)."""
+    image_dir, mask_dir = (root / d for d in SPLIT_DIRS["train"])
+    image_dir.mkdir(parents=True)
+    mask_dir.mkdir(parents=True)
+    for k in range(count):
+        width, height = size
+        image = np.full((height, width, 3), 40, np.uint8)
+        mask = np.zeros((height, width), np.uint8)
+        image[height // 4:3 * height // 4, width // 4:3 * width // 4] = 220
+        mask[height // 4:3 * height // 4, width // 4:3 * width // 4] = 255
+        Image.fromarray(image).save(image_dir / f"ISIC_{500 + k:07d}.png")
+        Image.fromarray(mask).save(mask_dir / f"ISIC_{500 + k:07d}_segmentation.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Two evaluated runs (a 'model' that marks bright pixels) and another dataset prepared as an external test set."""
+    root = tmp_path_factory.mktemp("external")
+    own = shifted_prepared(root / "data")
+    for model in ("unet", "unetpp"):
+        make_run(root, f"{model}_f100", model, 1.0, own.root)
+    scoring.evaluate_runs(root, progress=False, load_model=lambda _: Brightness())
+    other = prepare(write_unshifted(root / "raw-other"), root / "data" / "other_external_32px_s42", 32,
+                    protocol="external", progress=False)
+    return root, other
+
+
+def test_external_preparation_is_all_test(study):
+    _, other = study
+    assert set(other.table["split"]) == {"test"} and len(other.indices("test")) == 12
+    assert other.manifest["protocol"] == "external"
+
+
+def test_runs_scored_on_the_external_set_with_their_own_settings(study):
+    root, other = study
+    done = external.evaluate_external_runs(other, root, load_model=lambda _: Brightness())
+    assert list(done["action"]) == ["evaluated", "evaluated"] and set(done["test_dataset"]) == {"other"}
+    folder = external.external_dir(root / "runs" / "unet_f100", "other")
+    table = pd.read_csv(folder / inference.METRICS_FILE)
+    info = json.loads((folder / inference.EVAL_FILE).read_text())
+    assert len(table) == 12 and table["isic_id"].str.startswith("ISIC_00005").all()
+    assert info["test_dataset"] == "other" and info["trained_on"] == "shifted" and info["threshold"] == 0.5
+    assert table["dice"].mean() > 0.9  # the mask is the bright box itself here
+    again = external.evaluate_external_runs(other, root, load_model=lambda _: Brightness())
+    assert again["action"].str.startswith("skipped: already scored").all()
+
+
+def test_the_drop_and_its_interval(study):
+    root, other = study
+    external.evaluate_external_runs(other, root, load_model=lambda _: Brightness())
+    table = external.external_table(root, n_boot=500)
+    assert list(table["model"]) == ["unet", "unetpp"] and set(table["test_dataset"]) == {"other"}
+    row = table.iloc[0]
+    own = scoring.read_metrics(root / "runs" / "unet_f100" / inference.METRICS_FILE)["dice"].mean()
+    assert row["dice_in"] == pytest.approx(own) and row["n_in"] == 6 and row["n_external"] == 12
+    assert row["dice_drop"] == pytest.approx(row["dice_in"] - row["dice_external"])
+    assert row["dice_drop_ci_low"] <= row["dice_drop"] <= row["dice_drop_ci_high"] < 0  # better on the easier set
+    shown = external.readable(table)
+    assert list(shown.columns[-3:]) == ["dice, own test split", "dice, external", "drop (own − external)"]
+    assert shown.iloc[0, -1].startswith(f"{row['dice_drop']:.3f} [")
+
+
+def test_report_has_the_external_section(study):
+    root, other = study
+    external.evaluate_external_runs(other, root, load_model=lambda _: Brightness())
+    text = report.write_report(root, n_boot=200).read_text()
+    assert "## On another dataset" in text and "| unetpp | 100 % | shifted | other |" in text
+    assert (root / external.EXTERNAL_FILE).is_file()
+    summary = pd.read_csv(root / "summary.csv")
+    assert set(summary.loc[summary["status"] == "ok", "test_dataset"]) == {"shifted"}
+
+
+def test_wrong_size_or_own_dataset_is_refused(study, tmp_path):
+    root, _ = study
+    bigger = prepare(write_unshifted(tmp_path / "raw"), tmp_path / "big_external_48px_s42", 48,
+                     protocol="external", progress=False)
+    with pytest.raises(ValueError, match=r"prepared at 48 px but run unet_f100 was trained at 32 px"):
+        external.evaluate_external(root / "runs" / "unet_f100", bigger, load_model=lambda _: Brightness())
+    skipped = external.evaluate_external_runs(bigger, root)
+    assert skipped["action"].str.contains("trained at another size").all()
+    own = shifted_prepared(tmp_path / "own")
+    own_named = type(own)(tmp_path / "shifted_seed_32px_s1", own.images, own.masks, own.table, own.manifest)
+    with pytest.raises(ValueError, match="the dataset run unet_f100 was trained on"):
+        external.evaluate_external(root / "runs" / "unet_f100", own_named, load_model=lambda _: Brightness())
+
+
+def test_command_prepares_and_scores(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
+    own = shifted_prepared(tmp_path / "data")
+    make_run(tmp_path / "results", "unet_f100", "unet", 1.0, own.root)
+    scoring.evaluate_runs(tmp_path / "results", progress=False)
+    raw = write_unshifted(tmp_path / "clinic")
+    assert external.main(["--data-dir", str(raw), "--results", str(tmp_path / "results")]) == 0
+    out = capsys.readouterr().out
+    assert "evaluated" in out and "clinic" in out and (tmp_path / "results" / external.EXTERNAL_FILE).is_file()
+    assert external.main(["--data-dir", str(raw), "--results", str(tmp_path / "empty")]) == 1
+
+
+def test_default_source_follows_the_training_data(tmp_path):
+    own = shifted_prepared(tmp_path / "data")
+    run = make_run(tmp_path, "unet_f100", "unet", 1.0, own.root)
+    scoring.evaluate_runs(tmp_path, progress=False, load_model=lambda _: Brightness())
+    assert external.choose_source(None, tmp_path) == ""           # real data: no external test unless asked
+    assert external.choose_source("folder", tmp_path) == "folder"
+    assert external.choose_source(None, tmp_path / "nothing") == ""
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "dataset": "synthetic-60-s0"}))
+    assert external.choose_source(None, tmp_path) == "synthetic"  # the demo shows the section
