@@ -8,10 +8,10 @@ STAMP := $(VENV)/.installed-requirements
 
 .PHONY: demo test bench install lab clean-results
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-export.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	cat requirements.txt requirements-dev.txt > $(STAMP)
+	cat requirements.txt requirements-dev.txt requirements-export.txt > $(STAMP)
 
 install: $(STAMP)  ## create/update the virtual environment only
 

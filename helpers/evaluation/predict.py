@@ -1,12 +1,16 @@
 """Predict lesion masks on your own, unlabelled images with a trained run.
 
     python -m helpers.evaluation.predict results/runs/<run id> photo.jpg more_images/ out/
+    python -m helpers.evaluation.predict exported/model.onnx photo.jpg out/     (or a TorchScript model.pt)
 
 For every image it writes into ``out/``: ``<stem>_segmentation.png`` (0/255, at the image's original size, as
 the ISIC challenge wants), ``<stem>_overlay.jpg`` (the image with the prediction's outline, at most 1,024 px),
 and one row of ``predictions.csv``: id, original width and height, lesion fraction, mean confidence (the mean
 of max(p, 1 − p) over the pixels), milliseconds. It uses the run's threshold, TTA and post-processing (from its
-``eval.json`` when notebook 04 evaluated it, else 0.5, no TTA, no post-processing) unless told otherwise.
+``eval.json`` when notebook 04 evaluated it, else 0.5, no TTA, no post-processing) unless told otherwise. RUN may
+also be a model exported by :mod:`helpers.evaluation.export` (``.onnx`` or TorchScript ``.pt``): its metadata then
+gives the image size, mean and std, threshold, TTA and post-processing, and the same code predicts with it
+(:class:`helpers.evaluation.exported.ExportedModel`).
 
 Images come as people have them: EXIF-rotated photos are turned upright; large JPEGs are decoded at reduced
 size (memory stays bounded: the model sees a few hundred pixels anyway); grayscale, RGBA (on white), CMYK, 16-bit
@@ -27,7 +31,8 @@ import pandas as pd
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from helpers.evaluation import inference
+from helpers.data.isic import to_rgb
+from helpers.evaluation import exported, inference
 from helpers.training import runs
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -77,19 +82,6 @@ def output_names(paths: list[Path]) -> dict[Path, str]:
     return {p: p.stem if stems.count(p.stem) == 1 else f"{p.parent.name}_{p.stem}_{p.suffix.lstrip('.')}" for p in paths}
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB from any PIL mode: 16-bit scaled to 8, transparency on white, CMYK/palette/grayscale converted."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16 bits per value: keep the scale, 65535 → 255
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or values.max() <= 65535 else values.max()
-        image = Image.fromarray(np.clip(values / top * 255, 0, 255).astype(np.uint8))
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, image)
-    return image.convert("RGB")
-
-
 def load_image(path: str | Path, image_size: int) -> Loaded:
     """Read one image upright and bounded in memory: the model's input, a preview, and the original size.
 
@@ -107,7 +99,7 @@ def load_image(path: str | Path, image_size: int) -> Loaded:
                 scale = OVERLAY_SIDE / max(image.size)  # the largest 1/n reduction whose longer side still has them
                 image.draft("RGB", (max(1, int(image.size[0] * scale)), max(1, int(image.size[1] * scale))))
             image = ImageOps.exif_transpose(image)
-            image = _to_rgb(image)
+            image = to_rgb(image)
             image.thumbnail((OVERLAY_SIDE, OVERLAY_SIDE), Image.BOX)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{path}: cannot be read as an image ({type(err).__name__}: {err}).") from err
@@ -124,31 +116,46 @@ def run_settings(run_dir: str | Path) -> dict:
             "post": bool(saved.get("postprocess", False))}
 
 
+def load_predictor(run_dir: str | Path, device: str | None = None) -> tuple:
+    """What predicting needs from a run folder or an exported model.
+
+    Returns:
+        ``(model, settings, image_size, to_input)``: the model (images → logits, in eval mode, on its device),
+        :func:`run_settings`' dict, the side images are resized to, and uint8 (B, S, S, 3) → normalised input
+        (None: :func:`helpers.data.to_model_input`, what training used).
+    """
+    import torch
+
+    from helpers.training.devices import pick_device
+
+    if exported.is_export(run_dir):  # a file: its metadata says everything
+        model = exported.load_exported(run_dir, device)
+        return model, model.settings(), model.image_size, model.to_input
+    settings = run_settings(run_dir)
+    image_size = int(runs.load_run_config(run_dir)["image_size"])
+    model = runs.load_run_model(run_dir, map_location=torch.device(device) if device else pick_device())
+    return model, settings, image_size, None
+
+
 def predict(run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path, *, threshold: float | None = None,
             tta: bool | None = None, post: bool | None = None, batch_size: int = 8, device: str | None = None,
             progress: bool = True) -> pd.DataFrame:
     """Predict a mask for every input image with a run's best model; write masks, overlays and ``predictions.csv``.
 
     Args:
-        run_dir: a run folder (its ``config.json`` and ``best.pt``).
+        run_dir: a run folder (its ``config.json`` and ``best.pt``), or an exported ``.onnx`` / TorchScript ``.pt``.
         inputs: image files and folders.
         out_dir: where the outputs go (created).
         threshold, tta, post: override the run's settings (None: the run's).
         batch_size: images per forward pass.
-        device: ``cpu``, ``cuda``...; default the GPU if there is one.
+        device: ``cpu``, ``cuda``...; default the GPU if there is one (an export: the CPU; ONNX always the CPU).
         progress: show a progress bar.
 
     Returns:
         The table written to ``predictions.csv`` (one row per image predicted).
     """
-    import torch
-
-    from helpers.training.devices import pick_device
-
-    settings = run_settings(run_dir)
+    model, settings, image_size, to_input = load_predictor(run_dir, device)
     settings.update({k: v for k, v in {"threshold": threshold, "tta": tta, "post": post}.items() if v is not None})
-    image_size = int(runs.load_run_config(run_dir)["image_size"])
-    model = runs.load_run_model(run_dir, map_location=torch.device(device) if device else pick_device())
     out_dir = Path(out_dir)
     paths, notes = collect_inputs(inputs, skip=out_dir)
     names = output_names(paths)
@@ -167,7 +174,7 @@ def predict(run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path, 
             continue
         begun = time.perf_counter()
         _, probs, _ = next(inference.iter_probs(model, np.stack([b.small for b in batch]), np.arange(len(batch)),
-                                                batch_size=len(batch), tta=settings["tta"]))
+                                                to_input=to_input, batch_size=len(batch), tta=settings["tta"]))
         ms = (time.perf_counter() - begun) * 1000 / len(batch)
         for item, prob in zip(batch, probs):
             mask = inference.finalize(prob, settings["threshold"], settings["post"], item.size)  # (H, W) original
@@ -188,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m helpers.evaluation.predict RUN INPUT... OUTPUT``."""
     parser = argparse.ArgumentParser(prog="python -m helpers.evaluation.predict",
                                      description="Predict lesion masks on your own images with a trained run.")
-    parser.add_argument("run", help="a run folder, e.g. results/runs/<run id>")
+    parser.add_argument("run", help="a run folder, e.g. results/runs/<run id>, or an exported model.onnx / model.pt")
     parser.add_argument("paths", nargs="+", metavar="INPUT... OUTPUT", help="image files or folders, then the output folder")
     parser.add_argument("--threshold", type=float, default=None, help="default: the run's (0.5)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="flip TTA (default: the run's)")
@@ -204,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         table = predict(args.run, inputs, output, threshold=args.threshold, tta=args.tta, post=args.post,
                         batch_size=args.batch_size, device=args.device)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, exported.ExportError) as err:
         print(f"✗ {err}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - started

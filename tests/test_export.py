@@ -1,0 +1,193 @@
+"""Exporting a run's best model to TorchScript and ONNX: parity with PyTorch, metadata, the model card, the command,
+the errors, and predict.py on an exported model."""
+import importlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from helpers.data.loaders import IMAGENET_MEAN, IMAGENET_STD
+from helpers.evaluation import inference, predict
+from helpers.evaluation.export import export_run, main
+from helpers.evaluation.exported import ExportError, load_exported, read_metadata
+from helpers.evaluation.model_card import data_licence
+from helpers.evaluation.stats import bootstrap_ci
+from helpers.models import build_model
+from helpers.training import runs
+from helpers.training.checkpoints import save_weights_atomic
+from tests.builders import make_run
+
+
+def _importable(*names):
+    try:
+        return [importlib.import_module(name) for name in names] and True
+    except ImportError:
+        return False
+
+
+HAS_ONNX = _importable("onnx", "onnxruntime")  # the optional extra (requirements-export.txt)
+FORMATS = ("onnx", "torchscript") if HAS_ONNX else ("torchscript",)
+DATASETS = {"unet": "isic2018", "unetpp": "shifted", "transunet": "synthetic-60-s0"}
+
+
+def _make(root, model, prepared_dir, overrides=None):
+    """A run folder of a tiny model (``tests.builders.make_run``), with model overrides and a dataset name."""
+    folder = make_run(root, f"{model}-run", model, 1.0, prepared_dir)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_overrides=overrides or {}, dataset=DATASETS[model])
+    (folder / "config.json").write_text(json.dumps(config))
+    if overrides:
+        torch.manual_seed(1)
+        save_weights_atomic(build_model(model, "tiny", **overrides), folder / "checkpoints" / "best.pt", metric=0.5, epoch=1)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory, shifted):
+    """Each model exported once (both formats where onnx is installed, with parity): {model: (run folder, result)}."""
+    root = tmp_path_factory.mktemp("export")
+    found = {}
+    for model, overrides, depth in (("unet", None, None), ("unetpp", {"deep_supervision": True}, 2),
+                                    ("transunet", None, None)):
+        folder = _make(root / "results", model, shifted.root, overrides)
+        if model == "unet":  # notebook 04 evaluated it
+            pd.DataFrame({"isic_id": list("abcdef"), "dice": [.9, .8, .7, .95, .6, .85], "iou": [.8, .7, .6, .9, .5, .75]}
+                         ).to_csv(folder / inference.METRICS_FILE, index=False)
+            (folder / inference.EVAL_FILE).write_text('{"threshold": 0.45, "tta": true, "postprocess": false}')
+        found[model] = folder, export_run(folder, root / "out" / model, FORMATS, depth=depth, check=True)
+    return found
+
+
+def _format(fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+        pytest.importorskip("onnxruntime")
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("model", ["unet", "unetpp", "transunet"])
+def test_the_export_gives_pytorchs_probabilities_at_two_batch_sizes_and_two_sizes(exports, model, fmt):
+    _format(fmt)
+    figures = exports[model][1]["parity"][fmt]
+    print(model, fmt, figures)
+    assert max(figures.values()) < 1e-4
+    assert {"random 1x3x32x32", "random 3x3x32x32", "real 3x3x32x32"} <= set(figures)  # two batch sizes, real images
+    assert ("random 2x3x64x64" in figures) == (model != "transunet")  # a second size where the model allows it
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_metadata_round_trip(exports, fmt):
+    _format(fmt)
+    folder, result = exports["unetpp"]
+    meta = read_metadata(result["files"][fmt])
+    assert meta["mean"] == list(IMAGENET_MEAN) and meta["std"] == list(IMAGENET_STD) and meta["image_size"] == 32
+    assert (meta["run_id"], meta["model"], meta["model_config"], meta["prune_depth"]) == ("unetpp-run", "unetpp", "tiny", 2)
+    assert meta["config"]["deep_supervision"] and meta["dynamic_size"] and meta["size_multiple"] == 16
+    assert (meta["threshold"], meta["tta"], meta["postprocess"], meta["format"]) == (0.5, False, False, fmt)
+    assert meta["opset"] == (18 if fmt == "onnx" else None)
+    if fmt == "onnx":  # where other tools look: ONNX metadata_props
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(result["files"]["onnx"])).metadata_props}
+        assert json.loads(props["image_size"]) == 32 and json.loads(props["run_id"]) == "unetpp-run"
+    else:  # TorchScript's extra file kit.json
+        extra = {"kit.json": ""}
+        torch.jit.load(str(result["files"]["torchscript"]), _extra_files=extra)
+        assert json.loads(extra["kit.json"])["threshold"] == 0.5
+    assert read_metadata(exports["unet"][1]["files"][fmt])["threshold"] == 0.45  # the run's eval.json
+    assert not read_metadata(exports["transunet"][1]["files"][fmt])["dynamic_size"]
+
+
+def test_the_graph_maps_normalised_images_to_the_probabilities_of_the_pruned_head(exports):
+    folder, result = exports["unetpp"]
+    exported = load_exported(result["files"]["torchscript"])
+    x = torch.randn(2, 3, 48, 48)  # another size and batch than traced
+    pruned = inference.pruned_copies(runs.load_run_model(folder))
+    with torch.no_grad():
+        probs = exported.probs(x)
+        assert probs.shape == (2, 1, 48, 48) and probs.dtype == torch.float32
+        assert torch.allclose(probs, torch.sigmoid(pruned["L2"](x)), atol=1e-6)
+        assert not torch.allclose(probs, torch.sigmoid(pruned["L4"](x)), atol=1e-3)  # the depth mattered
+
+
+def test_the_model_card_says_data_licence_metrics_and_intended_use(exports, shifted):
+    unet, transunet, unetpp = (exports[m][1]["card"].read_text() for m in ("unet", "transunet", "unetpp"))
+    assert exports["unet"][1]["card"].name == "MODEL_CARD.md"
+    assert "CC BY-NC 4.0" in unet and "non-commercial use only" in unet
+    assert "synthetic" in transunet and "no patient data" in transunet and "unknown source" in unetpp
+    for card in (unet, transunet, unetpp):
+        assert "Not for diagnosis, not a medical device" in card and "Research and teaching only" in card
+    low, high = bootstrap_ci([.9, .8, .7, .95, .6, .85])
+    assert f"| Dice | 0.8000 | {low:.4f} – {high:.4f} |" in unet and "| IoU |" in unet and "TTA True" in unet
+    assert "Not evaluated yet" in transunet and "Not evaluated yet" not in unet
+    params = exports["unet"][1]["metadata"]["params"]
+    n_train = len(shifted.indices("train"))  # counted in the prepared data (make_run records no train_images)
+    assert f"parameters: {params:,}" in unet and f"training fraction 1.0, 32 px; training images: {n_train}" in unet
+    assert "`seed` protocol" in unet and "num_epochs 2, batch_size 4, lr 0.0001" in unet
+    assert "32 × 32 px only" in transunet and "multiples of 16" in unet and "pruned at depth L2" in unetpp
+    assert data_licence("isic2018_task1_256") == data_licence("isic2018")
+
+
+def test_the_command_line_writes_the_files_and_prints_parity(exports, tmp_path, capsys):
+    folder = exports["transunet"][0]
+    assert main([str(folder), str(tmp_path / "out"), "--format", "torchscript", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "parity torchscript random 3x3x32x32" in out and "model card" in out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["MODEL_CARD.md", "model.pt"]
+    elsewhere = make_run(tmp_path / "results", "no-data", "unet", 1.0, tmp_path / "not-prepared")  # data not here
+    assert export_run(elsewhere, tmp_path / "no-data", ["torchscript"], check=True)["parity"]["torchscript"].keys() == \
+        {"random 1x3x32x32", "random 3x3x32x32", "random 2x3x64x64"}
+    assert "unknown (not recorded" in (tmp_path / "no-data" / "MODEL_CARD.md").read_text()
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_clear_errors(exports, tmp_path, capsys, monkeypatch):
+    unet, unetpp = exports["unet"][0], exports["unetpp"][0]
+
+    def fails(*argv):
+        assert main([*map(str, argv)]) == 1
+        return capsys.readouterr().err
+
+    assert "unknown export format(s) ['tflite']" in fails(unet, tmp_path / "a", "--format", "tflite")
+    message = fails(unet, tmp_path / "b", "--depth", "2", "--format", "torchscript")
+    assert "unet-run/config.json" in message and "Leave --depth out" in message
+    assert "depths 1 to 4" in fails(unetpp, tmp_path / "c", "--depth", "9", "--format", "torchscript")
+    assert "is not a run folder" in fails(tmp_path, tmp_path / "d", "--format", "torchscript")
+    bare = make_run(tmp_path / "results", "bare", "unet", 1.0, tmp_path)
+    (bare / "checkpoints" / "best.pt").unlink()
+    assert "No best checkpoint of run bare" in fails(bare, tmp_path / "e", "--format", "torchscript")
+    monkeypatch.setitem(__import__("sys").modules, "onnx", None)  # as if onnx were not installed
+    assert "pip install -r requirements-export.txt" in fails(unet, tmp_path / "f", "--format", "onnx")
+    with pytest.raises(ExportError, match="best.pt is not an export"):
+        read_metadata(unet / "checkpoints" / "best.pt")
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_predict_on_an_export_gives_the_run_folders_masks(exports, tmp_path, fmt):
+    _format(fmt)
+    folder, result = exports["unet"]
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        Image.fromarray(rng.integers(0, 255, (40 + 8 * k, 56, 3), dtype=np.uint8)).save(tmp_path / f"x{k}.png")
+    inputs = [tmp_path / f"x{k}.png" for k in range(3)]
+    by_run = predict.predict(folder, inputs, tmp_path / "run", device="cpu", progress=False)
+    by_file = predict.predict(result["files"][fmt], inputs, tmp_path / "file", progress=False)
+    assert list(by_run["id"]) == list(by_file["id"]) == ["x0", "x1", "x2"]
+    for name in by_run["id"]:
+        masks = [np.asarray(Image.open(tmp_path / d / f"{name}_segmentation.png")) for d in ("run", "file")]
+        assert np.array_equal(*masks)
+    assert np.allclose(by_run["mean_confidence"], by_file["mean_confidence"], atol=1e-5)
+
+
+def test_the_dynamo_exporter_works_too(exports, tmp_path):
+    pytest.importorskip("onnxscript")
+    _format("onnx")
+    result = export_run(exports["unet"][0], tmp_path, ["onnx"], check=True, dynamo=True)
+    assert max(result["parity"]["onnx"].values()) < 1e-4 and "random 2x3x64x64" in result["parity"]["onnx"]
+    assert read_metadata(result["files"]["onnx"])["exporter"] == "torch.onnx.export(dynamo=True)"
