@@ -35,7 +35,7 @@ from pathlib import Path
 from helpers import paths
 
 DEFAULT_DRIVE_HOME = "skin-lesion-kit"   # the home's folder under MyDrive
-CPU_PROFILES = ("cpu", "smoke")
+CPU_PROFILES = ("cpu", "demo", "smoke")  # profiles made for a CPU (class and t4 expect a GPU)
 
 
 _UNSET = object()

@@ -5,12 +5,21 @@ from helpers.profiles import FIELDS, PROFILES, RunConfig, get_profile, resolve_c
 
 
 def test_three_profiles_with_design_sizes():
-    assert set(PROFILES) == {"smoke", "demo", "cpu", "t4"}
+    assert set(PROFILES) == {"smoke", "demo", "class", "cpu", "t4"}
     assert (PROFILES["smoke"].image_size, PROFILES["cpu"].image_size, PROFILES["t4"].image_size) == (64, 128, 256)
     assert PROFILES["t4"].amp == "auto" and PROFILES["cpu"].amp == "off"
     for p in PROFILES.values():
-        assert p.fractions == (0.10, 0.25, 0.50, 1.00) and p.seeds == (42,) and p.split_seed == 42
+        assert p.fractions == ((0.10, 1.00) if p.name == "class" else (0.10, 0.25, 0.50, 1.00))
+        assert p.seeds == (42,) and p.split_seed == 42
         assert set(p.model_configs) == {"unet", "unetpp", "transunet"} and p.deep_supervision
+
+
+def test_class_profile_is_the_measured_cpu_recipe_at_two_fractions_with_amp():
+    """The class path keeps the recipe whose real-data results are committed (the cpu study), on a GPU."""
+    cpu, lesson = PROFILES["cpu"], PROFILES["class"]
+    same = ("image_size", "model_configs", "num_epochs", "batch_size", "lr", "weight_decay", "schedule", "augment")
+    assert all(getattr(lesson, k) == getattr(cpu, k) for k in same)
+    assert lesson.fractions == (0.10, 1.00) and lesson.amp == "auto" and lesson.num_workers == 2
 
 
 def test_environment_variable_chooses_the_default(monkeypatch):
