@@ -131,3 +131,20 @@ def test_command_line(run, tmp_path, capsys):
     assert "1 image(s)" in capsys.readouterr().out and (tmp_path / "out" / "x_segmentation.png").is_file()
     with pytest.raises(SystemExit):
         main([str(run), str(tmp_path / "out")])  # an input and an output are needed
+
+
+def test_example_inputs_are_the_original_files_else_the_prepared_arrays(shifted, tmp_path):
+    from helpers.reporting.figures import image_files
+
+    files = predict_module.example_inputs(shifted, tmp_path / "yours", count=3)
+    rows = shifted.indices("test")[:3]
+    assert [f.stem for f in files] == shifted.table["isic_id"].iloc[rows].tolist()
+    assert all(f.suffix == ".jpg" for f in files)  # the raw files are on disk: copied as they are
+    assert files[0].read_bytes() == open(shifted.table["image_path"].iloc[rows[0]], "rb").read()
+    moved = type(shifted)(shifted.root, shifted.images, shifted.masks,
+                          shifted.table.assign(image_path="/nowhere/x.jpg"), shifted.manifest)
+    arrays = predict_module.example_inputs(moved, tmp_path / "fresh-runtime", count=2)
+    assert [f.suffix for f in arrays] == [".png", ".png"]
+    assert np.array_equal(np.asarray(Image.open(arrays[1])), shifted.images[rows[1]])
+    figure = image_files(files, ncols=2)
+    assert len(figure.axes) == 4 and [ax.get_title() for ax in figure.axes[:3]] == [f.stem for f in files]

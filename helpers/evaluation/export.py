@@ -179,6 +179,15 @@ def real_images(run_dir: str | Path, count: int = 3) -> np.ndarray | None:
     return np.asarray(prepared.images[rows[:count]])
 
 
+def available_formats() -> tuple[str, ...]:
+    """The formats this environment can export and check: TorchScript always, ONNX when onnx and onnxruntime are
+    installed (``pip install -r requirements-export.txt``; Colab has neither)."""
+    import importlib.util
+
+    has_onnx = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+    return ("onnx", "torchscript") if has_onnx else ("torchscript",)
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, formats=("onnx", "torchscript"), *, depth: int | None = None,
                check: bool = False, opset: int = OPSET, dynamo: bool = False) -> dict:
     """Export a run's best model (see the module docstring) and write the model card next to it.

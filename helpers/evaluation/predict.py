@@ -191,6 +191,32 @@ def predict(run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path, 
     return table
 
 
+def example_inputs(prepared, out_dir: str | Path, count: int = 4, split: str = "test") -> list[Path]:
+    """A few images of a prepared dataset as files, to try predicting on as if they were your own photos.
+
+    The original files where they are still on disk (full size, as they were taken), else the prepared arrays
+    saved as PNG (on a fresh Colab runtime the raw data is gone; the preparation on Drive remains).
+
+    Returns:
+        The paths of the files, in ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    sources = prepared.table.get("image_path")
+    for row in prepared.indices(split)[:count]:
+        name = str(prepared.table["isic_id"].iloc[row])
+        source = Path(str(sources.iloc[row])) if sources is not None and sources.iloc[row] else None
+        if source is not None and source.is_file():
+            target = out_dir / f"{name}{source.suffix.lower()}"
+            target.write_bytes(source.read_bytes())
+        else:
+            target = out_dir / f"{name}.png"
+            Image.fromarray(np.asarray(prepared.images[row])).save(target)
+        written.append(target)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m helpers.evaluation.predict RUN INPUT... OUTPUT``."""
     parser = argparse.ArgumentParser(prog="python -m helpers.evaluation.predict",

@@ -6,11 +6,14 @@ shows it and a script can save it.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.patches
 import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 
 from helpers.evaluation.inference import overlay  # noqa: F401  (figures.overlay: drawn here, defined there)
 
@@ -35,6 +38,20 @@ def gallery(images, masks, titles=None, ncols: int = 6, size: float = 2.2) -> Fi
             ax.imshow(overlay(images[k], masks[k]))
             if titles is not None:
                 ax.set_title(str(titles[k]), fontsize=8)
+    return fig
+
+
+def image_files(files, titles=None, ncols: int = 4, size: float = 3.0) -> Figure:
+    """Image files side by side (e.g. the overlays predict.py writes), titled with their names unless given."""
+    files = [Path(f) for f in files]
+    nrows = max(1, -(-len(files) // ncols))
+    fig = Figure(figsize=(size * ncols, size * nrows), layout="constrained")
+    for k, ax in enumerate(fig.subplots(nrows, ncols, squeeze=False).flat):
+        ax.axis("off")
+        if k < len(files):
+            with Image.open(files[k]) as image:
+                ax.imshow(np.asarray(image.convert("RGB")))
+            ax.set_title(str(titles[k] if titles is not None else files[k].stem), fontsize=8)
     return fig
 
 
