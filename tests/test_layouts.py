@@ -235,9 +235,15 @@ def test_settings_remember_layout_and_suffix(tmp_path):
     assert _prepare(tmp_path, tmp_path / "out", protocol="external").manifest["prepared_id"] == first.manifest["prepared_id"]
     again = _prepare(tmp_path, tmp_path / "out", protocol="external", mask_suffix="")  # other settings: redone
     assert again.manifest["prepared_id"] != first.manifest["prepared_id"] and again.manifest["mask_suffix"] == ""
-    old = {k: v for k, v in json.loads((tmp_path / "out" / "prepared.json").read_text()).items() if k != "layout"}
-    (tmp_path / "out" / "prepared.json").write_text(json.dumps(old))  # made before `layout` was a setting
-    assert not prep.is_prepared(tmp_path / "out", prep.settings(tmp_path, 16, "external", 42, "raise", mask_suffix=""))
+    for same in (None, "none", ""):  # one setting, however it is written
+        assert prep.is_prepared(tmp_path / "out", prep.settings(tmp_path, 16, "external", 42, "raise", mask_suffix=same))
+    assert not prep.is_prepared(tmp_path / "out", prep.settings(tmp_path, 16, "external", 42, "raise", mask_suffix="_mask"))
+    manifest = json.loads((tmp_path / "out" / "prepared.json").read_text())
+    old = {k: v for k, v in manifest.items() if k not in ("layout", "mask_suffix", "layout_found", "mask_suffix_found")}
+    (tmp_path / "out" / "prepared.json").write_text(json.dumps(old))  # an ISIC preparation made before these settings
+    assert prep.is_prepared(tmp_path / "out", prep.settings(tmp_path, 16, "external", 42, "raise"))  # reused, not redone
+    assert prep.is_prepared(tmp_path / "out", prep.settings(tmp_path, 16, "external", 42, "raise", mask_suffix="_x"))
+    assert not prep.is_prepared(tmp_path / "out", prep.settings(tmp_path, 16, "external", 42, "raise", layout="ph2"))
 
 
 # ------------------------------------------------------------------------------------------------ errors

@@ -4,6 +4,7 @@
 - ``synthetic``: the offline sample, drawn in seconds, no patient data.
 - ``isic``: the official folder layout, pairing and per-file validation with errors that name the file.
 - ``layouts``: which layout a dataset folder has (ISIC, PH2, plain image/mask folders) and its pairs for a protocol.
+- ``folders``: the plain image/mask folders layout (folder pairs, mask suffix, pairing) and shared folder walking.
 - ``download``: resumable downloads and the table of official ISIC 2018 Task 1 zips.
 - ``archives``: safe zip extraction (Windows paths fixed, escaping entries refused).
 - ``sources``: ``DATA_SOURCE`` dispatch and ``ensure_prepared``.

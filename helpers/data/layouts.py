@@ -17,43 +17,29 @@ any mode converted to RGB with a note, RGB masks with equal channels read as gra
         PH2 Dataset images/IMD002/IMD002_roi/...          (other folders are ignored)
 
 ``folders``
-    Anything else: images and masks in two folders found by name (case-insensitive, up to three
-    levels down, ``-`` and spaces read as ``_``; several pairs of them, e.g. ``train/images`` and
-    ``test/images``, are merged) or side by side in one folder::
-
-        images: images image imgs img inputs input
-        masks:  masks mask labels label ground_truth groundtruth gt annotations annotation
-                segmentations segmentation
-
-    Files are JPEG, PNG, BMP or TIFF (images and masks alike); an image's id is its file stem and its mask
-    is named ``<id><suffix>.<any of those>``. The suffix is ``_segmentation``, ``_lesion``, ``_mask`` or
-    none (``""``; two folders only), or ``"auto"``: the one of these that pairs the most files (a tie or
-    no pair at all is an error naming the folder). Images side by side with masks need a suffix.
+    Anything else: images and masks in two folders found by name (``images/`` and ``masks/``, and the like)
+    or side by side in one folder, masks named ``<image id><suffix>``; see :mod:`helpers.data.folders`.
 
 Protocols: ``seed`` (all pairs, split 70/15/15 later), ``external`` (all pairs are test images: another
 dataset to score trained models on; for ISIC every official split found) and ``official`` (ISIC only).
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers.data import isic
-from helpers.data.isic import FILE_SUFFIXES, IGNORED, SPLIT_DIRS, DataError, Pair, Problem, duplicate_problem
+from helpers.data import folders, isic
+from helpers.data.folders import FOLDER_DEPTH, IMAGE_DIRS, MASK_DIRS, list_entries, list_files, levels, subdirs
+from helpers.data.folders import MASK_SUFFIXES as MASK_SUFFIXES  # re-exported: this module's API before the split
+from helpers.data.folders import ONE_FOLDER_HELP as ONE_FOLDER_HELP
+from helpers.data.folders import SUFFIX_HELP as SUFFIX_HELP
+from helpers.data.isic import FILE_SUFFIXES, SPLIT_DIRS, DataError, Pair, Problem, duplicate_problem
 
 LAYOUTS = ("isic", "ph2", "folders")
 PROTOCOLS = ("seed", "official", "external")
-MASK_SUFFIXES = ("_segmentation", "_lesion", "_mask")  # "auto" chooses among these and "" (none)
-IMAGE_DIRS = ("images", "image", "imgs", "img", "inputs", "input")
-MASK_DIRS = ("masks", "mask", "labels", "label", "ground_truth", "groundtruth", "gt", "annotations", "annotation",
-             "segmentations", "segmentation")
-FOLDER_DEPTH = 3  # folders layout: image/mask folders at most this far below the root
 PH2_DEPTH = 4     # ph2: case folders (IMDxxx) at most this far below the root
 PH2_IMAGE, PH2_LESION = "_Dermoscopic_Image", "_lesion"
-SUFFIX_HELP = "set MASK_SUFFIX (mask_suffix=) to '_segmentation', '_lesion', '_mask' or '' (none)"
-ONE_FOLDER_HELP = "set MASK_SUFFIX (mask_suffix=) to '_segmentation', '_lesion' or '_mask'"
 
 
 @dataclass
@@ -64,52 +50,6 @@ class Scan:
     mask_suffix: str | None
     entries: list[tuple[str, Pair]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-
-
-def _entries(folder: Path) -> list[os.DirEntry]:
-    """A folder's entries, sorted by name, or a DataError naming it."""
-    try:
-        with os.scandir(folder) as found:
-            return sorted(found, key=lambda e: e.name)
-    except OSError as err:
-        raise DataError(f"{folder}: cannot be read ({err.strerror or err}); check that it exists and that "
-                        f"you may read it.") from err
-
-
-def _subdirs(folder: Path) -> list[Path]:
-    """Sub-folders worth looking into (not hidden, not macOS zip leftovers)."""
-    return [Path(e.path) for e in _entries(folder)
-            if e.is_dir() and not e.name.startswith(".") and e.name != "__MACOSX"]
-
-
-def _levels(root: Path, depth: int, stop=lambda folder: False):
-    """Folders level by level: ``[root]``, its sub-folders, theirs..., ``depth`` levels down; a folder for which
-    ``stop`` is true is yielded but not entered."""
-    level = [root]
-    for _ in range(depth + 1):
-        yield level
-        level = [sub for folder in level if not stop(folder) for sub in _subdirs(folder)]
-        if not level:
-            return
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[\s-]+", "_", name.strip().lower())
-
-
-def _files(folder: Path) -> tuple[list[Path], list[Problem]]:
-    """Image-format files directly in a folder, and problems for other files (hidden and licence files skipped)."""
-    files, problems = [], []
-    for entry in _entries(folder):
-        if entry.name.lower() in IGNORED or entry.name.startswith((".", "_")) or entry.is_dir():
-            continue
-        if Path(entry.name).suffix.lower() in FILE_SUFFIXES:
-            files.append(Path(entry.path))
-        else:
-            problems.append(Problem(Path(entry.path), f"not an image or mask file (by its suffix "
-                                                      f"{Path(entry.name).suffix or 'none'}; expected one of "
-                                                      f"{', '.join(FILE_SUFFIXES)}); move it out of this folder."))
-    return files, problems
 
 
 # ---------------------------------------------------------------------------------------------------- detection
@@ -126,12 +66,12 @@ def _has_isic(root: Path) -> bool:
 
 def _is_ph2_case(folder: Path) -> bool:
     wanted = (folder.name + PH2_IMAGE).lower()
-    return any(sub.name.lower() == wanted for sub in _subdirs(folder))
+    return any(sub.name.lower() == wanted for sub in subdirs(folder))
 
 
 def _ph2_case_parents(root: Path) -> list[Path]:
     """The folders holding PH2 case folders (``IMD002``...) at the shallowest depth they are found."""
-    for level in _levels(root, PH2_DEPTH, stop=lambda f: f.name.lower().endswith(PH2_IMAGE.lower())):
+    for level in levels(root, PH2_DEPTH, stop=lambda f: f.name.lower().endswith(PH2_IMAGE.lower())):
         parents = sorted({f.parent for f in level if f != root and _is_ph2_case(f)})
         if parents:
             return parents
@@ -199,7 +139,7 @@ def _ph2(root: Path, protocol: str) -> Scan:
     seen: dict[str, Path] = {}
     split = "test" if protocol == "external" else "train"
     for parent in parents:
-        for case in _subdirs(parent):
+        for case in subdirs(parent):
             if not _is_ph2_case(case):
                 if re.fullmatch(r"IMD\d+", case.name, re.IGNORECASE):
                     found.problems.append(Problem(case, f"PH2 case folder has no {case.name}{PH2_IMAGE} folder; "
@@ -218,7 +158,7 @@ def _ph2(root: Path, protocol: str) -> Scan:
 
 def _named_file(folder: Path, stem: str, problems: list[Problem], kind: str, what: str) -> Path | None:
     """The one file ``<stem>.<image suffix>`` in a folder; None (and a problem) when missing or there twice."""
-    files = [f for f in _files(folder)[0] if f.stem.lower() == stem.lower()]
+    files = [f for f in list_files(folder)[0] if f.stem.lower() == stem.lower()]
     if len(files) > 1:
         problems.append(duplicate_problem(files, kind))
         return None
@@ -231,7 +171,7 @@ def _named_file(folder: Path, stem: str, problems: list[Problem], kind: str, wha
 
 def _ph2_pair(case: Path, problems: list[Problem]) -> Pair | None:
     case_id = case.name
-    subs = {sub.name.lower(): sub for sub in _subdirs(case)}
+    subs = {sub.name.lower(): sub for sub in subdirs(case)}
     lesion_dir = subs.get((case_id + PH2_LESION).lower())
     if lesion_dir is None:
         problems.append(Problem(case, f"PH2 case has no lesion mask ({case_id}{PH2_LESION}/{case_id}{PH2_LESION}.bmp "
@@ -245,169 +185,23 @@ def _ph2_pair(case: Path, problems: list[Problem]) -> Pair | None:
     return Pair(case_id, image, mask)
 
 
-def _folder_pairs(root: Path) -> list[tuple[Path, Path]]:
-    """(images folder, masks folder) pairs of the folders layout; one folder (images and suffixed masks side
-    by side) comes as (folder, folder).
-
-    Raises:
-        DataError: nothing looks like images; a folder with two image (or mask) folders.
-    """
-    def named(folder: Path, names: tuple[str, ...]) -> list[Path]:
-        return [sub for sub in _subdirs(folder) if _norm(sub.name) in names]
-
-    def is_named(folder: Path) -> bool:
-        return _norm(folder.name) in IMAGE_DIRS + MASK_DIRS
-
-    for level in _levels(root, FOLDER_DEPTH, stop=is_named):
-        found = []
-        for folder in level:
-            if is_named(folder) and folder != root:
-                continue
-            images, masks = named(folder, IMAGE_DIRS), named(folder, MASK_DIRS)
-            for kind, hits in (("image", images), ("mask", masks)):
-                if len(hits) > 1:
-                    raise DataError(f"{folder}: several {kind} folders ({', '.join(h.name for h in hits)}); keep "
-                                    f"one, or point DATA_DIR at the folder holding the one you mean.")
-            if images:
-                found.append((images[0], masks[0] if masks else images[0]))
-            elif masks and _files(folder)[0]:  # images loose in the folder, masks in a sub-folder
-                found.append((folder, masks[0]))
-        if found:
-            return found
-    for level in _levels(root, FOLDER_DEPTH):  # no named folders: images and masks side by side
-        found = [(folder, folder) for folder in level if _files(folder)[0]]
-        if found:
-            return found
-    if not _entries(root):
-        raise DataError(f"{root} is empty; put the images and masks there, or point DATA_DIR at the folder "
-                        f"that holds them.")
-    raise DataError(f"{root} matches no dataset layout: no official ISIC 2018 folders, no PH2 tree "
-                    f"(IMDxxx/IMDxxx{PH2_IMAGE}), no image and mask folders (images: {', '.join(IMAGE_DIRS)}; "
-                    f"masks: {', '.join(MASK_DIRS)}) and no image files ({', '.join(FILE_SUFFIXES)}) up to "
-                    f"{FOLDER_DEPTH} levels down. Put the images in images/ and the masks in masks/ (or point "
-                    f"DATA_DIR at the folder that holds them).")
-
-
-def _split_listing(images_dir: Path, masks_dir: Path) -> tuple[list[Path], list[Path], list[Problem]]:
-    """Image files and mask files of a folder pair (one folder: all files on both sides), and odd files."""
-    images, problems = _files(images_dir)
-    if not images:
-        raise DataError(f"{images_dir}: no image files here (looked for {', '.join(FILE_SUFFIXES)}); put the "
-                        f"images there or point DATA_DIR at the folder that holds them.")
-    if masks_dir == images_dir:
-        return images, images, problems
-    masks, more = _files(masks_dir)
-    if not masks:
-        raise DataError(f"{masks_dir}: no mask files here (looked for {', '.join(FILE_SUFFIXES)}); put the "
-                        f"masks there, named <image name><suffix>.png, e.g. {images[0].stem}_mask.png or "
-                        f"{images[0].stem}.png.")
-    return images, masks, problems + more
-
-
-def _count_pairs(images: list[Path], masks: list[Path], suffix: str, one_folder: bool) -> int:
-    """How many images have a mask ``<stem><suffix>`` (one folder: images are the files without the suffix)."""
-    wanted = suffix.lower()
-    mask_keys = {f.stem.lower()[:len(f.stem) - len(wanted)] for f in masks if f.stem.lower().endswith(wanted)}
-    image_keys = {f.stem.lower() for f in images if not (one_folder and f.stem.lower().endswith(wanted))}
-    return len(image_keys & mask_keys)
-
-
-def _choose_suffix(listings: list[tuple[Path, Path, list[Path], list[Path]]], where: Path) -> str:
-    """The mask suffix that pairs the most files over all folder pairs.
-
-    Raises:
-        DataError: a tie between the best suffixes, or nothing pairs; naming ``where``.
-    """
-    one_folder = all(images_dir == masks_dir for images_dir, masks_dir, _, _ in listings)
-    candidates = MASK_SUFFIXES + (() if one_folder else ("",))
-    counts = {s: sum(_count_pairs(i, m, s, a == b) for a, b, i, m in listings if s or a != b) for s in candidates}
-    best = max(counts.values())
-    winners = [s for s, n in counts.items() if n == best]
-    if best == 0:
-        images, masks = listings[0][2], listings[0][3]
-        raise DataError(f"{where}: no image pairs with a mask; looked for masks named <image name><suffix> with "
-                        f"suffix {', '.join(repr(s) for s in candidates)} (e.g. image {images[0].name}, "
-                        f"mask {masks[-1].name}). Rename the masks as <image name>_mask.png, or {SUFFIX_HELP}.")
-    if len(winners) > 1:
-        raise DataError(f"{where}: mask suffixes {' and '.join(repr(s) for s in winners)} pair equally many files "
-                        f"({best}); {SUFFIX_HELP}, the one your masks use.")
-    return winners[0]
-
-
-def _pair_listing(images_dir: Path, masks_dir: Path, images: list[Path], masks: list[Path], suffix: str,
-                  found: Scan, split: str, seen: dict[str, Path]) -> None:
-    """Pair one folder pair's files by id with ``suffix``; orphans, odd names and duplicates become problems."""
-    wanted = suffix.lower()
-    one_folder = images_dir == masks_dir
-    by_image: dict[str, list[Path]] = {}
-    by_mask: dict[str, list[Path]] = {}
-    for path in masks:
-        stem = path.stem
-        if stem.lower().endswith(wanted) and len(stem) > len(wanted):
-            by_mask.setdefault(stem[:len(stem) - len(wanted)].lower(), []).append(path)
-        elif not one_folder:
-            found.problems.append(Problem(path, f"unrecognised mask file name; expected <image name>{suffix}"
-                                                f"{path.suffix} (the mask suffix is {suffix!r}; {SUFFIX_HELP})."))
-    for path in images:
-        if not (one_folder and path.stem.lower().endswith(wanted)):
-            by_image.setdefault(path.stem.lower(), []).append(path)
-    twice = set()  # ids in two files: left out, their partner is no orphan
-    for kind, listing in (("image", by_image), ("mask", by_mask)):
-        for key in [k for k, files in listing.items() if len(files) > 1]:
-            found.problems.append(duplicate_problem(listing.pop(key), kind))
-            twice.add(key)
-    for key in twice:
-        by_image.pop(key, None)
-        by_mask.pop(key, None)
-    for key in sorted(set(by_image) - set(by_mask)):
-        image = by_image[key][0]
-        found.problems.append(Problem(image, f"image has no mask ({image.stem}{suffix}.png or another image "
-                                             f"format missing in {masks_dir})"))
-    for key in sorted(set(by_mask) - set(by_image)):
-        mask = by_mask[key][0]
-        found.problems.append(Problem(mask, f"mask has no image ({mask.stem[:len(mask.stem) - len(wanted)]}.jpg "
-                                            f"or another image format missing in {images_dir})"))
-    for key in sorted(set(by_image) & set(by_mask)):
-        image = by_image[key][0]
-        if key in seen:  # the same id in another folder pair
-            found.problems.append(duplicate_problem([seen[key], image], "image"))
-            continue
-        seen[key] = image
-        found.entries.append((split, Pair(image.stem, image, by_mask[key][0])))
-
-
 def _folders(root: Path, protocol: str, mask_suffix: str) -> Scan:
-    folder_pairs = _folder_pairs(root)
-    listings, problems = [], []
-    for images_dir, masks_dir in folder_pairs:
-        images, masks, odd = _split_listing(images_dir, masks_dir)
-        listings.append((images_dir, masks_dir, images, masks))
-        problems += odd
-    if mask_suffix == "auto":
-        where = folder_pairs[0][1] if len(folder_pairs) == 1 else root
-        suffix = _choose_suffix(listings, where)
-    else:
-        suffix = mask_suffix
-        for images_dir, masks_dir, _, _ in listings:
-            if not suffix and images_dir == masks_dir:
-                raise DataError(f"{images_dir}: images and masks are in one folder, so the masks need a suffix "
-                                f"(<image name>_mask.png); {ONE_FOLDER_HELP}, or move the "
-                                f"masks to a masks/ folder beside an images/ folder.")
-    found = Scan("folders", suffix, problems=problems)
-    seen: dict[str, Path] = {}
-    for images_dir, masks_dir, images, masks in listings:
-        _pair_listing(images_dir, masks_dir, images, masks, suffix, found, "test" if protocol == "external" else "train",
-                      seen)
-    return found
+    pairs = folders.folder_pairs(root)
+    if not pairs:
+        if not list_entries(root):
+            raise DataError(f"{root} is empty; put the images and masks there, or point DATA_DIR at the folder "
+                            f"that holds them.")
+        raise DataError(f"{root} matches no dataset layout: no official ISIC 2018 folders, no PH2 tree "
+                        f"(IMDxxx/IMDxxx{PH2_IMAGE}), no image and mask folders (images: {', '.join(IMAGE_DIRS)}; "
+                        f"masks: {', '.join(MASK_DIRS)}) and no image files ({', '.join(FILE_SUFFIXES)}) up to "
+                        f"{FOLDER_DEPTH} levels down. Put the images in images/ and the masks in masks/ (or point "
+                        f"DATA_DIR at the folder that holds them).")
+    split = "test" if protocol == "external" else "train"
+    suffix, entries, problems = folders.pair_folders(root, pairs, split, mask_suffix)
+    return Scan("folders", suffix, entries, problems)
 
 
 # ---------------------------------------------------------------------------------------------------- entry points
-
-def _normal_suffix(mask_suffix: str | None) -> str:
-    if mask_suffix is None or str(mask_suffix).strip().lower() in ("", "none"):
-        return ""
-    return str(mask_suffix) if str(mask_suffix).lower() != "auto" else "auto"
-
 
 def scan(root: str | Path, protocol: str, mask_suffix: str | None = "auto", layout: str = "auto") -> Scan:
     """Find the pairs of a dataset folder for a protocol: the layout, the mask suffix used, pairs and problems.
@@ -438,7 +232,7 @@ def scan(root: str | Path, protocol: str, mask_suffix: str | None = "auto", layo
         return _isic(root, protocol)
     if layout == "ph2":
         return _ph2(root, protocol)
-    return _folders(root, protocol, _normal_suffix(mask_suffix))
+    return _folders(root, protocol, folders.normal_suffix(mask_suffix))
 
 
 def collect(root: str | Path, protocol: str, mask_suffix: str | None = "auto",

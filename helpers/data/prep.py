@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from helpers import paths
 from helpers.data import layouts
+from helpers.data.folders import normal_suffix
 from helpers.data.isic import BadFile, DataError, Pair, Problem, format_problems, grayscale_mask, load_pair
 from helpers.paths import write_atomic
 
@@ -243,21 +244,29 @@ def settings(source: str | Path, image_size: int, protocol: str, seed: int, on_b
              mask_suffix: str | None = "auto") -> dict:
     """What a preparation is made from and with: the part of ``prepared.json`` that must match to reuse it.
 
-    ``layout`` and ``mask_suffix`` are kept as asked (``auto`` included); what was found is in ``prepared.json``
-    as ``layout_found`` and ``mask_suffix_found``. Preparations made before these keys existed are made again.
+    ``layout`` and ``mask_suffix`` are kept as asked (``auto`` included; the suffix normalised, so None, ``""`` and
+    ``"none"`` are one setting); what was found is in ``prepared.json`` as ``layout_found`` and ``mask_suffix_found``.
     """
     return {"version": PREP_VERSION, "source": str(Path(source).resolve()), "image_size": int(image_size),
             "protocol": protocol, "seed": int(seed), "on_bad_file": on_bad_file, "layout": layout,
-            "mask_suffix": "" if mask_suffix is None else mask_suffix}
+            "mask_suffix": normal_suffix(mask_suffix)}
+
+
+SETTING_DEFAULTS = {"layout": "auto", "mask_suffix": "auto"}  # what preparations made before these settings used
 
 
 def is_prepared(out_dir: str | Path, wanted: dict) -> bool:
-    """True when ``out_dir`` holds a finished preparation made with the ``wanted`` :func:`settings`."""
+    """True when ``out_dir`` holds a finished preparation made with the ``wanted`` :func:`settings`.
+
+    The mask suffix only matters where the plain-folders layout was found (ISIC and PH2 name their masks
+    themselves), so changing it does not prepare an ISIC or PH2 dataset again.
+    """
     manifest = Path(out_dir) / "prepared.json"
     if not manifest.is_file():
         return False
     found = json.loads(manifest.read_text())
-    return {k: found.get(k) for k in wanted} == wanted
+    keys = [k for k in wanted if not (k == "mask_suffix" and found.get("layout_found", "isic") != "folders")]
+    return all(found.get(k, SETTING_DEFAULTS.get(k)) == wanted[k] for k in keys)
 
 
 def local_copy(out_dir: str | Path) -> Path:

@@ -152,6 +152,10 @@ def notebook_data(config: RunConfig, data_source: str = "synthetic", data_dir: s
     Prepared by notebook 01 with the same parameters, it is found at once; on a fresh runtime without it, it is
     prepared here (seconds for the offline sample).
     """
+    if protocol == "external":
+        raise DataError("PROTOCOL='external' makes every image a test image, so there is nothing to train on; train "
+                        "with 'seed' (or 'official'), then score the runs on the other dataset in notebook 04 "
+                        "(EXTERNAL_SOURCE, EXTERNAL_DIR).")
     prepared = ensure_prepared(config, data_source, data_dir or None, protocol_list(protocol)[0], on_bad_file,
                                mirror=mirror or None, layout=layout, mask_suffix=mask_suffix)
     print(f"prepared data: {prepared.root} ({len(prepared.table)} images, {prepared.manifest['image_size']} px)")
