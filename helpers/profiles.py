@@ -239,7 +239,7 @@ PROFILES: dict[str, RunConfig] = {
         synthetic_count=400,
         # The cpu recipe is measured on the real data (test Dice 0.77-0.79 at 10 %, 0.87-0.89 at 100 %); two fractions
         # keep the data-efficiency lesson. Its 6 runs trained in 43 minutes on 2 CPU cores (the cpu study); on a T4
-        # they are bound by Colab's 2 loading cores, a few minutes (an estimate: no T4 was measured).
+        # about 15 minutes (an estimate, not measured: small models at 128 px wait on Colab's 2 loading cores).
         fractions=(0.10, 1.00),
         model_configs={"unet": "cpu", "unetpp": "cpu", "transunet": "cpu"},
         num_epochs=12,

@@ -35,3 +35,19 @@ def test_bench_writes_every_section_to_bench_csv(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "results" / "runs").exists()        # bench runs leave no run folders behind
     bench.main(["--profile", "smoke", "--images", "24", "--batches", "2", "--sections", "infer"])
     assert len(pd.read_csv(tmp_path / "results" / "bench.csv")) == len(table) + 6   # appended, same columns
+
+
+def test_predict_benchmark_prints_speed_and_peak_memory_per_case(tmp_path, monkeypatch, capsys):
+    from helpers import bench_predict
+    from tests.builders import make_run
+
+    monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
+    make_run(tmp_path / "results", "unet_f100", "unet", 1.0, tmp_path / "data")
+    monkeypatch.setattr(bench_predict, "CASES", (("64 px JPEGs", 3, (64, 48)), ("900 px JPEGs", 2, (900, 600))))
+    assert bench_predict.main([]) == 0  # the newest run with a checkpoint
+    table = pd.read_csv(tmp_path / "results" / "bench.csv")
+    assert list(table["name"]) == ["load the model only", "3 64 px JPEGs", "2 900 px JPEGs"]
+    cases = table.iloc[1:]
+    assert (cases["images_per_s"] > 0).all() and (cases["peak_gb"] >= table["peak_gb"].iloc[0] * 0.9).all()
+    assert (table["peak_gb"] > 0.05).all() and "extra_gb" in capsys.readouterr().out
+    assert bench_predict.main([str(tmp_path / "missing")]) == 1

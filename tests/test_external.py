@@ -123,3 +123,51 @@ def test_default_source_follows_the_training_data(tmp_path):
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "dataset": "synthetic-60-s0"}))
     assert external.choose_source(None, tmp_path) == "synthetic"  # the demo shows the section
+
+
+def test_scores_made_with_other_settings_are_made_again_and_never_mixed(tmp_path):
+    own = shifted_prepared(tmp_path / "data")
+    run = make_run(tmp_path, "unet_f100", "unet", 1.0, own.root)
+    bright = {"load_model": lambda _: Brightness()}
+    scoring.evaluate_runs(tmp_path, progress=False, **bright)
+    other = prepare(write_unshifted(tmp_path / "raw-other"), tmp_path / "data" / "other_external_32px_s42", 32,
+                    protocol="external", progress=False)
+    assert list(external.evaluate_external_runs(other, tmp_path, **bright)["action"]) == ["evaluated"]
+    scoring.evaluate_runs(tmp_path, progress=False, overwrite=True, threshold=0.9, **bright)  # REEVALUATE at 0.9
+    assert external.external_table(tmp_path, n_boot=50).empty  # 0.5 outside, 0.9 inside: not compared
+    assert list(external.evaluate_external_runs(other, tmp_path, **bright)["action"]) == ["evaluated"]
+    info = json.loads((external.external_dir(run, "other") / inference.EVAL_FILE).read_text())
+    assert info["threshold"] == 0.9 and len(external.external_table(tmp_path, n_boot=50)) == 1
+
+
+def test_a_copy_of_the_training_data_is_not_an_external_test_set(tmp_path):
+    own = shifted_prepared(tmp_path / "data")  # ids ISIC_0000000 … ISIC_0000039
+    make_run(tmp_path, "unet_f100", "unet", 1.0, own.root)
+    scoring.evaluate_runs(tmp_path, progress=False, load_model=lambda _: Brightness())
+    copy = prepare(own.root.parent / "raw", tmp_path / "data" / "copy_external_32px_s42", 32, protocol="external",
+                   progress=False)
+    with pytest.raises(ValueError, match=r"40 of its 40 images have the ids of images in the dataset run unet_f100"):
+        external.evaluate_external(tmp_path / "runs" / "unet_f100", copy, load_model=lambda _: Brightness())
+
+
+def test_missing_folder_checkpoints_and_the_study_copy(tmp_path):
+    from helpers.profiles import resolve_config
+    from helpers.reporting import snapshot
+
+    with pytest.raises(ValueError, match="EXTERNAL_SOURCE='folder' needs EXTERNAL_DIR"):
+        external.prepare_external(resolve_config("smoke"), "folder", "")
+    own = shifted_prepared(tmp_path / "data")
+    run = make_run(tmp_path, "unet_f100", "unet", 1.0, own.root)
+    scoring.evaluate_runs(tmp_path, progress=False, load_model=lambda _: Brightness())
+    other = prepare(write_unshifted(tmp_path / "raw-other"), tmp_path / "data" / "other_external_32px_s42", 32,
+                    protocol="external", progress=False)
+    external.evaluate_external_runs(other, tmp_path, load_model=lambda _: Brightness())
+    report.write_report(tmp_path, n_boot=50)
+    study = snapshot.snapshot("study", tmp_path, tmp_path / "published")
+    assert (study / "external.csv").is_file()
+    assert (study / "runs" / "unet_f100" / "external" / "other" / "test_metrics.csv").is_file()
+    assert not list(study.rglob("*.npz")) and not list(study.rglob("*.pt"))
+    (run / "checkpoints" / "best.pt").unlink()
+    done = external.evaluate_external_runs(other, tmp_path, overwrite=True)
+    assert done["action"].str.startswith("skipped: no checkpoint here").all()
+    assert external.score_on(resolve_config("smoke"), "folder", "/nowhere", tmp_path).empty  # nothing prepared

@@ -1,4 +1,6 @@
 """Predicting on your own images: odd inputs as people have them, outputs at the original size, the command line."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -140,7 +142,7 @@ def test_example_inputs_are_the_original_files_else_the_prepared_arrays(shifted,
     rows = shifted.indices("test")[:3]
     assert [f.stem for f in files] == shifted.table["isic_id"].iloc[rows].tolist()
     assert all(f.suffix == ".jpg" for f in files)  # the raw files are on disk: copied as they are
-    assert files[0].read_bytes() == open(shifted.table["image_path"].iloc[rows[0]], "rb").read()
+    assert files[0].read_bytes() == Path(shifted.table["image_path"].iloc[rows[0]]).read_bytes()
     moved = type(shifted)(shifted.root, shifted.images, shifted.masks,
                           shifted.table.assign(image_path="/nowhere/x.jpg"), shifted.manifest)
     arrays = predict_module.example_inputs(moved, tmp_path / "fresh-runtime", count=2)

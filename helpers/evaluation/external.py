@@ -41,7 +41,7 @@ def external_dir(run_dir: str | Path, test_dataset: str) -> Path:
 
 
 def prepare_external(config: RunConfig, data_source: str, data_dir: str | None = None, image_size: int | None = None,
-                     on_bad_file: str = "raise"):
+                     on_bad_file: str = "raise", mask_suffix: str | None = "auto"):
     """Prepare a dataset whole as a test set (protocol ``external``) at a run's image size.
 
     Args:
@@ -49,15 +49,50 @@ def prepare_external(config: RunConfig, data_source: str, data_dir: str | None =
         data_source, data_dir: as in notebook 01 (``synthetic`` gives another draw of the offline sample).
         image_size: the size the runs to score were trained at.
         on_bad_file: ``raise`` or ``skip``.
+        mask_suffix: plain image/mask folders only: how mask names end (``auto``: detected).
 
     Returns:
         The :class:`~helpers.data.prep.Prepared` dataset; its every image is in the ``test`` split.
     """
     if data_source not in SOURCES:
         raise ValueError(f"EXTERNAL_SOURCE={data_source!r} is not one of {SOURCES}.")
+    if data_source in ("folder", "zip") and not data_dir:
+        raise ValueError(f"EXTERNAL_SOURCE={data_source!r} needs EXTERNAL_DIR (--data-dir): the folder or zip of the "
+                         "other dataset (ISIC, PH2 or images/masks folders).")
     sized = dataclasses.replace(config, image_size=int(image_size or config.image_size))
     seed = SYNTHETIC_SEED if data_source == "synthetic" else 0
-    return ensure_prepared(sized, data_source, data_dir or None, "external", on_bad_file, sample_seed=seed)
+    return ensure_prepared(sized, data_source, data_dir or None, "external", on_bad_file, sample_seed=seed,
+                           mask_suffix=mask_suffix)
+
+
+SETTINGS = (("threshold", "threshold"), ("tta", "tta"), ("postprocess", "post"))  # eval.json key, evaluate() option
+
+
+def _run_settings(run_dir: Path) -> dict:
+    """The threshold, TTA and post-processing of a run's own evaluation (as :func:`inference.evaluate` options)."""
+    saved = scoring.read_eval(run_dir)
+    return {option: saved[key] for key, option in SETTINGS if key in saved}
+
+
+def _scored_alike(run_dir: Path, folder: Path) -> bool:
+    """True when a run's external scores exist and were made with the settings of its own evaluation."""
+    if not (folder / inference.METRICS_FILE).is_file():
+        return False
+    try:
+        saved = scoring.read_eval(folder)
+    except ValueError:
+        return False
+    own = _run_settings(run_dir)
+    return all(saved.get(key) == own[option] for key, option in SETTINGS if option in own)
+
+
+def _shared_images(run_dir: Path, config: dict, prepared) -> int:
+    """How many of the external images the run's own dataset holds (by id); 0 when its data is not here."""
+    splits = runs.prepared_dir(config) / "splits.csv"
+    if not splits.is_file():
+        return 0
+    own = set(pd.read_csv(splits, usecols=["isic_id"], keep_default_na=False)["isic_id"].astype(str))
+    return len(own & set(prepared.table["isic_id"].astype(str)))
 
 
 def evaluate_external(run_dir: str | Path, prepared, *, load_model=None, device=None, **options) -> Path:
@@ -82,10 +117,13 @@ def evaluate_external(run_dir: str | Path, prepared, *, load_model=None, device=
     if test_dataset == config.get("dataset"):
         raise ValueError(f"{prepared.root} is the dataset run {run_dir.name} was trained on; its test split is scored "
                          f"by evaluate_runs. An external test set is another dataset.")
-    settings = scoring.read_eval(run_dir)
-    for key, option in (("threshold", "threshold"), ("tta", "tta"), ("postprocess", "post")):
-        if key in settings:
-            options.setdefault(option, settings[key])
+    shared = _shared_images(run_dir, config, prepared)
+    if shared:
+        raise ValueError(f"{prepared.root}: {shared} of its {len(prepared.table)} images have the ids of images in the "
+                         f"dataset run {run_dir.name} was trained on ({config.get('dataset')}), so it is not another "
+                         f"dataset (another copy of ISIC?); choose a dataset with other images.")
+    for option, value in _run_settings(run_dir).items():
+        options.setdefault(option, value)
     options.setdefault("batch_size", int(config.get("batch_size") or 16))
     model = (load_model or runs.load_run_model)(run_dir).to(device or devices.pick_device())
     result = inference.evaluate(model, prepared, "test", **{"progress": False, **options})
@@ -98,7 +136,8 @@ def evaluate_external(run_dir: str | Path, prepared, *, load_model=None, device=
 
 def evaluate_external_runs(prepared, results_root: str | Path | None = None, *, overwrite: bool = False,
                            **options) -> pd.DataFrame:
-    """Score every evaluated run trained at the dataset's image size on it (skipping runs scored already).
+    """Score every evaluated run trained at the dataset's image size on it (skipping runs scored already with the
+    threshold, TTA and post-processing of their own evaluation; scored again when those changed).
 
     Returns:
         One row per run folder: ``run_id`` and ``action`` (evaluated, or skipped / failed and why).
@@ -111,7 +150,9 @@ def evaluate_external_runs(prepared, results_root: str | Path | None = None, *, 
             action = "skipped: " + problem
         elif int(scoring.run_config(run_dir).get("image_size", -1)) != size:
             action = f"skipped: trained at another size than {size} px"
-        elif (external_dir(run_dir, test_dataset) / inference.METRICS_FILE).exists() and not overwrite:
+        elif not runs.has_checkpoint(run_dir):
+            action = "skipped: no checkpoint here (a committed study, or checkpoints left on another machine)"
+        elif _scored_alike(run_dir, external_dir(run_dir, test_dataset)) and not overwrite:
             action = "skipped: already scored on " + test_dataset
         else:
             try:  # a missing checkpoint fails this run only
@@ -124,20 +165,23 @@ def evaluate_external_runs(prepared, results_root: str | Path | None = None, *, 
 
 
 def _scores(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float, np.ndarray]:
+    """Mean of the finite values, its percentile-bootstrap 95 % CI, and the bootstrap means themselves."""
     means = stats.bootstrap_means(values, n_boot, seed)
-    low, high = stats.bootstrap_ci(values, n_boot, seed=seed)
-    return float(np.nanmean(values)), low, high, means
+    low, high = np.nanpercentile(means, [2.5, 97.5]) if np.isfinite(means).any() else (np.nan, np.nan)
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan"), float(low), float(high), means
 
 
 def external_rows(run_dir: str | Path, n_boot: int = 2000, seed: int = 0) -> list[dict]:
-    """One row per external dataset a run was scored on: both means with CIs and the drop with its CI."""
+    """One row per external dataset a run was scored on: both means with CIs and the drop with its CI (scores made
+    with other settings than the run's own evaluation are left out: score them again)."""
     run_dir = Path(run_dir)
     if scoring.run_status(run_dir)[0] != "ok" or not (run_dir / EXTERNAL_DIR).is_dir():
         return []
     config = scoring.run_config(run_dir)
     inside = scoring.read_metrics(run_dir / inference.METRICS_FILE)
     rows = []
-    for folder in sorted(p for p in (run_dir / EXTERNAL_DIR).iterdir() if (p / inference.METRICS_FILE).is_file()):
+    for folder in sorted(p for p in (run_dir / EXTERNAL_DIR).iterdir() if _scored_alike(run_dir, p)):  # stale: left out
         outside = scoring.read_metrics(folder / inference.METRICS_FILE)
         row = {"run_id": run_dir.name, "model": config.get("model"), "fraction": config.get("fraction"),
                "image_size": config.get("image_size"), "trained_on": config.get("dataset"),
@@ -202,17 +246,19 @@ def choose_source(data_source: str | None, results_root: str | Path | None = Non
 
 
 def score_on(config: RunConfig, data_source: str, data_dir: str | None = None, results_root: str | Path | None = None,
-             *, overwrite: bool = False, on_bad_file: str = "raise", **options) -> pd.DataFrame:
-    """Prepare a dataset as an external test set at the size of every evaluated run, and score the runs on it.
+             *, overwrite: bool = False, on_bad_file: str = "raise", mask_suffix: str | None = "auto",
+             **options) -> pd.DataFrame:
+    """Prepare a dataset as an external test set at the size of every evaluated run with its checkpoint here, and
+    score those runs on it (nothing is prepared when there is none, e.g. in a committed study).
 
     Returns:
-        One row per run folder and size: ``run_id``, ``test_dataset``, ``action``; empty without evaluated runs.
+        One row per run folder and size: ``run_id``, ``test_dataset``, ``action``; empty without such runs.
     """
     root = Path(results_root or paths.results_dir())
     sizes = sorted({int(scoring.run_config(p)["image_size"]) for p in scoring.list_run_dirs(root)
-                    if scoring.run_status(p)[0] == "ok"})
-    done = [evaluate_external_runs(prepare_external(config, data_source, data_dir, size, on_bad_file), root,
-                                   overwrite=overwrite, **options) for size in sizes]
+                    if scoring.run_status(p)[0] == "ok" and runs.has_checkpoint(p)})
+    done = [evaluate_external_runs(prepare_external(config, data_source, data_dir, size, on_bad_file, mask_suffix),
+                                   root, overwrite=overwrite, **options) for size in sizes]
     return pd.concat(done, ignore_index=True) if done else pd.DataFrame(columns=["run_id", "test_dataset", "action"])
 
 
@@ -225,19 +271,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=None, help="profile whose split seed to use (default: the kit's default)")
     parser.add_argument("--overwrite", action="store_true", help="score runs again that were scored on it already")
     parser.add_argument("--on-bad-file", default="raise", choices=("raise", "skip"))
+    parser.add_argument("--mask-suffix", default="auto", help="plain image/mask folders: how mask names end (auto: detected)")
     args = parser.parse_args(argv)
     root = Path(args.results or paths.results_dir())
     done = score_on(resolve_config(args.profile), args.data_source, args.data_dir, root, overwrite=args.overwrite,
-                    on_bad_file=args.on_bad_file)
+                    on_bad_file=args.on_bad_file, mask_suffix=args.mask_suffix)
     if done.empty:
-        print(f"{scoring.runs_dir(root)}: no evaluated run to score (train, then run notebook 04).", file=sys.stderr)
+        print(f"{scoring.runs_dir(root)}: no evaluated run with its checkpoint to score (train, then run notebook 04).",
+              file=sys.stderr)
         return 1
     print(done.to_string(index=False))
     path = write_external(root)
     if path:
         print(readable(pd.read_csv(path)).to_string(index=False))
         print(f"\nwritten: {path} (notebook 04 or report.write_report() adds it to the report)")
-    return 0
+    return 1 if done["action"].str.startswith("failed").all() else 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 
 It copies ``report.md`` and the tables, figures and ``notes.md`` beside it (rebuild them first: notebook 04, or
 ``report.write_report()``), ``bench.csv`` rows of the same hardware, and per run ``config.json``,
-``done.json``, ``history.csv``, ``eval.json`` and ``test_metrics.csv`` (the per-image scores). Never
+``done.json``, ``history.csv``, ``eval.json`` and ``test_metrics.csv`` (the per-image scores), and the same two
+files of its scores on external test sets (``external/<dataset>/``) with ``external.csv``. Never
 checkpoints, predictions or images. The report's figure links keep working inside the copy, and
 every number in it traces to a file there. Files already in the folder (a README, say) stay.
 """
@@ -21,11 +22,11 @@ from pathlib import Path
 import pandas as pd
 
 from helpers import paths
-from helpers.evaluation import scoring
+from helpers.evaluation import external, scoring
 from helpers.reporting import tables
 from helpers.training import runs
 
-TOP_FILES = ("report.md", tables.SUMMARY_FILE, tables.COMPARISONS_FILE, "failures.csv", "notes.md")
+TOP_FILES = ("report.md", tables.SUMMARY_FILE, tables.COMPARISONS_FILE, "failures.csv", "notes.md", external.EXTERNAL_FILE)
 RUN_FILES = ("config.json", "done.json", "history.csv", "eval.json", "test_metrics.csv")
 
 
@@ -118,6 +119,12 @@ def snapshot(name: str | None = None, results_root: str | Path | None = None, de
                 runs.write_json(dest / "runs" / run_id / file, config)
             else:
                 shutil.copy2(source, dest / "runs" / run_id / file)
+        for scored in sorted((scoring.runs_dir(root) / run_id / external.EXTERNAL_DIR).glob("*/test_metrics.csv")):
+            target = dest / "runs" / run_id / external.EXTERNAL_DIR / scored.parent.name
+            target.mkdir(parents=True, exist_ok=True)
+            for file in ("eval.json", "test_metrics.csv"):
+                if (scored.parent / file).is_file():
+                    shutil.copy2(scored.parent / file, target / file)
     return dest
 
 
