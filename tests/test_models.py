@@ -239,8 +239,9 @@ def test_model_table_has_the_columns_and_known_values() -> None:
     assert paper.loc[("unetpp", "tiny"), "GFLOPs"] == pytest.approx(count_flops(tiny, 256) / 1e9)
 
 
-def test_registry_lists_paper_small_cpu_and_tiny_for_every_model() -> None:
-    assert list_configs() == {name: ["paper", "small", "cpu", "tiny"] for name in MODELS}
+def test_registry_lists_paper_small_cpu_and_tiny_for_every_model_and_r34_for_unets() -> None:
+    assert list_configs() == {name: ["paper", "small", "cpu", "tiny"] + (["r34"] if name != "transunet" else [])
+                              for name in MODELS}  # r34: the ResNet-34 encoder (tests/test_encoders.py)
     assert get_config("unet", "cpu").base == 16 and get_config("unetpp", "cpu").base == 8
     assert get_config("transunet", "cpu").img_size == 128
     assert set(MODEL_CONFIGS) == set(MODELS)
@@ -251,7 +252,7 @@ def test_registry_lists_paper_small_cpu_and_tiny_for_every_model() -> None:
 def test_unknown_names_raise_value_errors_naming_the_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown model 'resnet'.*'transunet', 'unet', 'unetpp'"):
         build_model("resnet")
-    with pytest.raises(ValueError, match=r"unknown configuration 'huge' for unet.*'paper', 'small', 'tiny'"):
+    with pytest.raises(ValueError, match=r"unknown configuration 'huge' for unet.*'paper', 'r34', 'small', 'tiny'"):
         build_model("unet", "huge")
     with pytest.raises(ValueError, match=r"unknown UNetConfig fields \['width'\].*'base'"):
         build_model("unet", "tiny", width=8)

@@ -6,8 +6,10 @@ supervision returns a list of logits in training mode and one tensor in eval.
     model = build_model("unetpp", "small", deep_supervision=True)
 
 Configurations are typed dataclasses; each model has `paper` (the published
-network), `small` (fits a Colab T4 comfortably at 256 px) and `tiny` (tests
-and the smoke profile).
+network), `small` (fits a Colab T4 comfortably at 256 px), `cpu` and `tiny`
+(tests and the smoke profile). UNet and UNet++ also have `r34`: a torchvision
+ResNet-34 encoder that can start from ImageNet weights, but only when asked
+(`load_encoder_weights`, or a run's `pretrained` setting).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from helpers.models.encoder_weights import load_encoder_weights
 from helpers.models.transunet import TRANSUNET_CONFIGS, TransUNet, TransUNetConfig
 from helpers.models.transunet_weights import LoadReport, load_pretrained
 from helpers.models.unet import UNET_CONFIGS, UNet, UNetConfig
@@ -38,12 +41,12 @@ _MODEL_CLASSES: dict[str, Callable[[ModelConfig], nn.Module]] = {
 
 __all__ = [
     "MODEL_CONFIGS", "LoadReport", "ModelConfig", "TransUNet", "TransUNetConfig", "UNet", "UNetConfig",
-    "UNetPPConfig", "UNetPlusPlus", "build_model", "get_config", "list_configs", "load_pretrained",
+    "UNetPPConfig", "UNetPlusPlus", "build_model", "get_config", "list_configs", "load_encoder_weights", "load_pretrained",
 ]
 
 
 def list_configs() -> dict[str, list[str]]:
-    """Names of the registered configurations per model, e.g. {"unet": ["paper", "small", "tiny"], ...}."""
+    """Names of the registered configurations per model, e.g. {"unet": ["paper", "small", "cpu", "tiny", "r34"], ...}."""
     return {name: list(configs) for name, configs in MODEL_CONFIGS.items()}
 
 
@@ -83,7 +86,7 @@ def build_model(name: str, config: str | ModelConfig = "paper", **overrides) -> 
 
     Args:
         name: Model name: "unet", "unetpp" or "transunet".
-        config: Configuration name ("paper", "small", "tiny") or a config dataclass.
+        config: Configuration name ("paper", "small", "cpu", "tiny", "r34") or a config dataclass.
         **overrides: Configuration fields to replace, e.g. deep_supervision=True.
 
     Returns:

@@ -47,7 +47,8 @@ class LoadReport:
     Attributes:
         loaded: Model state keys filled from the weights.
         missing: Model state keys that keep their initialisation.
-        unused: Weight-file keys (prefixed "resnet50:" or "vit_b_16:") with no place in the model.
+        unused: Weight-file keys, prefixed with the network's name ("resnet50:", "vit_b_16:", "resnet34:"),
+            with no place in the model.
     """
 
     loaded: list[str] = field(default_factory=list)
@@ -63,9 +64,11 @@ class LoadReport:
 
 
 def _module_group(key: str) -> str:
-    """Short module name of a state key: 'backbone.layer3.6', 'transformer.patch_embed', 'decoder'."""
+    """Short module name of a state key: 'backbone.layer3.6', 'transformer.patch_embed', 'decoder', 'x_i_j'."""
     parts = key.split(".")[:-1] or key.split(".")
-    keep = {"backbone": 3, "transformer": 2}.get(parts[0], 1)
+    if parts[0].startswith("x_"):  # UNet++ nodes: one group, not fifteen
+        return "x_i_j"
+    keep = {"backbone": 3, "transformer": 2, "encoder": 2}.get(parts[0], 1)
     return ".".join(parts[:keep])
 
 

@@ -9,6 +9,10 @@ convolution turns the last feature map into one channel of logits.
 With `base=64` and `depth=4` (channels 64, 128, 256, 512, 1024) this is the
 classic 31.0 M-parameter UNet. Same padding means the output has the input's
 size, so H and W must be multiples of 2 ** depth.
+
+With `encoder="resnet34"` (the `r34` configuration) a torchvision ResNet-34
+replaces the conv stack (see `helpers.models.encoders`): depth 5, levels of
+base, 64, 64, 128, 256 and 512 channels; the decoder is the same.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from torch import nn
 
 from helpers.models.blocks import DoubleConv, check_input_size
+from helpers.models.encoders import RESNET_LEVELS, backbone
 
 
 @dataclass(frozen=True)
@@ -26,14 +31,17 @@ class UNetConfig:
     """Hyper-parameters of a UNet.
 
     Attributes:
-        base: Channels of the first level; level i has base * 2**i channels.
+        base: Channels of the first level; level i has base * 2**i channels
+            (with an encoder: channels of the full-resolution level 0 only).
         depth: Number of poolings (and of upsamplings).
         in_channels: Channels of the input images.
+        encoder: None (the conv stack) or a pretrainable encoder, "resnet34".
     """
 
     base: int = 64
     depth: int = 4
     in_channels: int = 3
+    encoder: str | None = None
 
 
 UNET_CONFIGS: dict[str, UNetConfig] = {
@@ -41,6 +49,7 @@ UNET_CONFIGS: dict[str, UNetConfig] = {
     "small": UNetConfig(base=32),  # 7.8 M parameters, a quarter of the compute
     "cpu": UNetConfig(base=16),  # 1.9 M parameters, the cpu profile
     "tiny": UNetConfig(base=4),  # for tests and the smoke profile
+    "r34": UNetConfig(base=32, depth=RESNET_LEVELS, encoder="resnet34"),  # 24.5 M parameters, 21.3 M of them ResNet-34
 }
 
 
@@ -73,11 +82,12 @@ class UNet(nn.Module):
     def __init__(self, config: UNetConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or UNetConfig()
-        widths = [config.base * 2**i for i in range(config.depth + 1)]
-        self.inc = DoubleConv(config.in_channels, widths[0])
-        self.downs = nn.ModuleList(
-            nn.Sequential(nn.MaxPool2d(2), DoubleConv(widths[i], widths[i + 1])) for i in range(config.depth)
-        )
+        self.encoder, widths = backbone(config.encoder, config.in_channels, config.base, config.depth)
+        if self.encoder is None:  # the plain stack, under its original names
+            self.inc = DoubleConv(config.in_channels, widths[0])
+            self.downs = nn.ModuleList(
+                nn.Sequential(nn.MaxPool2d(2), DoubleConv(widths[i], widths[i + 1])) for i in range(config.depth)
+            )
         self.ups = nn.ModuleList(Up(widths[i + 1], widths[i]) for i in reversed(range(config.depth)))
         self.head = nn.Conv2d(widths[0], 1, kernel_size=1)
 
@@ -91,12 +101,17 @@ class UNet(nn.Module):
             Logits (B, 1, H, W).
         """
         check_input_size(images, 2**self.config.depth, "UNet")
-        features = self.inc(images)  # (B, base, H, W)
-        skips = [features]
-        for down in self.downs:
-            features = down(features)  # (B, base * 2**i, H / 2**i, W / 2**i)
-            skips.append(features)
-        skips.pop()  # the bottleneck is not a skip
+        skips = self._encode(images)
+        features = skips.pop()  # the bottleneck is not a skip
         for up in self.ups:
             features = up(features, skips.pop())
         return self.head(features)  # (B, 1, H, W)
+
+    def _encode(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of levels 0..depth; map i is (B, widths[i], H / 2**i, W / 2**i)."""
+        if self.encoder is not None:
+            return self.encoder(images)
+        skips = [self.inc(images)]  # (B, base, H, W)
+        for down in self.downs:
+            skips.append(down(skips[-1]))  # (B, base * 2**i, H / 2**i, W / 2**i)
+        return skips

@@ -11,9 +11,13 @@ Each block is two 3x3 conv-BN-ReLU (a "VGG block"). With `base=32` (filters
 
 Deep supervision puts a 1x1 head on each of x_0_1 ... x_0_4: in training mode
 the model returns the list of their logits (the loss averages them); in eval
-mode it returns the logits of one head. Setting `prune_depth` to L (1..4) makes
-eval use head x_0_L and compute only the nodes it needs (the paper's pruned
-UNet++ L^L, faster at inference).
+mode it returns the logits of one head. Setting `prune_depth` to L (1..depth)
+makes eval use head x_0_L and compute only the nodes it needs (the paper's
+pruned UNet++ L^L, faster at inference).
+
+With `encoder="resnet34"` (the `r34` configuration) the backbone column x_{i}_0
+is a torchvision ResNet-34 (see `helpers.models.encoders`): depth 5, rows of
+base, 64, 64, 128, 256 and 512 filters; the nested nodes and heads are the same.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 from torch import nn
 
 from helpers.models.blocks import DoubleConv, check_input_size
+from helpers.models.encoders import RESNET_LEVELS, backbone
 
 
 @dataclass(frozen=True)
@@ -31,12 +36,14 @@ class UNetPPConfig:
     """Hyper-parameters of a UNet++.
 
     Attributes:
-        base: Filters of row 0; row i has base * 2**i filters.
+        base: Filters of row 0; row i has base * 2**i filters (with an encoder:
+            filters of row 0 only).
         depth: Number of poolings (the paper's L = 4).
         in_channels: Channels of the input images.
         deep_supervision: Put a head on every x_0_j and return all of them in training.
         prune_depth: Eval output from head x_0_{prune_depth} only (needs deep supervision);
             None uses the deepest head.
+        encoder: None (the conv stack) or a pretrainable encoder, "resnet34".
     """
 
     base: int = 32
@@ -44,6 +51,7 @@ class UNetPPConfig:
     in_channels: int = 3
     deep_supervision: bool = False
     prune_depth: int | None = None
+    encoder: str | None = None
 
 
 UNETPP_CONFIGS: dict[str, UNetPPConfig] = {
@@ -51,6 +59,7 @@ UNETPP_CONFIGS: dict[str, UNetPPConfig] = {
     "small": UNetPPConfig(base=16),  # 2.3 M parameters
     "cpu": UNetPPConfig(base=8),  # 0.57 M parameters: about a cpu UNet's cost per image
     "tiny": UNetPPConfig(base=4),  # for tests and the smoke profile
+    "r34": UNetPPConfig(base=16, depth=RESNET_LEVELS, encoder="resnet34"),  # 26.3 M parameters, 21.3 M of them ResNet-34
 }
 
 
@@ -64,10 +73,11 @@ class UNetPlusPlus(nn.Module):
     def __init__(self, config: UNetPPConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or UNetPPConfig()
-        self.filters = [config.base * 2**i for i in range(config.depth + 1)]
+        self.encoder, self.filters = backbone(config.encoder, config.in_channels, config.base, config.depth)
         for i in range(config.depth + 1):
             for j in range(config.depth + 1 - i):
-                self.add_module(f"x_{i}_{j}", self._node(i, j))
+                if j > 0 or self.encoder is None:  # an encoder is the column x_{i}_0
+                    self.add_module(f"x_{i}_{j}", self._node(i, j))
         self.pool = nn.MaxPool2d(2)
         self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
         num_heads = config.depth if config.deep_supervision else 1
@@ -98,9 +108,13 @@ class UNetPlusPlus(nn.Module):
     def _nodes(self, images: torch.Tensor, depth: int) -> dict[tuple[int, int], torch.Tensor]:
         """Compute every node x_{i}_{j} with i + j <= depth, diagonal by diagonal."""
         nodes: dict[tuple[int, int], torch.Tensor] = {}
+        if self.encoder is not None:  # x_{i}_0 for i <= depth, first
+            nodes.update({(i, 0): features for i, features in enumerate(self.encoder(images, depth))})
         for diagonal in range(depth + 1):
             for i in range(diagonal, -1, -1):
                 j = diagonal - i
+                if (i, j) in nodes:
+                    continue
                 block = getattr(self, f"x_{i}_{j}")
                 if j == 0:
                     inputs = images if i == 0 else self.pool(nodes[(i - 1, 0)])
