@@ -75,11 +75,11 @@ def test_run_folder_follows_the_contract_with_paths_relative_to_the_homes(traine
     assert config["params"] == 122093 and config["settings_hash"] == folder.name.rsplit("_", 1)[1]
     history = pd.read_csv(folder / "history.csv")
     assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_seconds",
-                                     "images_per_s"]
+                                     "images_per_s", "peak_gpu_gb"]
     assert list(history["epoch"]) == [1, 2] and history["lr"].iloc[-1] == 0.0  # cosine ends at 0
     done = json.loads((folder / "done.json").read_text())
-    assert set(done) == {"best_epoch", "best_val_dice", "epochs", "train_seconds", "images_per_s", "stopped_early",
-                         "status"}
+    assert set(done) == {"best_epoch", "best_val_dice", "epochs", "train_seconds", "images_per_s", "peak_gpu_gb",
+                         "stopped_early", "status"}
     assert done["status"] == "finished" and done["best_val_dice"] == history["val_dice"].max()
     assert {p.name for p in (folder / "checkpoints").iterdir()} == {"best.pt"}  # a finished run keeps best.pt only
     assert runs.is_finished(folder)

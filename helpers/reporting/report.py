@@ -101,14 +101,23 @@ def original_table(summary: pd.DataFrame) -> pd.DataFrame:
         for _, r in ok.dropna(subset=["dice_orig_mean"]).iterrows()])
 
 
+def _memory(row) -> str:
+    """Peak GPU memory of a run's training, with the cap it ran under: ``3.2 GB (cap 15)``; ``–`` on the CPU."""
+    peak, cap = row.get("peak_gpu_gb"), row.get("gpu_memory_gb")
+    if peak is None or pd.isna(peak):
+        return "–"
+    return f"{peak:.1f} GB" + ("" if cap is None or pd.isna(cap) else f" (cap {cap:g})")
+
+
 def cost_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Size, training time and inference speed of every finished run."""
+    """Size, training time and speed, and peak GPU memory (with its cap, if one was set) of every finished run."""
     return pd.DataFrame([{
         "model": r["model"], "config": r.get("config"), "fraction": f"{100 * r['fraction']:g} %",
         "train images": _number(r.get("train_images"), "{:,.0f}"), "params": _number(r.get("params"), "{:,.0f}"),
         "epochs (best)": f"{_number(r.get('epochs'), '{:.0f}')} ({_number(r.get('best_epoch'), '{:.0f}')})",
         "training time": _number(r.get("train_seconds"), "{:.1f} s"),
         "training img/s": _number(r.get("train_images_per_s"), "{:.0f}"),
+        "peak GPU memory": _memory(r),
         "inference img/s": _number(r.get("images_per_s"), "{:.0f}"),
         "inference ms/img": _number(r.get("ms_per_image"), "{:.1f}")}
         for _, r in summary[summary["status"].isin(["ok", "not evaluated"])].iterrows()])

@@ -1,6 +1,6 @@
 """The summary table of every run folder and the paired comparisons of models.
 
-    results/summary.csv     one row per run folder (mean ± std, 95 % CI, size, time, speed, status)
+    results/summary.csv     one row per run folder (mean ± std, 95 % CI, size, time, speed, peak GPU memory, status)
     results/comparisons.csv paired model comparisons per fraction on the same test images
 
 Every metric in the summary is **per image, then averaged over the test images** (``<metric>_mean``,
@@ -39,22 +39,28 @@ def _config_fields(config: dict) -> dict:
     profile, overrides = config.get("profile"), config.get("model_overrides") or {}
     label = (config.get("model_config") or "") + "".join(f"+{k}" if v is True else f"+{k}={v}"
                                                          for k, v in sorted(overrides.items()))
-    keys = ("model", "fraction", "protocol", "dataset", "image_size", "seed", "train_images", "params", "amp", "hardware")
+    keys = ("model", "fraction", "protocol", "dataset", "image_size", "seed", "train_images", "params", "amp", "hardware",
+            "gpu_memory_gb")
     return {**{k: config.get(k) for k in keys}, "test_dataset": config.get("dataset"), "config": label or None,
             "profile": profile.get("name") if isinstance(profile, dict) else profile}
 
 
 _DONE_FIELDS = {"epochs": "epochs", "best_epoch": "best_epoch", "best_val_dice": "best_val_dice",
-                "train_seconds": "train_seconds", "train_images_per_s": "images_per_s", "stopped_early": "stopped_early"}
+                "train_seconds": "train_seconds", "train_images_per_s": "images_per_s", "peak_gpu_gb": "peak_gpu_gb",
+                "stopped_early": "stopped_early"}
 _EVAL_FIELDS = {"images_per_s": "images_per_s", "ms_per_image": "ms_per_image", "eval_hardware": "hardware",
                 "tta": "tta", "postprocess": "postprocess", "threshold": "threshold"}
 
 
 def summarize_run(run_dir: str | Path, n_boot: int = 2000, seed: int = 0) -> dict:
-    """One summary row of a run folder (never raises for a broken folder: see ``status``)."""
+    """One summary row of a run folder (never raises for a broken folder: see ``status``).
+
+    ``peak_gpu_gb`` is the most GPU memory training used (NaN when trained on the CPU or before it was recorded);
+    ``gpu_memory_gb`` the cap it trained under, if any.
+    """
     run_dir = Path(run_dir)
     status, problem = scoring.run_status(run_dir)
-    row = {"run_id": run_dir.name, "status": status, "problem": problem}
+    row = {"run_id": run_dir.name, "status": status, "problem": problem, "peak_gpu_gb": np.nan}
     readers = [(scoring.run_config, _config_fields),
                (scoring.read_eval, lambda e: {k: e.get(v) for k, v in _EVAL_FIELDS.items()}),
                (scoring.read_done, lambda d: {k: d.get(v) for k, v in _DONE_FIELDS.items()})]

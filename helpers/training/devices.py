@@ -8,6 +8,11 @@ uses the GPU of its local rank, the model is wrapped in ``DistributedDataParalle
 synchronised batch norm on GPUs), each process loads its share of every global batch, and only
 rank 0 writes checkpoints and logs. Without ``torchrun`` all of this is a no-op. The command line
 itself lives with the grid, in :mod:`helpers.training.grid`.
+
+GPU memory, counted in GB of 2**30 bytes (torch's and ``nvidia-smi``'s unit): :func:`limit_memory` caps what a
+run may use (15 GB with fp16 AMP is the T4 path, emulated on a bigger GPU; a real T4 shows torch 14.7 GB of its
+nominal 15), and :func:`peak_memory_gb` reads the most it used since :func:`reset_peak_memory`. On the CPU
+these do nothing.
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+
+GB = 2 ** 30  # bytes in a GB of GPU memory
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,43 @@ def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
     return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """The gradient scaler of a run: on with fp16 (whose narrow range underflows small gradients without it),
+    whatever the GPU; off, a pass-through, with bf16 and fp32. Its state goes into every ``last.pt``."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+def limit_memory(device: torch.device, gb: float | None) -> float | None:
+    """Let this process allocate at most ``gb`` GB on ``device`` (None: all of it); a no-op on the CPU.
+
+    ``limit_memory(device, 15)`` with fp16 AMP emulates a Colab T4 (15 GB) on a bigger GPU: a batch size
+    that does not fit a T4 stops with an out-of-memory error here too. The cap does not change results.
+
+    Returns:
+        The fraction of the GPU's memory allowed (1.0 when ``gb`` is None or more than the GPU has), or None on the CPU.
+    """
+    if device.type != "cuda":
+        return None
+    total = torch.cuda.get_device_properties(device).total_memory / GB
+    if gb is not None and gb > total:
+        print(f"GPU_MEMORY_GB = {gb:g} is more than this GPU's {total:.1f} GB: no cap.")
+    fraction = 1.0 if gb is None else min(1.0, gb / total)
+    torch.cuda.empty_cache()  # memory cached by an earlier run would otherwise be reused past the cap
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return fraction
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start counting :func:`peak_memory_gb` afresh (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """The most GPU memory tensors of this process held since :func:`reset_peak_memory`, in GB (NaN on the CPU)."""
+    return torch.cuda.max_memory_allocated(device) / GB if device.type == "cuda" else float("nan")
 
 
 def hardware(device: torch.device, info: DistInfo) -> str:

@@ -30,8 +30,10 @@ def describe(config: profiles.RunConfig) -> str:
     device = devices.pick_device()
     amp = devices.amp_dtype(device, config.amp)
     models = " · ".join(f"{m} {config.model_configs[m]!r}" for m in config.models)
+    cap = f" · GPU memory capped at {config.gpu_memory_gb:g} GB" if config.gpu_memory_gb and device.type == "cuda" else ""
+    t4 = " (the T4 path, emulated)" if cap and str(amp) == "torch.float16" and config.gpu_memory_gb <= 16 else ""
     return (f"profile {config.name}: {config.description}\n"
-            f"device {device} · mixed precision {amp or 'off'} · {models} · {config.image_size} px\n"
+            f"device {device} · mixed precision {amp or 'off'}{cap}{t4} · {models} · {config.image_size} px\n"
             f"{config.num_epochs} epoch(s) per run · batch {config.batch_size} · lr {config.lr:g} · fractions "
             f"{list(config.fractions)} · seeds {list(config.seeds)}"
             + (f" · UNet++ deep supervision {config.deep_supervision}" if "unetpp" in config.models else ""))
@@ -161,8 +163,8 @@ def run_grid(config: profiles.RunConfig, prepared, *, checkpoint_root: str | os.
                 try:
                     result = loop.fit(spec, prepared, num_workers=config.num_workers, checkpoint_dir=where,
                                       checkpoint_minutes=config.checkpoint_minutes, restart=restart,
-                                      keep_last=keep_last, local_fallback=local_fallback, callbacks=callbacks,
-                                      progress=progress)
+                                      keep_last=keep_last, local_fallback=local_fallback,
+                                      gpu_memory_gb=config.gpu_memory_gb, callbacks=callbacks, progress=progress)
                 except loop.TrainingDiverged as err:
                     print(err)
                     result = {"run_id": runs.run_id(spec), "run_dir": str(runs.run_dir(spec)), "status": "diverged"}
@@ -174,7 +176,8 @@ def run_grid(config: profiles.RunConfig, prepared, *, checkpoint_root: str | os.
 OPTIONS = {"--image-size": "image_size", "--models": "models", "--fractions": "fractions", "--seeds": "seeds",
            "--split-seed": "split_seed", "--epochs": "num_epochs", "--batch-size": "batch_size", "--lr": "lr",
            "--weight-decay": "weight_decay", "--warmup-epochs": "warmup_epochs", "--schedule": "schedule",
-           "--augment": "augment", "--amp": "amp", "--early-stopping": "early_stopping",
+           "--augment": "augment", "--recipe": "recipe", "--amp": "amp", "--gpu-memory-gb": "gpu_memory_gb",
+           "--early-stopping": "early_stopping",
            "--pretrained": "pretrained", "--num-workers": "num_workers", "--checkpoint-minutes": "checkpoint_minutes"}
 
 

@@ -2,8 +2,10 @@
 
 AdamW with a per-step cosine (or constant) schedule and optional warm-up; 0.5·Dice + 0.5·BCE in fp32
 (averaged over deep-supervision heads); ``torch.autocast`` mixed precision on CUDA (bf16 where
-supported, else fp16 with a ``GradScaler``; fp32 on the CPU); validation (mean per-image Dice) every
-epoch; ``best.pt``, ``history.csv``, and ``last.pt`` with everything a resume needs, after every
+supported, else fp16 with a ``GradScaler``, also when ``amp="fp16"`` asks for it; fp32 on the CPU), optionally
+within a cap on GPU memory (15 GB and fp16: the T4 path, emulated); validation (mean per-image Dice) every
+epoch; ``best.pt``, ``history.csv`` (with images/s and peak GPU memory per epoch), and ``last.pt`` with
+everything a resume needs (the scaler's state included), after every
 epoch and optionally every few minutes. Calling it again resumes an interrupted run exactly and
 skips a finished one whose recorded settings are the same; a NaN/inf loss stops it before anything
 of that epoch is saved. Folders: :mod:`helpers.training.runs`; several GPUs: :mod:`helpers.training.devices`.
@@ -118,7 +120,8 @@ def start_over(folder: Path, checkpoint_dir: Path | None = None) -> None:
 
 def fit(spec: runs.RunSpec, prepared, *, num_workers: int = 0, checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_minutes: float | None = None, restart: bool = False, keep_last: bool = False,
-        local_fallback: bool = False, callbacks: tuple = (), progress: bool = True) -> dict:
+        local_fallback: bool = False, gpu_memory_gb: float | None = None, callbacks: tuple = (),
+        progress: bool = True) -> dict:
     """Train one run to the end, resuming it if it was interrupted; skip it if it has finished.
 
     Every setting that changes the result comes from ``spec`` (:func:`helpers.training.runs.make_spec`
@@ -134,6 +137,7 @@ def fit(spec: runs.RunSpec, prepared, *, num_workers: int = 0, checkpoint_dir: s
         restart: start the run over, deleting its history and checkpoints, instead of resuming or skipping it.
         keep_last: keep last.pt when the run has finished (default: best.pt only, a third of the size).
         local_fallback: go on with checkpoints on local disk only when writes to ``checkpoint_dir`` keep failing.
+        gpu_memory_gb: on CUDA, use at most this many GB of GPU memory (15: a T4's; None: no cap; ignored on the CPU).
         callbacks: called on rank 0 after every epoch as ``callback(run_id, history)``.
         progress: show progress bars.
 
@@ -154,20 +158,21 @@ def fit(spec: runs.RunSpec, prepared, *, num_workers: int = 0, checkpoint_dir: s
             raise SettingsChanged(f"{folder} holds a finished run made with other settings ({', '.join(changed)}); "
                                   f"start it over (RESTART = True, or --restart) or ask for the recorded settings.")
         return _skip(spec, callbacks)
-    run = start_run(spec, prepared, checkpoint_dir, num_workers, checkpoint_minutes, local_fallback)
+    run = start_run(spec, prepared, checkpoint_dir, num_workers, checkpoint_minutes, local_fallback, gpu_memory_gb)
     status, main = "resumed" if run.history or run.skip else "trained", run.dist.is_main
     epochs = range(run.start_epoch, 1 if run.finished else num_epochs + 1)
     bar = tqdm(epochs, desc=run.config["run_id"], disable=not (progress and main), initial=run.start_epoch - 1,
                total=num_epochs)
     for epoch in bar:
         started = time.perf_counter()
+        devices.reset_peak_memory(run.device)
         train_loss, images_per_s = _train_epoch(run, epoch, progress and main)
         val_loss, val_dice = _validate(run)
         if not math.isfinite(val_loss):  # e.g. NaN weights after a finite last training loss
             raise _diverged(run, epoch, "validation")
         run.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice,
                             "lr": run.scheduler.get_last_lr()[0], "epoch_seconds": time.perf_counter() - started,
-                            "images_per_s": images_per_s})
+                            "images_per_s": images_per_s, "peak_gpu_gb": devices.peak_memory_gb(run.device)})
         improved, run.best = val_dice > run.best, max(run.best, val_dice)
         stale = epoch - runs.summarize(run.history, False)["best_epoch"]
         patience = spec.early_stopping

@@ -8,9 +8,11 @@ folder is ``results/runs/<run_id>/``:
     config.json        what was run: every setting of the spec, data and checkpoint folders (relative to
                        the data and results homes, so the folder moves between machines), hardware
     history.csv        one row per epoch: epoch, train_loss, val_loss, val_dice (mean per image),
-                       lr (after the epoch's last step), epoch_seconds, images_per_s (training)
+                       lr (after the epoch's last step), epoch_seconds, images_per_s (training),
+                       peak_gpu_gb (the most GPU memory its tensors held in the epoch; empty on the CPU)
     done.json          only once the run finished: best_epoch, best_val_dice, epochs,
-                       train_seconds, images_per_s, stopped_early, status
+                       train_seconds, images_per_s, peak_gpu_gb (over all epochs; null on the CPU),
+                       stopped_early, status
     checkpoints/       best.pt, and while it trains last.pt (+ last.prev.pt, on local disk only when the
                        results are on Drive); or in the folder named in config.json
 
@@ -34,8 +36,8 @@ from helpers.data.prep import Prepared, load_prepared
 from helpers.profiles import RunConfig
 from helpers.training.checkpoints import load_checkpoint, load_latest, restore_state
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_seconds", "images_per_s"]
-DONE_KEYS = ["best_epoch", "best_val_dice", "epochs", "train_seconds", "images_per_s", "stopped_early"]
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_seconds", "images_per_s", "peak_gpu_gb"]
+DONE_KEYS = ["best_epoch", "best_val_dice", "epochs", "train_seconds", "images_per_s", "peak_gpu_gb", "stopped_early"]
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,10 @@ class RunSpec:
     augment: str = RunConfig.augment
     amp: str = RunConfig.amp
     early_stopping: int | None = RunConfig.early_stopping
+    recipe: str = field(default=RunConfig.recipe, compare=False)  # a label: in config.json, not in the run id
 
 
-SPEC_FIELDS = tuple(f.name for f in fields(RunSpec))
+SPEC_FIELDS = tuple(f.name for f in fields(RunSpec) if f.compare)  # what changes a result (the id, the hash)
 # the spec fields copied unchanged from the RunConfig of the same name
 TRAINING_SETTINGS = ("num_epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "schedule", "augment", "amp",
                      "early_stopping")
@@ -149,7 +152,7 @@ def make_spec(model: str, fraction: float, seed: int, prepared: Prepared, config
     return RunSpec(model=model, model_config=config.model_configs.get(model, "paper"), fraction=float(fraction),
                    image_size=size, protocol=str(prepared.manifest["protocol"]), dataset=dataset_of(prepared),
                    seed=int(seed), split_seed=split_seed, model_overrides=overrides, pretrained=model in config.pretrained,
-                   **{name: getattr(config, name) for name in TRAINING_SETTINGS})
+                   recipe=config.recipe, **{name: getattr(config, name) for name in TRAINING_SETTINGS})
 
 
 def differing_settings(recorded: dict, spec: RunSpec) -> list[str]:
@@ -185,12 +188,13 @@ def read_history(folder: str | os.PathLike) -> pd.DataFrame:
 
 
 def summarize(history: list[dict], stopped_early: bool) -> dict:
-    """The ``done.json`` of a history: best epoch and Dice, epochs, seconds, throughput."""
+    """The ``done.json`` of a history: best epoch and Dice, epochs, seconds, throughput, peak GPU memory."""
     table = pd.DataFrame(history, columns=HISTORY_COLUMNS)
-    best = table.loc[table["val_dice"].idxmax()]
+    best, peak = table.loc[table["val_dice"].idxmax()], table["peak_gpu_gb"].astype(float).max()
     return {"best_epoch": int(best["epoch"]), "best_val_dice": float(best["val_dice"]), "epochs": len(table),
             "train_seconds": float(table["epoch_seconds"].sum()), "images_per_s": float(table["images_per_s"].mean()),
-            "stopped_early": bool(stopped_early), "status": "finished"}
+            "peak_gpu_gb": None if pd.isna(peak) else float(peak), "stopped_early": bool(stopped_early),
+            "status": "finished"}
 
 
 def load_run_config(folder: str | os.PathLike) -> dict:

@@ -76,12 +76,19 @@ class SettingsChanged(RuntimeError):
 
 
 def init_from_imagenet(model: torch.nn.Module) -> None:
-    """Start a TransUNet from torchvision's ImageNet weights: ResNet-50 always, ViT-B/16 where it fits."""
+    """Start a model from torchvision's ImageNet weights, through the torch hub cache (``$TORCH_HOME``; read from
+    there without a download when the file is there): a UNet's or UNet++'s ResNet-34 encoder (``r34`` configs),
+    or a TransUNet's ResNet-50 always and its ViT-B/16 where it fits."""
     from torchvision.models import ResNet50_Weights
 
-    from helpers.models import load_pretrained
+    from helpers.models import load_encoder_weights, load_pretrained
 
-    if model.config.hidden_size == 768 and model.config.mlp_dim == 3072:  # ViT-B/16 sized
+    if getattr(model.config, "encoder", None):
+        report = load_encoder_weights(model, download=True)
+    elif not hasattr(model.config, "hidden_size"):
+        raise ValueError(f"{type(model).__name__} with config {model.config} has no ImageNet weights; choose its 'r34' "
+                         "configuration (model_configs) or take it out of pretrained")
+    elif model.config.hidden_size == 768 and model.config.mlp_dim == 3072:  # ViT-B/16 sized
         report = load_pretrained(model, download=True)
     else:
         with tempfile.TemporaryDirectory() as tmp:
@@ -164,7 +171,7 @@ class RunState:
 
 
 def start_run(spec: runs.RunSpec, prepared, checkpoint_dir=None, num_workers: int = 0,
-              minutes: float | None = None, local_fallback: bool = False) -> RunState:
+              minutes: float | None = None, local_fallback: bool = False, gpu_memory_gb: float | None = None) -> RunState:
     """Build model, loaders, optimizer, schedule and scaler; resume from the newest checkpoint.
 
     Args:
@@ -175,6 +182,7 @@ def start_run(spec: runs.RunSpec, prepared, checkpoint_dir=None, num_workers: in
         minutes: also checkpoint within an epoch this often (None: per epoch only).
         local_fallback: when a checkpoint write keeps failing, go on with local checkpoints only (a warning
             each time) instead of stopping.
+        gpu_memory_gb: on CUDA, let the run use at most this many GB (:func:`devices.limit_memory`; None: no cap).
 
     Returns:
         The :class:`RunState`, at the point where training goes on.
@@ -183,10 +191,9 @@ def start_run(spec: runs.RunSpec, prepared, checkpoint_dir=None, num_workers: in
         SettingsChanged: the run's checkpoint was written with other settings (the message names them).
     """
     info, device, folder = devices.setup(), pick_device(), runs.run_dir(spec)
+    devices.limit_memory(device, gpu_memory_gb)  # before anything is allocated there
     seed_everything(spec.seed)  # the same start whatever ran before in this process
     model = build_model(spec.model, spec.model_config, **spec.model_overrides)
-    if spec.pretrained:
-        init_from_imagenet(model)
     model.to(device, memory_format=torch.channels_last)  # faster on CUDA and, measured, on the CPU too
     net = devices.wrap(model, device, info)
     loaders = make_loaders(prepared, spec.fraction, spec.batch_size, num_workers, spec.seed,
@@ -198,13 +205,16 @@ def start_run(spec: runs.RunSpec, prepared, checkpoint_dir=None, num_workers: in
               "prepared_dir": paths.portable(prepared.root, paths.data_dir()),
               "checkpoint_dir": paths.portable(checkpoint_dir, folder),
               "amp_dtype": str(dtype).removeprefix("torch.") if dtype else "off", "device": str(device),
-              "hardware": devices.hardware(device, info), "torch_version": str(torch.__version__),
+              "hardware": devices.hardware(device, info), "gpu_memory_gb": gpu_memory_gb,
+              "torch_version": str(torch.__version__),
               "params": count_parameters(model), "train_images": len(loaders.train.dataset)}
     schedule = lr_schedule(optimizer, spec.num_epochs * steps, round(spec.warmup_epochs * steps), spec.schedule)
     run = RunState(folder, checkpoint_dir, paths.mirror(checkpoint_dir), local_fallback, device, dtype, info, model,
-                   net, loaders, optimizer, schedule, torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
-                   DiceBCELoss(), config, minutes * 60 if minutes is not None else None)
+                   net, loaders, optimizer, schedule, devices.grad_scaler(device, dtype), DiceBCELoss(), config,
+                   minutes * 60 if minutes is not None else None)
     resume(run, spec)
+    if spec.pretrained and not (run.history or run.skip):  # a fresh start: a resumed run has its trained weights
+        init_from_imagenet(model)
     if info.is_main:
         runs.write_json(folder / "config.json", config)
     return run
