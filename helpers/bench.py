@@ -2,6 +2,7 @@
 
     python -m helpers.bench                      # this machine, the profile for its device
     python -m helpers.bench --profile t4 --data-source folder --data-dir /path/to/isic
+    python -m helpers.bench --sections step --compile     # on a GPU: TFLOP/s against its peak, torch.compile
 
 Every row goes to ``results/bench.csv`` (appended) with the hardware, torch version and
 settings. Sections:
@@ -10,12 +11,15 @@ settings. Sections:
   decodes a JPEG and a PNG per item every epoch, resizes, and runs a heavy albumentations
   chain (shift-scale-rotate, one of elastic/grid/optical distortion, one of noise/blur, one of
   colour jitters, normalise). The *kit* reads the cached uint8 arrays and runs
-  :func:`helpers.data.train_transform`, normalising on the device.
-- ``train``: end-to-end training images/s, the naive recipe (naive loader, fp32, a host sync
-  per batch) beside the kit's :func:`helpers.train.fit`, and achieved TFLOP/s (3 × forward FLOPs
-  per image, the usual forward + backward estimate).
+  :func:`helpers.data.train_transform`, normalising on the device. Each with 0, 2, 4 and 8 loader
+  workers, as many as there are CPUs (``--workers 0,2`` to choose).
+- ``train``: end-to-end training images/s, the naive recipe (the study's loader with 2 workers, its fp16
+  AMP on CUDA and fp32 elsewhere, ``loss.item()`` every batch) beside the kit's
+  :func:`helpers.training.loop.fit`, and achieved TFLOP/s (3 × forward FLOPs per image, the usual forward +
+  backward estimate).
 - ``step``: one model's training step on a resident batch, with AMP, channels_last and
-  torch.compile switched where the device has them (what the GPU alone can do).
+  torch.compile switched where the device has them, TFLOP/s and their share of the GPU's peak
+  (what the GPU alone can do; :mod:`helpers.bench_gpu`).
 - ``infer``: ms/image at batch 1 and at the evaluation batch size.
 """
 from __future__ import annotations
@@ -36,14 +40,16 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from helpers import paths
+from helpers.bench_gpu import bench_steps, worker_counts
 from helpers.data.loaders import LesionDataset, seed_worker, single_threaded_opencv, to_model_input, train_transform
 from helpers.models import build_model
 from helpers.models.summary import count_flops
 from helpers.profiles import resolve_config
-from helpers.training.devices import DistInfo, amp_dtype, hardware, pick_device
+from helpers.training.devices import DistInfo, amp_dtype, grad_scaler, hardware, pick_device
 from helpers.training.losses import DiceBCELoss
 
 DATA_SIZE = 256
+NAIVE_WORKERS = 2  # the original study's loader on Colab (2 CPU cores)
 
 
 def naive_transform(size: int) -> A.Compose:
@@ -95,13 +101,13 @@ def images_per_second(loader: DataLoader, batches: int, consume=lambda images: i
     return count / (time.perf_counter() - start)
 
 
-def bench_data(prepared, workers: int, batches: int) -> list[dict]:
-    """Naive vs kit data path at 256 px, with 0 and ``workers`` loader processes."""
+def bench_data(prepared, workers: list[int], batches: int) -> list[dict]:
+    """Naive vs kit data path at 256 px, with each number of loader processes in ``workers``."""
     rows = prepared.indices("train")
     naive = NaiveDataset(prepared.table.iloc[rows], DATA_SIZE)
     kit = LesionDataset(prepared.images, prepared.masks, rows, train_transform())
     out = []
-    for n in sorted({0, workers}):
+    for n in sorted(set(workers)):
         kit_input = lambda images: to_model_input(images, memory_format=torch.channels_last)  # as fit does
         for name, dataset, consume in (("naive recipe", naive, lambda x: x), ("kit", kit, kit_input)):
             if n:
@@ -114,22 +120,32 @@ def bench_data(prepared, workers: int, batches: int) -> list[dict]:
 
 
 def naive_train(prepared, model_name: str, config: str, size: int, batch_size: int, steps: int) -> float:
-    """Images/s of the naive recipe end to end: per-item decoding, fp32, ``loss.item()`` every batch."""
+    """Images/s of the naive recipe end to end: per-item decoding in 2 workers, the study's fp16 AMP on CUDA
+    (fp32 elsewhere), ``loss.item()`` every batch (a host sync)."""
     device = pick_device()
     model = build_model(model_name, config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
-    criterion = DiceBCELoss()
+    criterion, dtype = DiceBCELoss(), amp_dtype(device, "fp16")
+    scaler = grad_scaler(device, dtype)
+    single_threaded_opencv()
     loader = DataLoader(NaiveDataset(prepared.table.iloc[prepared.indices("train")], size), batch_size=batch_size,
-                        shuffle=True, num_workers=0, drop_last=True)
+                        shuffle=True, num_workers=NAIVE_WORKERS, drop_last=True)
 
     def step(images, masks=None):
-        loss = criterion(model(images.to(device)), masks.to(device))
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(images.to(device))
+        loss = criterion(logits, masks.to(device))
         optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         return loss.item()
 
-    iterator, count = iter(loader), 0
+    def stream():  # epochs repeated as needed
+        while True:
+            yield from loader
+
+    iterator, count = stream(), 0
     step(*next(iterator))
     start = time.perf_counter()
     for _, (images, masks) in zip(range(steps), iterator):
@@ -159,50 +175,9 @@ def bench_train(prepared, profile, steps: int) -> list[dict]:
         out.append({**settings, "name": "kit (fit)", "images_per_s": kit, "tflops": 3 * flops * kit / 1e12})
         if name == "unet":
             naive = naive_train(prepared, name, config, size, profile.batch_size, steps)
-            out.append({**settings, "name": "naive recipe", "amp": False, "workers": 0, "images_per_s": naive,
+            amp = "fp16" if amp_dtype(pick_device(), "fp16") else "off"
+            out.append({**settings, "name": "naive recipe", "amp": amp, "workers": NAIVE_WORKERS, "images_per_s": naive,
                         "tflops": 3 * flops * naive / 1e12})
-    return out
-
-
-def step_speed(model_name: str, config: str, size: int, batch_size: int, steps: int, amp: bool,
-               channels_last: bool, compile_model: bool) -> float:
-    """Images/s of training steps on one resident random batch (no data loading)."""
-    device = pick_device()
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_model(model_name, config).to(device, memory_format=fmt).train()
-    net = torch.compile(model) if compile_model else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    dtype = amp_dtype(device) if amp else None
-    scaler, criterion = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), DiceBCELoss()
-    images = torch.randn(batch_size, 3, size, size, device=device).contiguous(memory_format=fmt)
-    masks = (torch.rand(batch_size, 1, size, size, device=device) > 0.5).float()
-    for k in range(steps + 2):  # two warm-up steps (compilation, cuDNN autotuning)
-        if k == 2:
-            torch.cuda.synchronize() if device.type == "cuda" else None
-            start = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = net(images)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(criterion(logits, masks)).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    torch.cuda.synchronize() if device.type == "cuda" else None
-    return steps * batch_size / (time.perf_counter() - start)
-
-
-def bench_steps(profile, steps: int, with_compile: bool) -> list[dict]:
-    """Training-step throughput of each model with the device's switches on and off."""
-    cuda, out = pick_device().type == "cuda", []
-    switches = [(a, c, k) for a in ((False, True) if cuda else (False,)) for c in (False, True)
-                for k in ((False, True) if with_compile else (False,))]
-    for name in profile.models:
-        config, size = profile.model_configs[name], profile.image_size
-        flops = count_flops(build_model(name, config), size)
-        for amp, channels_last, compiled in switches:
-            speed = step_speed(name, config, size, profile.batch_size, steps, amp, channels_last, compiled)
-            out.append({"section": "step", "name": "train step", "model": name, "config": config, "image_size": size,
-                        "batch_size": profile.batch_size, "amp": amp, "channels_last": channels_last,
-                        "compile": compiled, "images_per_s": speed, "tflops": 3 * flops * speed / 1e12})
     return out
 
 
@@ -232,7 +207,7 @@ def run_sections(profile, args) -> list[dict]:
     if "data" in sections:
         data_profile = resolve_config(profile.name, image_size=DATA_SIZE, synthetic_count=args.images)
         prepared = ensure_prepared(data_profile, args.data_source, args.data_dir)
-        rows += bench_data(prepared, max(1, profile.num_workers or 2), args.batches)
+        rows += bench_data(prepared, worker_counts(args.workers), args.batches)
     if {"train", "infer"} & set(sections):
         prepared = ensure_prepared(profile, args.data_source, args.data_dir)
         rows += bench_train(prepared, profile, args.steps) if "train" in sections else []
@@ -252,12 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4, help="steps timed per training row")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile in the step section")
     parser.add_argument("--sections", default="data,train,step,infer")
+    parser.add_argument("--models", default=None, help="models to time, e.g. unet,unetpp (default: the profile's)")
+    parser.add_argument("--workers", default=None, help="loader workers the data section sweeps, e.g. 0,2 "
+                                                        "(default: 0, 2, 4, 8 up to the CPU count)")
     args = parser.parse_args(argv)
     results, previous = paths.results_dir(), os.environ.get(paths.RESULTS_ENV)
     scratch = tempfile.mkdtemp(prefix="kit-bench-")
     os.environ[paths.RESULTS_ENV] = scratch  # training rows write their run folders here, then it goes
     try:
-        profile = resolve_config(args.profile or None, synthetic_count=args.images)
+        profile = resolve_config(args.profile or None, synthetic_count=args.images, models=args.models)
         rows = run_sections(profile, args)
     finally:
         os.environ.pop(paths.RESULTS_ENV)

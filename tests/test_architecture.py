@@ -95,7 +95,8 @@ def test_every_module_starts_with_a_docstring():
 
 @pytest.mark.parametrize("module", ["helpers.training", "helpers.pipeline", "helpers.runtime", "helpers.evaluation.predict",
                                     "helpers.evaluation.export", "helpers.evaluation.external", "helpers.data.shrink",
-                                    "helpers.reporting.snapshot", "helpers.bench", "helpers.bench_predict"])
+                                    "helpers.reporting.snapshot", "helpers.bench", "helpers.bench_predict",
+                                    "helpers.gpu_window"])
 def test_command_lines_answer_help(module):
     done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
