@@ -8,8 +8,9 @@ initialisation seed(s). A profile is a named RunConfig; notebooks and the comman
     cfg = resolve_config(PROFILE, image_size=IMAGE_SIZE, lr=LR)   # None means "not set"; 0 is a value
     cfg = resolve_config("t4", recipe="kit")    # a named recipe's values, under any explicit setting
 
-A recipe (:data:`RECIPES`: ``seed``, the original study's; ``kit``, the tuned candidate) is named apart from
-the profiles: it sets the optimisation settings, the profile the rest (sizes, models, hardware).
+A recipe (:data:`~helpers.recipes.RECIPES`: ``seed``, the original study's; ``kit``, the tuned candidate; kept in
+:mod:`helpers.recipes` and importable from here too) is named apart from the profiles: it sets the optimisation
+settings, the profile the rest (sizes, models, hardware).
 
 Unknown fields are refused with the list of known ones, and values are checked and converted
 (``"unet,unetpp"`` and ``["unet", "unetpp"]`` are the same models; ``"0.1,1.0"`` the same fractions).
@@ -24,11 +25,16 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from helpers.recipes import RECIPE_NAMES, recipe_settings
+from helpers.recipes import RECIPES as RECIPES  # importable from here too, as before the split
+from helpers.recipes import SMALL_CONFIGS as SMALL_CONFIGS
+from helpers.recipes import Recipe as Recipe
+
 PROFILE_ENV = "KIT_PROFILE"
 FRACTIONS = (0.10, 0.25, 0.50, 1.00)
 MODELS = ("unet", "unetpp", "transunet")
 CHOICES = {"amp": ("auto", "bf16", "fp16", "off"), "schedule": ("cosine", "constant"), "augment": ("kit", "none"),
-           "recipe": ("seed", "kit", "custom")}  # custom: a profile's own values (the names of RECIPES, and custom)
+           "recipe": RECIPE_NAMES}  # the names of RECIPES (helpers.recipes), and custom: a profile's own values
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,9 @@ class RunConfig:
         model_configs: * model name -> named configuration in the model registry.
         model_overrides: * model name -> config fields changed on top of the named one.
         deep_supervision: * UNet++ trained with a loss on every head (x_0_1 ... x_0_4).
-        pretrained: * models that start from ImageNet weights (TransUNet).
+        pretrained: * models that start from ImageNet weights: TransUNet (its R50-ViT), and UNet/UNet++ with the
+            `r34` config (a ResNet-34 encoder; see helpers.models.encoder_weights). Other UNet/UNet++ configs
+            have no ImageNet weights: training them with `pretrained` stops with an error.
         num_epochs: * training epochs per run.
         batch_size: * images per optimisation step (the global batch under torchrun).
         lr: * peak AdamW learning rate.
@@ -63,7 +71,7 @@ class RunConfig:
         early_stopping: * stop after this many epochs without a better validation Dice (None: never).
         num_workers: DataLoader worker processes.
         checkpoint_minutes: also save ``last.pt`` within an epoch this often (None: after each epoch).
-        recipe: where the optimisation settings came from: a recipe of :data:`RECIPES` (`seed`, `kit`), or
+        recipe: where the optimisation settings came from: a recipe of :data:`~helpers.recipes.RECIPES` (`seed`, `kit`), or
             `custom` (the profile's own values). A label recorded with each run; the values are the fields above.
     """
 
@@ -220,69 +228,6 @@ def _apply(config: RunConfig, overrides: dict) -> RunConfig:
         sized = dataclasses.replace(config, **{k: changes[k] for k in ("models", "model_configs") if k in changes})
         changes = {**recipe_settings(changes["recipe"], sized), **changes}
     return dataclasses.replace(config, **changes)
-
-
-SMALL_CONFIGS = ("tiny", "cpu")  # model configs of up to ~2 M parameters (helpers.models' registry)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A named training recipe: the optimisation settings it gives any profile's runs.
-
-    Attributes:
-        name: ``seed`` or ``kit``.
-        description: one line for people.
-        settings: RunConfig fields it sets (lr, weight decay, warm-up, schedule, augmentation; epochs for ``seed``).
-        small_model_lr: the peak lr instead of ``settings["lr"]`` when every model of the profile is small
-            (:data:`SMALL_CONFIGS`); None: the same lr for every size.
-    """
-
-    name: str
-    description: str
-    settings: dict
-    small_model_lr: float | None = None
-
-
-RECIPES: dict[str, Recipe] = {
-    "seed": Recipe("seed", "The original study's: 20 epochs, AdamW lr 1e-4, weight decay 1e-4, cosine without "
-                           "warm-up, flips/rotations/colour jitter (the kit's augmentation stands for it).",
-                   {"num_epochs": 20, "lr": 1e-4, "weight_decay": 1e-4, "warmup_epochs": 0.0, "schedule": "cosine",
-                    "augment": "kit"}),
-    # `kit` is a CANDIDATE until the GPU recipe comparison (python -m helpers.gpu_window, step c) measures it:
-    # - t4 study (results/isic2018-task1-256_seed_t4_nvidia-h200, the `seed` recipe): UNet and UNet++ `paper` at 100 %
-    #   (and UNet at 50 %) had their best validation Dice at epoch 20 of 20 (0.879, 0.862), still rising when the
-    #   cosine reached 0: at lr 1e-4, 20 epochs leave these models short of converged.
-    # - cpu study (results/isic2018-task1-512_seed_cpu_cpu-2-cores, lr 1e-3, 12 epochs, 128 px): the small models
-    #   reached validation Dice 0.880 (UNet) and 0.888 (UNet++) at 100 %, above the `paper` models after 20 epochs;
-    #   UNet++ `cpu` was at 0.866 after 5 epochs where UNet++ `paper` was at 0.799. No run diverged at 1e-3, so the
-    #   small models keep it.
-    # - Full-size models (9-31 M parameters, 256 px): 3e-4, between the two measured rates. Wider layers change
-    #   their output more for the same AdamW step, so the larger models get the smaller rate; 1e-3 at that size,
-    #   untested and in fp16 on a T4, is a risk for the comparison to take, not for the default.
-    # - A 1-epoch linear warm-up (5 % of 20 epochs): the higher rate starts while AdamW's moment estimates, the
-    #   batch-norm statistics and (on a T4) fp16's loss scale are still settling.
-    # - Cosine to 0, weight decay 1e-4, the augmentation and the profile's epochs as in `seed`: nothing measured
-    #   says to change them, and so the comparison measures the rate and the warm-up alone.
-    "kit": Recipe("kit", "The kit's tuned candidate: AdamW peak lr 3e-4 (1e-3 for the small `cpu`/`tiny` models), "
-                         "1-epoch linear warm-up, cosine, weight decay 1e-4, the profile's epochs.",
-                  {"lr": 3e-4, "weight_decay": 1e-4, "warmup_epochs": 1.0, "schedule": "cosine", "augment": "kit"},
-                  small_model_lr=1e-3),
-}
-
-
-def recipe_settings(name: str, config: RunConfig) -> dict:
-    """The RunConfig values recipe ``name`` gives ``config`` (``custom``: none, the profile's own stay).
-
-    Raises:
-        ValueError: an unknown recipe name; the message lists the known ones.
-    """
-    name = _convert("recipe", name)
-    if name == "custom":
-        return {}
-    recipe = RECIPES[name]
-    small = all(config.model_configs.get(m, "paper") in SMALL_CONFIGS for m in config.models)
-    lr = recipe.small_model_lr if small and recipe.small_model_lr is not None else recipe.settings.get("lr")
-    return {**recipe.settings, **({"lr": lr} if lr is not None else {})}
 
 
 PROFILES: dict[str, RunConfig] = {

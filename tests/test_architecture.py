@@ -9,9 +9,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 HELPERS = ROOT / "helpers"
 # lowest first; a module may import from its own layer or a lower one
-LAYERS = {"helpers.paths": 0, "helpers.profiles": 0, "helpers.runtime": 0,
+LAYERS = {"helpers.paths": 0, "helpers.profiles": 0, "helpers.recipes": 0, "helpers.runtime": 0,
           "helpers.data": 1, "helpers.models": 2, "helpers.training": 3,
-          "helpers.evaluation": 4, "helpers.reporting": 5, "helpers.pipeline": 6, "helpers.bench": 6, "helpers": 6}
+          "helpers.evaluation": 4, "helpers.reporting": 5, "helpers.pipeline": 6, "helpers.bench": 6,
+          "helpers.gpu_window_steps": 6, "helpers": 6}
 
 
 def _module_name(path: Path) -> str:

@@ -6,7 +6,7 @@ import time
 import pandas as pd
 import pytest
 
-from helpers import gpu_window
+from helpers import gpu_window, gpu_window_steps
 from helpers.training import runs
 
 BUNDLE = {"window.log", "window.json", "t4_check.csv", "bench.csv", "recipes.csv", "grid.csv", "runs.tar.gz"}
@@ -71,13 +71,13 @@ def test_without_a_gpu_only_the_dry_run_starts(tmp_path, capsys):
 
 
 def test_a_run_whose_next_epoch_would_overrun_stops_and_the_rest_is_listed(tmp_path, results, monkeypatch):
-    check = gpu_window.stop_before(time.monotonic() + 1, num_epochs=3)
+    check = gpu_window_steps.stop_before(time.monotonic() + 1, num_epochs=3)
     check("r", [{"epoch": 3, "epoch_seconds": 10.0}])                               # its last epoch: nothing to stop
-    with pytest.raises(gpu_window.OutOfTime, match="r stopped after epoch 1 of 3: its next epoch would end after"):
+    with pytest.raises(gpu_window_steps.OutOfTime, match="r stopped after epoch 1 of 3: its next epoch would end after"):
         check("r", [{"epoch": 1, "epoch_seconds": 10.0}])
 
     monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
-    w = gpu_window.Window(tmp_path / "out", tmp_path / "work", minutes=1, dry_run=True)
+    w = gpu_window_steps.Window(tmp_path / "out", tmp_path / "work", minutes=1, dry_run=True)
     config = w.study(num_epochs=2, fractions="1.0")
     prepared = w.data(config)
     cells = [(config.with_(models=m), prepared) for m in ("unet", "transunet")]
@@ -85,11 +85,11 @@ def test_a_run_whose_next_epoch_would_overrun_stops_and_the_rest_is_listed(tmp_p
 
     def out_of_time(deadline, num_epochs):  # every run's first epoch ends with its time spent
         def stop(run_id, history):
-            raise gpu_window.OutOfTime(f"{run_id} stopped after epoch {history[-1]['epoch']} of {num_epochs}")
+            raise gpu_window_steps.OutOfTime(f"{run_id} stopped after epoch {history[-1]['epoch']} of {num_epochs}")
         return stop
 
-    monkeypatch.setattr(gpu_window, "stop_before", out_of_time)
-    rows = gpu_window.train_cells(w, "grid", cells, time.monotonic() + 60, entry)
+    monkeypatch.setattr(gpu_window_steps, "stop_before", out_of_time)
+    rows = gpu_window_steps.train_cells(w, "grid", cells, time.monotonic() + 60, entry)
     assert [r["status"] for r in rows] == ["stopped"] and rows[0]["model"] == "unet"
     assert "stopped after epoch 1 of 2" in entry["left"][0]
     assert entry["left"][1] == "transunet 100% custom 2 epochs (not started)"
@@ -97,5 +97,5 @@ def test_a_run_whose_next_epoch_would_overrun_stops_and_the_rest_is_listed(tmp_p
     assert (folder / "history.csv").is_file() and not runs.is_finished(folder)       # comes back unfinished
 
     entry = {"notes": [], "left": []}                                                # no time to start anything
-    assert gpu_window.train_cells(w, "grid", cells, time.monotonic(), entry) == []
+    assert gpu_window_steps.train_cells(w, "grid", cells, time.monotonic(), entry) == []
     assert [x.split(" (")[0] for x in entry["left"]] == ["unet 100% custom 2 epochs", "transunet 100% custom 2 epochs"]
