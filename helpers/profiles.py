@@ -224,6 +224,8 @@ def _apply(config: RunConfig, overrides: dict) -> RunConfig:
         for model, fields in _convert("model_overrides", changes["model_overrides"]).items():
             merged[model] = {**merged.get(model, {}), **fields}
         changes["model_overrides"] = merged
+    if "model_configs" in changes:  # merged per model too: {"unetpp": "r34"} keeps the other models' configs
+        changes["model_configs"] = {**config.model_configs, **_convert("model_configs", changes["model_configs"])}
     if "recipe" in changes:  # the recipe's values first, the explicit settings over them
         sized = dataclasses.replace(config, **{k: changes[k] for k in ("models", "model_configs") if k in changes})
         changes = {**recipe_settings(changes["recipe"], sized), **changes}
@@ -338,7 +340,7 @@ def resolve_config(profile: str | None = None, **overrides) -> RunConfig:
         profile: profile name, or empty for the default (:func:`default_profile_name`).
         **overrides: RunConfig fields, e.g. ``image_size=96, num_epochs=3, weight_decay=0.0``.
             ``None`` means "not set" (the profile's value stays); every other value, 0 included, is used.
-            ``model_overrides`` is merged per model into the profile's.
+            ``model_configs`` and ``model_overrides`` are merged per model into the profile's.
 
     Returns:
         The resolved, immutable :class:`RunConfig`.

@@ -103,3 +103,11 @@ def test_as_dict_round_trips():
     d = PROFILES["t4"].as_dict()
     assert d["name"] == "t4" and d["model_configs"]["unet"] == "paper" and set(d) == set(FIELDS)
     assert RunConfig(**d) == PROFILES["t4"]
+
+
+def test_model_configs_are_merged_per_model_like_model_overrides():
+    cfg = resolve_config("cpu", model_configs={"unetpp": "r34"})
+    assert cfg.model_configs == {"unet": "cpu", "unetpp": "r34", "transunet": "cpu"}
+    assert resolve_config("cpu", model_configs='{"unet": "r34"}').model_configs["unet"] == "r34"  # papermill's text
+    with pytest.raises(ValueError, match="a dict keyed by model names"):
+        resolve_config("cpu", model_configs={"resnet": "r34"})

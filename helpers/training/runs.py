@@ -313,7 +313,7 @@ def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
         root: folder of run folders (default ``results/runs``).
     """
     root = Path(root) if root else paths.results_dir() / "runs"
-    columns = ["run_id", "model", "model_config", "fraction", "image_size", "seed", "protocol", "dataset",
+    columns = ["run_id", "model", "model_config", "pretrained", "fraction", "image_size", "seed", "protocol", "dataset",
                "finished", "best_val_dice", "best_epoch", "epochs", "train_seconds", "run_dir"]
     rows = []
     for folder in sorted(p for p in root.glob("*") if (p / "config.json").is_file()):
