@@ -141,3 +141,17 @@ def test_exercises_with_hidden_answers_before_the_summary(path):
 def test_cell_ids_are_unique(path):
     ids = [c.get("id") for c in json.loads(path.read_text())["cells"]]
     assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_papermill_reads_every_parameter_of_the_parameters_cell(path, caplog):
+    """papermill parses the parameters cell line by line: a comment it cannot parse (one with an `=` in it) loses
+    that parameter's name, type and help in `papermill --help-notebook` and prints a warning on every run."""
+    import papermill
+
+    first = _code_cells(path)[0]
+    names = [node.targets[0].id for node in ast.parse("".join(first["source"])).body]
+    with caplog.at_level("WARNING"):
+        found = papermill.inspect_notebook(str(path))
+    assert list(found) == names
+    assert not [r for r in caplog.records if "Unable to parse" in r.getMessage()]
