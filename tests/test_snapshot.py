@@ -133,3 +133,31 @@ def test_published_notebooks_keep_their_outputs_without_the_paths_of_this_machin
     assert json.loads(text)["cells"][0]["outputs"][0]["name"] == "stdout"
     with pytest.raises(FileNotFoundError, match="holds no executed notebook"):
         snap.publish_notebooks(tmp_path / "nothing", tmp_path / "published")
+
+
+def test_large_png_outputs_are_published_as_jpegs_and_small_ones_stay():
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from helpers.reporting import snapshot as snap
+
+    def png(size, seed):
+        pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).resize((4 * size, 4 * size), Image.BICUBIC).save(buffer, "PNG")  # photo-like
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    big, small = png(200, 0), png(8, 1)
+    outputs = [{"output_type": "display_data", "data": {"image/png": big, "text/plain": ["<Figure>"]},
+                "metadata": {"image/png": {"width": 800}}},
+               {"output_type": "display_data", "data": {"image/png": small}, "metadata": {}}]
+    notebook = {"cells": [{"cell_type": "code", "outputs": outputs}]}
+    assert snap.shrink_images(notebook) == 1
+    first, second = notebook["cells"][0]["outputs"]
+    assert set(first["data"]) == {"image/jpeg", "text/plain"} and first["metadata"] == {"image/jpeg": {"width": 800}}
+    assert len(first["data"]["image/jpeg"]) < 0.75 * len(big) and second["data"] == {"image/png": small}
+    with Image.open(io.BytesIO(base64.b64decode(first["data"]["image/jpeg"]))) as image:
+        assert image.format == "JPEG" and image.size == (800, 800)

@@ -13,6 +13,9 @@ every number in it traces to a file there. Files already in the folder (a README
 from __future__ import annotations
 
 import argparse
+import base64
+import io
+import json
 import os
 import re
 import shutil
@@ -20,6 +23,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
 
 from helpers import paths
 from helpers.evaluation import external, scoring
@@ -128,10 +132,40 @@ def snapshot(name: str | None = None, results_root: str | Path | None = None, de
     return dest
 
 
+JPEG_ABOVE = 100_000  # base64 characters: a PNG output larger than this is published as a JPEG
+
+
+def shrink_images(notebook: dict, quality: int = 85) -> int:
+    """Replace each large PNG output (photos, galleries, curves) by a JPEG of it when that is at least a quarter
+    smaller, so published notebooks stay a few MB; returns how many were replaced."""
+    replaced = 0
+    for cell in notebook.get("cells", []):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            png = data.get("image/png")
+            if not isinstance(png, str) or len(png) <= JPEG_ABOVE:
+                continue
+            with Image.open(io.BytesIO(base64.b64decode(png))) as image:
+                flat = Image.new("RGB", image.size, "white")
+                flat.paste(image, mask=image.convert("RGBA").getchannel("A"))
+            buffer = io.BytesIO()
+            flat.save(buffer, "JPEG", quality=quality, optimize=True)
+            jpeg = base64.b64encode(buffer.getvalue()).decode()
+            if len(jpeg) < 0.75 * len(png):
+                del data["image/png"]
+                data["image/jpeg"] = jpeg
+                meta = output.get("metadata", {})
+                if "image/png" in meta:
+                    meta["image/jpeg"] = meta.pop("image/png")
+                replaced += 1
+    return replaced
+
+
 def publish_notebooks(executed: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
     """Copy executed notebooks (e.g. ``results/notebooks/demo``) to commit beside a study, so a reader sees what a
     finished notebook looks like without running it. The absolute paths of the kit's home, data and results
-    in their outputs become relative (``results/...``, ``data/...``).
+    in their outputs become relative (``results/...``, ``data/...``), and large PNG outputs become JPEGs
+    (:func:`shrink_images`).
 
     Returns:
         The notebooks written.
@@ -154,7 +188,9 @@ def publish_notebooks(executed: str | os.PathLike, dest: str | os.PathLike) -> l
         text = notebook.read_text()
         for absolute, relative in homes:  # only whole path components: /x/home does not touch /x/home2
             text = re.sub(re.escape(absolute) + r"(?![\w.-])", relative.replace("\\", r"\\"), text)
-        (Path(dest) / notebook.name).write_text(text)
+        published = json.loads(text)
+        shrink_images(published)
+        (Path(dest) / notebook.name).write_text(json.dumps(published, indent=1, ensure_ascii=False) + "\n")
         written.append(Path(dest) / notebook.name)
     return written
 
