@@ -171,3 +171,22 @@ def test_missing_folder_checkpoints_and_the_study_copy(tmp_path):
     done = external.evaluate_external_runs(other, tmp_path, overwrite=True)
     assert done["action"].str.startswith("skipped: no checkpoint here").all()
     assert external.score_on(resolve_config("smoke"), "folder", "/nowhere", tmp_path).empty  # nothing prepared
+
+
+def test_the_demo_path_scores_a_second_draw_of_the_offline_sample(tmp_path, monkeypatch):
+    """Notebook 04 after training on the offline sample: the external set is another draw, with ids of its own."""
+    from helpers.data.sources import ensure_prepared
+    from helpers.profiles import resolve_config
+    from helpers.training import runs
+
+    monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
+    config = resolve_config("smoke", synthetic_count=12)
+    own = ensure_prepared(config)
+    run = make_run(tmp_path / "results", "unet_f100", "unet", 1.0, own.root, image_size=config.image_size)
+    recorded = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**recorded, "dataset": runs.dataset_of(own)}))
+    scoring.evaluate_runs(tmp_path / "results", progress=False, load_model=lambda _: Brightness())
+    assert external.choose_source(None, tmp_path / "results") == "synthetic"
+    done = external.score_on(config, "synthetic", None, tmp_path / "results", load_model=lambda _: Brightness())
+    assert list(done["action"]) == ["evaluated"] and list(done["test_dataset"]) == ["synthetic-12-s1"]
+    assert len(external.external_table(tmp_path / "results", n_boot=50)) == 1

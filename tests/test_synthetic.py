@@ -70,10 +70,10 @@ def test_finished_sample_is_reused_and_other_settings_replace_it(tmp_path):
     stamp = {p.name: p.stat().st_mtime_ns for p in root.rglob("*.jpg")}
     synthetic.generate_sample(tmp_path, count=6, seed=1, progress=False)
     assert {p.name: p.stat().st_mtime_ns for p in root.rglob("*.jpg")} == stamp
-    first = np.asarray(Image.open(root / "ISIC2018_Task1-2_Training_Input" / "ISIC_9000000.jpg"))
+    first = np.asarray(Image.open(root / "ISIC2018_Task1-2_Training_Input" / "ISIC_9100000.jpg"))  # seed 1's ids
     synthetic.generate_sample(tmp_path, count=4, seed=2, progress=False)
-    assert len(list(root.rglob("ISIC_9*.jpg"))) == 4
-    second = np.asarray(Image.open(root / "ISIC2018_Task1-2_Training_Input" / "ISIC_9000000.jpg"))
+    assert sorted(p.stem for p in root.rglob("ISIC_9*.jpg")) == [f"ISIC_920000{k}" for k in range(4)]  # seed 1's: gone
+    second = np.asarray(Image.open(root / "ISIC2018_Task1-2_Training_Input" / "ISIC_9200000.jpg"))
     assert first.shape != second.shape or not np.array_equal(first, second)
     assert json.loads((root / "sample.json").read_text())["seed"] == 2
 
@@ -81,11 +81,11 @@ def test_finished_sample_is_reused_and_other_settings_replace_it(tmp_path):
 def test_interrupted_sample_is_completed(tmp_path):
     root = synthetic.generate_sample(tmp_path, count=5, seed=1, progress=False)
     (root / "sample.json").rename(root / "sample.partial.json")              # as if killed mid-way
-    (root / "ISIC2018_Task1-2_Training_Input" / "ISIC_9000004.jpg").unlink()
-    kept = (root / "ISIC2018_Task1-2_Training_Input" / "ISIC_9000000.jpg").stat().st_mtime_ns
+    (root / "ISIC2018_Task1-2_Training_Input" / "ISIC_9100004.jpg").unlink()
+    kept = (root / "ISIC2018_Task1-2_Training_Input" / "ISIC_9100000.jpg").stat().st_mtime_ns
     synthetic.generate_sample(tmp_path, count=5, seed=1, progress=False)
-    assert (root / "ISIC2018_Task1-2_Training_Input" / "ISIC_9000004.jpg").exists()
-    assert (root / "ISIC2018_Task1-2_Training_Input" / "ISIC_9000000.jpg").stat().st_mtime_ns == kept
+    assert (root / "ISIC2018_Task1-2_Training_Input" / "ISIC_9100004.jpg").exists()
+    assert (root / "ISIC2018_Task1-2_Training_Input" / "ISIC_9100000.jpg").stat().st_mtime_ns == kept
     assert (root / "sample.json").exists() and not (root / "sample.partial.json").exists()
 
 

@@ -6,7 +6,8 @@ the official training zips unpack, so the same reading code serves it and the re
     <root>/ISIC2018_Task1-2_Training_Input/ISIC_9000000.jpg
     <root>/ISIC2018_Task1_Training_GroundTruth/ISIC_9000000_segmentation.png   (0/255)
 
-Ids start at 9000000, far above the real ones, so sample and real images never collide.
+Ids start at 9000000 (9100000 for seed 1, and so on), far above the real ones, so sample and real images never
+collide, nor two samples of other seeds.
 Each image is drawn from its own seeded generator (``seed``, index), so image *i* is the
 same whatever ``count`` is. What a model has to cope with on real images is imitated:
 non-square images of varied sizes, skin tone and texture, irregular multi-tone lesions with
@@ -179,9 +180,16 @@ def make_case(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(img, 0, 255).astype(np.uint8), mask
 
 
+def sample_id(seed: int, index: int) -> str:
+    """The id of image ``index`` of the sample of ``seed``: ``ISIC_9000000`` up for seed 0, ``ISIC_9100000`` up for
+    seed 1, and so on (the seed's last digit), so two samples are two datasets with ids of their own (the external
+    test in notebook 04 refuses a dataset that shares ids with the training data)."""
+    return f"ISIC_{FIRST_ID + 100_000 * (seed % 10) + index:07d}"
+
+
 def _write_case(root: Path, seed: int, index: int) -> None:
     """Make one pair and write it atomically (temp file, then rename)."""
-    isic_id = f"ISIC_{FIRST_ID + index:07d}"
+    isic_id = sample_id(seed, index)
     image_path = root / IMAGE_DIR / f"{isic_id}.jpg"
     mask_path = root / MASK_DIR / f"{isic_id}_segmentation.png"
     if image_path.exists() and mask_path.exists():
