@@ -124,8 +124,10 @@ def test_each_notebook_on_its_own_runtime_finds_what_the_others_left_on_drive(co
     summary = pd.read_csv(colab.home / "results" / "summary.csv")
     assert set(summary["model"]) == {"unet", "unetpp", "transunet"}  # 04 reports the runs of 02 and 03
     assert (colab.home / "results" / "report.md").is_file()
-    prepared = list(colab.home.glob("data/prepared/*/prepared.json"))
-    assert len(prepared) == 1  # 01 prepared once; 02 and 03 reused it from Drive
+    prepared = sorted(p.parent.name for p in colab.home.glob("data/prepared/*/prepared.json"))
+    training = [name for name in prepared if "_external_" not in name]
+    assert len(training) == 1  # 01 prepared once; 02 and 03 reused it from Drive
+    assert prepared == sorted([*training, "synthetic-60-s1_external_64px_s42"])  # 04's external test: a second draw
     assert "Copying the prepared data" in logs["02_unet.ipynb"]  # ... reading it from a local copy
     assert list(colab.content.glob("kit-local/data/prepared/*/images.npy"))  # 04's runtime has its copy too
     assert not list(colab.drive.rglob("raw"))  # raw files stay on the runtimes' disks
