@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -231,17 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default=None, help="loader workers the data section sweeps, e.g. 0,2 "
                                                         "(default: 0, 2, 4, 8 up to the CPU count)")
     args = parser.parse_args(argv)
-    results, previous = paths.results_dir(), os.environ.get(paths.RESULTS_ENV)
-    scratch = tempfile.mkdtemp(prefix="kit-bench-")
-    os.environ[paths.RESULTS_ENV] = scratch  # training rows write their run folders here, then it goes
-    try:
-        profile = resolve_config(args.profile or None, synthetic_count=args.images, models=args.models)
-        rows = run_sections(profile, args)
-    finally:
-        os.environ.pop(paths.RESULTS_ENV)
-        shutil.rmtree(scratch, ignore_errors=True)
-        if previous is not None:
-            os.environ[paths.RESULTS_ENV] = previous
+    results = paths.results_dir()
+    profile = resolve_config(args.profile or None, synthetic_count=args.images, models=args.models)
+    with tempfile.TemporaryDirectory(prefix="kit-bench-") as scratch, paths.scoped_env(**{paths.RESULTS_ENV: scratch}):
+        rows = run_sections(profile, args)  # training rows write their run folders into the scratch folder
     table = pd.DataFrame(rows).assign(profile=profile.name, data=args.data_source, hardware=hardware(pick_device(), DistInfo()),
                                       torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
     pd.set_option("display.width", 200)

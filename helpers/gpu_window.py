@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers import paths
-from helpers.gpu_window_steps import Window, scoped_env, step_bench, step_data, step_grid, step_recipes, step_t4
+from helpers.gpu_window_steps import Window, step_bench, step_data, step_grid, step_recipes, step_t4
 
 STEPS = ("t4", "bench", "recipes", "grid")
 SHARES = {"data": 0.25, "t4": 0.2, "bench": 0.2, "recipes": 0.5, "grid": 1.0}  # the most of the window each may use
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     functions = {"data": step_data, "t4": step_t4, "bench": step_bench, "recipes": step_recipes, "grid": step_grid}
     with open(out / "window.log", "a") as log, contextlib.redirect_stdout(_Tee(sys.stdout, log)), \
             contextlib.redirect_stderr(_Tee(sys.stderr, log)), \
-            scoped_env(**{paths.RESULTS_ENV: work / "results", paths.DATA_ENV: work / "data"}):
+            paths.scoped_env(**{paths.RESULTS_ENV: work / "results", paths.DATA_ENV: work / "data"}):
         try:
             print(f"gpu window {time.strftime('%Y-%m-%d %H:%M')}: {args.minutes:g} min, steps {steps}, data "
                   f"{data_dir or 'synthetic'}{' (dry run)' if args.dry_run else ''}")

@@ -19,9 +19,7 @@ of measured again. Nothing here imports torch at import time.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -79,18 +77,6 @@ class Window:
     def earlier(self, name: str) -> Path | None:
         """``name`` in ``--out`` or the first ``--previous`` folder that has it."""
         return next((p / name for p in [self.out, *self.previous] if (p / name).exists()), None)
-
-
-@contextlib.contextmanager
-def scoped_env(**values):
-    """Environment variables set to ``values`` (as strings) for the block, then restored."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update({k: str(v) for k, v in values.items()})
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 def stop_before(deadline: float, num_epochs: int):
@@ -171,7 +157,7 @@ def step_t4(w: Window, deadline: float, entry: dict) -> None:
     per_epoch = max(1, len(prepared.indices("train")) // config.batch_size)
     config = config.with_(num_epochs=max(1, math.ceil(w.t4_steps / per_epoch)))
     rows = w.tables.setdefault("t4", [r for r in kept if r["model"] in config.models])
-    with scoped_env(**{paths.RESULTS_ENV: w.work / "t4check"}):
+    with paths.scoped_env(**{paths.RESULTS_ENV: w.work / "t4check"}):
         for model in [m for m in config.models if m not in {r["model"] for r in rows}]:
             if time.monotonic() + w.min_run_s > deadline:
                 entry["left"].append(f"t4 check of {model}")
@@ -223,7 +209,7 @@ def _bench(w: Window, *options: str) -> list[dict]:
 
     source = ["--data-source", "folder", "--data-dir", w.data_dir] if w.data_dir else []
     scratch = Path(tempfile.mkdtemp(prefix="bench-", dir=w.work))
-    with scoped_env(**{paths.RESULTS_ENV: scratch}):
+    with paths.scoped_env(**{paths.RESULTS_ENV: scratch}):
         bench.main(["--profile", w.study().name, *source, *options])
     return pd.read_csv(scratch / "bench.csv").to_dict("records")
 

@@ -16,6 +16,7 @@ the clone cell of the notebooks are checked against it by the tests.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -185,3 +186,16 @@ def mount_drive() -> Path:
     except OSError:  # mounted once, but the mount died (e.g. "Transport endpoint is not connected")
         drive.mount(str(mount_point), force_remount=True)
     return mount_point / "MyDrive"
+
+
+@contextlib.contextmanager
+def scoped_env(**values):
+    """Environment variables set to ``values`` (as strings) for the block, then restored (e.g. a scratch results
+    folder for a benchmark: ``with scoped_env(KIT_RESULTS_DIR=tmp): ...``)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: str(v) for k, v in values.items()})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)

@@ -273,22 +273,6 @@ PROFILES: dict[str, RunConfig] = {
         amp="off",
         num_workers=0,
     ),
-    "class": RunConfig(
-        name="class",
-        description="A 90-minute class on a Colab T4: the cpu profile's models and recipe at 10 % and 100 % of the data.",
-        image_size=128,
-        synthetic_count=400,
-        # The cpu recipe is measured on the real data (test Dice 0.77-0.79 at 10 %, 0.87-0.89 at 100 %); two fractions
-        # keep the data-efficiency lesson. Its 6 runs trained in 43 minutes on 2 CPU cores (the cpu study); on a T4
-        # about 15 minutes (an estimate, not measured: small models at 128 px wait on Colab's 2 loading cores).
-        fractions=(0.10, 1.00),
-        model_configs={"unet": "cpu", "unetpp": "cpu", "transunet": "cpu"},
-        num_epochs=12,
-        batch_size=16,
-        lr=1e-3,
-        amp="auto",
-        num_workers=2,
-    ),
     "t4": RunConfig(
         name="t4",
         description="The reproduction on a 15 GB Colab T4: 256 px, full-size models, 20 epochs, AMP.",
@@ -305,6 +289,14 @@ PROFILES: dict[str, RunConfig] = {
     ),
 }
 
+
+# The class path: the cpu profile's models and recipe, measured on the real data (test Dice 0.77-0.79 at 10 %,
+# 0.87-0.89 at 100 %), at two fractions (they keep the data-efficiency lesson), with mixed precision and loader
+# workers for a GPU. Its 6 runs trained in 43 minutes on 2 CPU cores (the cpu study); on a T4 about 15 minutes (an
+# estimate, not measured: small models at 128 px wait on Colab's 2 loading cores).
+PROFILES["class"] = dataclasses.replace(
+    PROFILES["cpu"], name="class", fractions=(0.10, 1.00), amp="auto", num_workers=2,
+    description="A 90-minute class on a Colab T4: the cpu profile's models and recipe at 10 % and 100 % of the data.")
 
 def default_profile_name() -> str:
     """The profile a notebook takes when its parameter is empty.

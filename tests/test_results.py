@@ -175,3 +175,10 @@ def test_seeds_show_their_spread_and_the_figures_use_one_seed(tmp_path):
     assert sorted(primary["run_id"]) == ["unet_f100_s1", "unetpp_f100_s1"]
     assert "## Between seeds" in report.write_report(root, n_boot=200).read_text()
     assert stats.between_seeds([0.5, np.nan])["n"] == 1
+
+
+def test_percentile_interval_is_the_central_share_and_ignores_nan():
+    values = np.arange(1, 101, dtype=float)
+    assert stats.percentile_interval(values) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])))
+    assert stats.percentile_interval(np.append(values, np.nan), 0.5) == pytest.approx((25.75, 75.25))
+    assert all(np.isnan(stats.percentile_interval([np.nan, np.nan])))

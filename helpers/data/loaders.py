@@ -64,13 +64,15 @@ def reseed(transform: A.Compose, seed: int) -> None:
 
 
 def to_model_input(images, device: torch.device | str | None = None,
-                   memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-    """Cached uint8 images → normalised float model input (ImageNet mean and std).
+                   memory_format: torch.memory_format = torch.contiguous_format, *,
+                   mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """Cached uint8 images → normalised float model input (ImageNet mean and std by default).
 
     Args:
         images: uint8 (N, H, W, 3) or one image (H, W, 3); numpy array or torch tensor.
         device: where the result goes (the uint8 batch is moved first: 4× fewer bytes).
         memory_format: ``torch.channels_last`` for training (faster convolutions on CUDA and on the CPU).
+        mean, std: per channel, of pixels scaled to [0, 1] (an exported model carries its own).
 
     Returns:
         float32 (N, 3, H, W).
@@ -85,8 +87,8 @@ def to_model_input(images, device: torch.device | str | None = None,
         raise ValueError(f"to_model_input takes uint8 images (N, H, W, 3) as cached by helpers.data.prep; got "
                          f"{images.dtype} {tuple(images.shape)}. Pass prepared.images[rows], not floats.")
     x = images.to(device or images.device, non_blocking=True).float()  # (N, H, W, 3)
-    scale = torch.tensor([1 / (255 * s) for s in IMAGENET_STD], device=x.device)
-    shift = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)], device=x.device)
+    scale = torch.tensor([1 / (255 * s) for s in std], device=x.device)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device)
     x = x.mul_(scale).add_(shift).permute(0, 3, 1, 2)  # (N, 3, H, W), already channels_last in memory
     return x.contiguous(memory_format=memory_format)  # a copy only for the default (contiguous) format
 

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from helpers.data.loaders import to_model_input
+
 METADATA_FILE = "kit.json"  # the TorchScript extra file holding the metadata
 SUFFIXES = {".onnx": "onnx", ".pt": "torchscript"}
 INSTALL = "pip install -r requirements-export.txt"
@@ -78,13 +80,9 @@ def read_metadata(path: str | Path) -> dict:
 
 
 def normalise(images, mean, std) -> torch.Tensor:
-    """uint8 images (B, H, W, 3) → float32 (B, 3, H, W): (pixel / 255 − mean) / std, as
-    :func:`helpers.data.to_model_input` computes it (the same arithmetic, so the same bits for the same mean/std)."""
-    x = torch.as_tensor(np.asarray(images)).float()  # (B, H, W, 3)
-    x = x[None] if x.ndim == 3 else x
-    scale = torch.tensor([1 / (255 * s) for s in std])
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)])
-    return x.mul_(scale).add_(shift).permute(0, 3, 1, 2).contiguous()  # (B, 3, H, W)
+    """uint8 images (B, H, W, 3) → float32 (B, 3, H, W) with an export's mean and std
+    (:func:`helpers.data.loaders.to_model_input`, the arithmetic training used)."""
+    return to_model_input(np.asarray(images), mean=mean, std=std)
 
 
 class ExportedModel(nn.Module):

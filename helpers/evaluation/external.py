@@ -167,9 +167,8 @@ def evaluate_external_runs(prepared, results_root: str | Path | None = None, *, 
 def _scores(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float, np.ndarray]:
     """Mean of the finite values, its percentile-bootstrap 95 % CI, and the bootstrap means themselves."""
     means = stats.bootstrap_means(values, n_boot, seed)
-    low, high = np.nanpercentile(means, [2.5, 97.5]) if np.isfinite(means).any() else (np.nan, np.nan)
     finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else float("nan"), float(low), float(high), means
+    return (float(finite.mean()) if finite.size else float("nan"), *stats.percentile_interval(means), means)
 
 
 def external_rows(run_dir: str | Path, n_boot: int = 2000, seed: int = 0) -> list[dict]:
@@ -191,7 +190,7 @@ def external_rows(run_dir: str | Path, n_boot: int = 2000, seed: int = 0) -> lis
                 continue
             mean_in, low_in, high_in, boot_in = _scores(inside[metric].to_numpy(np.float64), n_boot, seed)
             mean_out, low_out, high_out, boot_out = _scores(outside[metric].to_numpy(np.float64), n_boot, seed + 1)
-            drop_low, drop_high = np.nanpercentile(boot_in - boot_out, [2.5, 97.5])
+            drop_low, drop_high = stats.percentile_interval(boot_in - boot_out)
             row.update({f"{metric}_in": mean_in, f"{metric}_in_ci_low": low_in, f"{metric}_in_ci_high": high_in,
                         f"{metric}_external": mean_out, f"{metric}_external_ci_low": low_out,
                         f"{metric}_external_ci_high": high_out, f"{metric}_drop": mean_in - mean_out,

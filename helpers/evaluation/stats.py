@@ -39,11 +39,16 @@ def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0)
     Returns:
         ``(low, high)``; ``(nan, nan)`` without finite values; one value gives ``(v, v)``.
     """
-    means = bootstrap_means(values, n_boot, seed)
-    if np.isnan(means).all():
+    return percentile_interval(bootstrap_means(values, n_boot, seed), level)
+
+
+def percentile_interval(resampled, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` interval of bootstrap statistics, e.g. means or differences of means (NaN ignored)."""
+    resampled = np.asarray(resampled, dtype=np.float64)
+    if np.isnan(resampled).all():
         return float("nan"), float("nan")
     tail = 100 * (1 - level) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
+    low, high = np.nanpercentile(resampled, [tail, 100 - tail])
     return float(low), float(high)
 
 
