@@ -23,9 +23,14 @@ import time
 import tokenize
 from pathlib import Path
 
-from helpers import paths
+from helpers import cli, paths, profiles
+from helpers.data import study
 
 NOTEBOOKS = ("01_data_prep.ipynb", "02_unet.ipynb", "03_unetpp_transunet.ipynb", "04_results.ipynb")
+# the names each notebook's SETTINGS dict takes (declared in helpers.data.study and helpers.profiles): a -p NAME
+# that a notebook's parameters cell does not declare goes into its SETTINGS when it is one of these
+SETTINGS_KEYS = {"01_data_prep.ipynb": study.STUDY_KEYS, "02_unet.ipynb": study.ALL_KEYS,
+                 "03_unetpp_transunet.ipynb": study.ALL_KEYS}
 
 
 def notebooks_present(folder: Path | None = None) -> list[Path]:
@@ -110,10 +115,17 @@ def notebook_parameters(path: Path) -> dict[str, str]:
         else:
             continue
         comment = comments.get(node.lineno) or comments.get(node.end_lineno or node.lineno, "")
+        if comment.startswith("@param"):  # a Colab form field: its description is the #@markdown line above
+            comment = _plain(comments.get(node.lineno - 1, "").removeprefix("@markdown"))
         for target in targets:
             for name in _assigned_names(target):
                 declared.setdefault(name, comment)
     return declared
+
+
+def _plain(markdown: str) -> str:
+    """A ``#@markdown`` description as plain text (no bold or code marks)."""
+    return markdown.replace("**", "").replace("`", "").strip()
 
 
 def _assigned_names(target: ast.expr) -> list[str]:
@@ -132,8 +144,14 @@ def selected_notebooks(only: list[str] | None = None) -> list[Path]:
     return [nb for nb in notebooks_present() if not only or nb.name.startswith(tuple(only))]
 
 
+def accepted(notebook: Path, params: dict[str, str]) -> set[str]:
+    """The parameter names a notebook takes: those its parameters cell declares, and the names its SETTINGS takes."""
+    routed = {key.upper() for key in SETTINGS_KEYS.get(notebook.name, ())} if "SETTINGS" in params else set()
+    return set(params) | routed
+
+
 def check_parameters(names, declared: dict[Path, dict[str, str]], only: list[str] | None = None) -> None:
-    """Refuse parameter names that none of the notebooks of a run declares.
+    """Refuse parameter names that none of the notebooks of a run takes.
 
     Args:
         names: the parameter names given (e.g. the ``-p`` names).
@@ -144,13 +162,13 @@ def check_parameters(names, declared: dict[Path, dict[str, str]], only: list[str
     Raises:
         ValueError: names the unknown parameter(s) and lists, per notebook, the parameters it knows.
     """
-    known = {name for params in declared.values() for name in params}
+    known = {name for nb, params in declared.items() for name in accepted(nb, params)}
     unknown = sorted(set(names) - known)
     if not unknown:
         return
     lines = [f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
-             f"no notebook of this run declares {'them' if len(unknown) > 1 else 'it'} in its parameters cell; "
-             f"check the spelling against the parameters each notebook knows:"]
+             f"no notebook of this run takes {'them' if len(unknown) > 1 else 'it'}; "
+             f"check the spelling against the parameters each notebook knows (python -m helpers.pipeline --list):"]
     lines += [f"  {nb.name}: {', '.join(sorted(params)) or '(none)'}" for nb, params in declared.items()]
     if not declared:
         lines.append("  (no notebook selected: check the --only prefixes)")
@@ -159,7 +177,7 @@ def check_parameters(names, declared: dict[Path, dict[str, str]], only: list[str
         for nb in notebooks_present():
             if nb not in declared:
                 try:
-                    left_out[nb.name] = notebook_parameters(nb)
+                    left_out[nb.name] = accepted(nb, notebook_parameters(nb))
                 except ValueError:
                     continue
         for name in unknown:
@@ -167,6 +185,29 @@ def check_parameters(names, declared: dict[Path, dict[str, str]], only: list[str
             if owners:
                 lines.append(f"  ({name} is a parameter of {', '.join(owners)}, which --only leaves out)")
     raise ValueError("\n".join(lines))
+
+
+def check_values(profile: str, parameters: dict, runs_01: bool) -> None:
+    """Refuse invalid values, and study values that differ from the recorded study, before any notebook runs.
+
+    Args:
+        profile: the run's profile ("" : the study's).
+        parameters: the parameters given, by notebook name (``LR``, ``DATA_SOURCE``, ``SETTINGS`` ...).
+        runs_01: notebook 01 is part of the run (it records a new study, so nothing is compared with the old one).
+
+    Raises:
+        ValueError: an invalid value (the message names the setting and what it expects), or a study setting
+            that differs from the record when notebook 01 does not run.
+    """
+    values = {name.lower(): value for name, value in parameters.items() if name.lower() in study.ALL_KEYS}
+    values.update(parameters.get("SETTINGS") or {})
+    study_values = {k: v for k, v in values.items() if k in study.STUDY_KEYS}
+    training = {k: v for k, v in values.items() if k in study.TRAINING_KEYS}
+    if runs_01 or study.read() is None:
+        config, _ = study._study_of(profile, study_values)
+    else:
+        config = study.follow(profile, study_values).config
+    profiles.resolve_config(config.name, **training, image_size=config.image_size)
 
 
 def run_notebooks(profile: str, parameters: dict | None = None, only: list[str] | None = None,
@@ -193,15 +234,16 @@ def run_notebooks(profile: str, parameters: dict | None = None, only: list[str] 
     parameters = dict(parameters or {})
     declared = {notebook: notebook_parameters(notebook) for notebook in selected_notebooks(only)}
     check_parameters(parameters, declared, only)
+    check_values(profile, parameters, any(nb.name == NOTEBOOKS[0] for nb in declared))
 
-    import papermill as pm
+    import papermill as pm  # heavy: only when notebooks run
 
-    out_dir = Path(out_dir or paths.results_dir() / "notebooks" / profile)
+    out_dir = Path(out_dir or paths.results_dir() / "notebooks" / (profile or "study"))
     out_dir.mkdir(parents=True, exist_ok=True)
     given = {"PROFILE": profile, **parameters}
     done = []
     for notebook, known in declared.items():
-        params = {name: value for name, value in given.items() if name in known}
+        params = notebook_values(notebook, known, given)
         target = out_dir / notebook.name
         start = time.perf_counter()
         print(f"▶ {notebook.name} (profile {profile}) → {target}", flush=True)
@@ -214,6 +256,29 @@ def run_notebooks(profile: str, parameters: dict | None = None, only: list[str] 
         print(f"  done in {time.perf_counter() - start:.1f} s", flush=True)
         done.append(target)
     return done
+
+
+def notebook_values(notebook: Path, known: dict[str, str], given: dict) -> dict:
+    """The parameters one notebook receives: those its cell declares, and the rest of its names in ``SETTINGS``."""
+    params = {name: value for name, value in given.items() if name in known}
+    routed = {name.lower(): value for name, value in given.items()
+              if name not in known and name.lower() in SETTINGS_KEYS.get(notebook.name, ()) and "SETTINGS" in known}
+    if routed:
+        params["SETTINGS"] = {**(given.get("SETTINGS") or {}), **routed}
+    return params
+
+
+def settings_table() -> str:
+    """Every name a notebook's ``SETTINGS`` takes, with its description: derived from the declarations."""
+    rows = [(name, study.Study.__dataclass_fields__[name].metadata.get("help", "set by notebook 01 (a RunConfig "
+                                                                                 "setting)"))
+            for name in study.DATA_KEYS]
+    rows += [(name, profiles.describe_setting(name)) for name in profiles.SETTINGS if name in study.ALL_KEYS
+             or name in ("image_size", "split_seed")]
+    rows += list(study.GRID_OPTIONS.items())
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(["SETTINGS names (01: the study's, the first ones; 02 and 03: all of them)"] +
+                     [f"  {name:<{width}}  {text}" for name, text in rows])
 
 
 def format_parameters(declared: dict[Path, dict[str, str]]) -> str:
@@ -234,6 +299,33 @@ def format_parameters(declared: dict[Path, dict[str, str]]) -> str:
     return "\n\n".join(blocks)
 
 
+def _main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.pipeline",
+                                     description="Run the study's notebooks with papermill.")
+    parser.add_argument("--profile", default="", choices=["", *profiles.PROFILES],
+                        help="the profile (default: the recorded study's; without one, $KIT_PROFILE, else t4 on "
+                             "Colab or with a GPU and cpu otherwise)")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="a notebook parameter or setting, e.g. -p DATA_SOURCE folder, -p LR 3e-4")
+    parser.add_argument("--only", action="append", help="run only notebooks starting with this prefix")
+    parser.add_argument("--list", action="store_true",
+                        help="print each notebook's parameters with their comments, and run nothing")
+    cli.add_debug(parser)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    if args.list:
+        print(format_parameters({nb: notebook_parameters(nb) for nb in selected_notebooks(args.only)}))
+        print("\n" + settings_table())
+        return 0
+    try:
+        done = run_notebooks(args.profile, {k: parse_value(v) for k, v in args.parameter}, args.only)
+    except ValueError as err:
+        raise cli.BadValue(str(err)) from None
+    print(f"✓ {len(done)} notebook(s) in {time.perf_counter() - start:.1f} s; executed copies in "
+          f"{done[0].parent if done else '-'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point.
 
@@ -242,31 +334,9 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns:
         0 on success, 1 when a notebook failed, 2 when the request was refused before running
-        (an unknown parameter, a notebook without a parameters cell).
+        (an unknown parameter or value, a study value that differs from the recorded study).
     """
-    parser = argparse.ArgumentParser(description="Run the study's notebooks with papermill.")
-    parser.add_argument("--profile", default="smoke", help="smoke, demo, cpu or t4 (default smoke)")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="a notebook parameter, e.g. -p DATA_SOURCE folder")
-    parser.add_argument("--only", action="append", help="run only notebooks starting with this prefix")
-    parser.add_argument("--list", action="store_true",
-                        help="print each notebook's parameters with their comments, and run nothing")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    try:
-        if args.list:
-            print(format_parameters({nb: notebook_parameters(nb) for nb in selected_notebooks(args.only)}))
-            return 0
-        done = run_notebooks(args.profile, {k: parse_value(v) for k, v in args.parameter}, args.only)
-    except ValueError as err:
-        print(f"✗ {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
-        print(f"✗ {err}", file=sys.stderr)
-        return 1
-    print(f"✓ {len(done)} notebook(s) in {time.perf_counter() - start:.1f} s; executed copies in "
-          f"{done[0].parent if done else '-'}")
-    return 0
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

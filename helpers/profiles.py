@@ -1,29 +1,30 @@
-"""One typed run config, and the named profiles (`smoke`, `demo`, `cpu`, `t4`) that fill it.
+"""One typed run config whose fields declare every setting once, and the named profiles that fill it.
 
-Every setting that changes a run's result is a field of :class:`RunConfig`: image size, models and
-their named configs and overrides (deep supervision included), epochs, batch size, lr, weight decay,
-warm-up, schedule, augmentation, mixed precision, early stopping, the split seed and the
-initialisation seed(s). A profile is a named RunConfig; notebooks and the command line override it:
+Every setting of a study's runs is a field of :class:`RunConfig`, declared with :func:`setting`: its type,
+help text, choices or range, command-line flag, and whether it changes a run's result. Everything else is
+derived from those declarations (:data:`SETTINGS`): the training CLI and its ``--help``
+(:mod:`helpers.training.grid`), the run spec and its id (:mod:`helpers.training.runs`), the check of the
+notebooks' ``SETTINGS`` and the parameter table (:mod:`helpers.study`). Adding a setting means one field here
+(and, if students should see it, a line in a notebook's parameters cell). A profile is a named RunConfig:
 
     cfg = resolve_config(PROFILE, image_size=IMAGE_SIZE, lr=LR)   # None means "not set"; 0 is a value
     cfg = resolve_config("t4", recipe="kit")    # a named recipe's values, under any explicit setting
 
-A recipe (:data:`~helpers.recipes.RECIPES`: ``seed``, the original study's; ``kit``, the tuned candidate; kept in
-:mod:`helpers.recipes` and importable from here too) is named apart from the profiles: it sets the optimisation
-settings, the profile the rest (sizes, models, hardware).
-
+A recipe (:data:`~helpers.recipes.RECIPES`: ``seed``, the original study's; ``kit``, the tuned candidate) is
+named apart from the profiles: it sets the optimisation settings, the profile the rest (sizes, models, hardware).
 Unknown fields are refused with the list of known ones, and values are checked and converted
 (``"unet,unetpp"`` and ``["unet", "unetpp"]`` are the same models; ``"0.1,1.0"`` the same fractions).
-The profile name defaults to ``$KIT_PROFILE`` so that tools which cannot inject parameters (nbval,
-a plain Jupyter session) still take the path you chose; without it, ``auto`` picks ``t4`` when a
-CUDA GPU is present and ``cpu`` otherwise. Nothing in this module imports torch at import time.
+The profile name defaults to ``$KIT_PROFILE``; without it, ``auto`` picks ``t4`` on Colab or with a CUDA
+GPU, and ``cpu`` otherwise. Nothing in this module imports torch at import time.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from helpers.recipes import RECIPE_NAMES, recipe_settings
 from helpers.recipes import RECIPES as RECIPES  # importable from here too, as before the split
@@ -33,73 +34,86 @@ from helpers.recipes import Recipe as Recipe
 PROFILE_ENV = "KIT_PROFILE"
 FRACTIONS = (0.10, 0.25, 0.50, 1.00)
 MODELS = ("unet", "unetpp", "transunet")
-CHOICES = {"amp": ("auto", "bf16", "fp16", "off"), "schedule": ("cosine", "constant"), "augment": ("kit", "none"),
-           "recipe": RECIPE_NAMES}  # the names of RECIPES (helpers.recipes), and custom: a profile's own values
+
+
+def setting(help: str, default=dataclasses.MISSING, *, factory=dataclasses.MISSING, result: bool = True,
+            flag: str | None = "", per_run: bool = False, choices: tuple = (), minimum: float | None = None,
+            above: float | None = None, multiple_of: int | None = None, hint: str = "") -> dataclasses.Field:
+    """A :class:`RunConfig` field with everything else derives from it: the CLI, the notebooks, the run id, the docs.
+
+    Args:
+        help: one line for people (``--help``, the parameter table, error messages).
+        default, factory: the value when a profile does not set one (``factory`` for dicts).
+        result: the setting changes a run's result, so it is part of the run id.
+        flag: the command-line option; ``""``: ``--`` and the name with dashes; None: no option.
+        per_run: copied unchanged into every run's spec (:class:`helpers.training.runs.RunSpec`).
+        choices: the allowed values (empty: any value of the field's type).
+        minimum, above: the smallest allowed value, or the value it must exceed.
+        multiple_of: a whole number the value must be a multiple of (image sides).
+        hint: what an invalid value's error says is expected (default: made from the checks above).
+    """
+    meta = {"help": help, "result": result, "flag": flag, "per_run": per_run, "choices": tuple(choices),
+            "minimum": minimum, "above": above, "multiple_of": multiple_of,
+            "hint": hint}
+    return dataclasses.field(default=default, default_factory=factory, metadata=meta)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Every setting of a study's runs. Fields marked * change a run's result (and so its run id).
+    """Every setting of a study's runs, each declared once, with its metadata (see :func:`setting`).
 
-    Attributes:
-        name: profile this config came from (`smoke`, `cpu`, `t4`).
-        description: one line for people.
-        image_size: * side of the square training images, in pixels.
-        synthetic_count: how many images the offline sample generates.
-        split_seed: * seed of the train/val/test split and of the nested fractions.
-        models: the models the grid trains.
-        fractions: training-data fractions of the grid (nested, ascending).
-        seeds: * initialisation and augmentation seed(s); each one trains its own run on the same split.
-        model_configs: * model name -> named configuration in the model registry.
-        model_overrides: * model name -> config fields changed on top of the named one.
-        deep_supervision: * UNet++ trained with a loss on every head (x_0_1 ... x_0_4).
-        pretrained: * models that start from ImageNet weights: TransUNet (its R50-ViT), and UNet/UNet++ with the
-            `r34` config (a ResNet-34 encoder; see helpers.models.encoder_weights). Other UNet/UNet++ configs
-            have no ImageNet weights: training them with `pretrained` stops with an error.
-        num_epochs: * training epochs per run.
-        batch_size: * images per optimisation step (the global batch under torchrun).
-        lr: * peak AdamW learning rate.
-        weight_decay: * AdamW weight decay.
-        warmup_epochs: * linear learning-rate warm-up, in epochs (may be fractional).
-        schedule: * `cosine` (per-step decay to 0) or `constant`.
-        augment: * `kit` (flips, 90° turns, mild affine, colour jitter) or `none`.
-        amp: * mixed precision on CUDA: `auto` (bf16 where supported, else fp16), `bf16`, `fp16`, `off`.
-            `fp16` always trains with a gradient scaler, as a T4 (no bf16) must.
-        gpu_memory_gb: the most GPU memory a run may use, in GB (2**30 bytes); None: all of it. Ignored on
-            the CPU; not result-changing (a run that does not fit stops instead). T4: `fp16` with 15 is the
-            T4 path emulated on a bigger GPU (the original study's Colab T4: 15 GB, of which torch sees 14.7).
-        early_stopping: * stop after this many epochs without a better validation Dice (None: never).
-        num_workers: DataLoader worker processes.
-        checkpoint_minutes: also save ``last.pt`` within an epoch this often (None: after each epoch).
-        recipe: where the optimisation settings came from: a recipe of :data:`~helpers.recipes.RECIPES` (`seed`, `kit`), or
-            `custom` (the profile's own values). A label recorded with each run; the values are the fields above.
+    ``name`` and ``description`` label a profile; every other field is a setting. Its help text, choices,
+    range, command-line flag and whether it changes a result are declared beside it: the training CLI and its
+    ``--help``, the notebooks' ``SETTINGS`` check, the run spec and run id, and the parameter table of
+    ``notebooks/README.md`` are all derived from these declarations (:data:`SETTINGS`).
     """
 
     name: str
     description: str
-    image_size: int
-    synthetic_count: int
-    split_seed: int = 42
-    models: tuple = MODELS
-    fractions: tuple = FRACTIONS
-    seeds: tuple = (42,)
-    model_configs: dict = field(default_factory=dict)
-    model_overrides: dict = field(default_factory=dict)
-    deep_supervision: bool = True
-    pretrained: tuple = ()
-    num_epochs: int = 20
-    batch_size: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 0.0
-    schedule: str = "cosine"
-    augment: str = "kit"
-    amp: str = "auto"
-    gpu_memory_gb: float | None = None
-    early_stopping: int | None = None
-    num_workers: int = 2
-    checkpoint_minutes: float | None = None
-    recipe: str = "custom"
+    image_size: int = setting("side of the square training images, in pixels", flag="--image-size", above=0,
+                              multiple_of=16)
+    synthetic_count: int = setting("how many images the offline (synthetic) sample draws", flag=None, above=0,
+                                   default=400)
+    split_seed: int = setting("seed of the train/val/test split and of the nested fractions", default=42, minimum=0)
+    models: tuple = setting("the models the grid trains (a list, or comma-separated)", default=MODELS,
+                            choices=MODELS)
+    fractions: tuple = setting("training fractions of the grid, whole percentages in (0, 1], e.g. 0.1,1.0",
+                               default=FRACTIONS)
+    seeds: tuple = setting("initialisation, batch-order and augmentation seed(s): one run each", default=(42,),
+                            minimum=0)
+    model_configs: dict = setting("model -> named config of the model registry, e.g. {\"unetpp\": \"r34\"}",
+                                  factory=dict, flag=None)
+    model_overrides: dict = setting("model -> config fields changed on top of the named config", factory=dict,
+                                    flag=None)
+    deep_supervision: bool = setting("UNet++: a loss on every head x_0_1 ... x_0_4", default=True,
+                                     flag="--no-deep-supervision")
+    pretrained: tuple = setting("models that start from ImageNet weights (transunet; unet/unetpp with r34)",
+                                default=(), choices=MODELS)
+    num_epochs: int = setting("training epochs per run", default=20, flag="--epochs", per_run=True, above=0)
+    batch_size: int = setting("images per optimisation step (the global batch under torchrun)", default=16,
+                              per_run=True, above=0)
+    lr: float = setting("peak AdamW learning rate", default=1e-4, per_run=True, above=0)
+    weight_decay: float = setting("AdamW weight decay", default=1e-4, per_run=True, minimum=0)
+    warmup_epochs: float = setting("linear learning-rate warm-up, in epochs (may be fractional)", default=0.0,
+                                   per_run=True, minimum=0)
+    schedule: str = setting("learning-rate schedule: cosine (per-step decay to 0) or constant", default="cosine",
+                            per_run=True, choices=("cosine", "constant"))
+    augment: str = setting("augmentation: kit (flips, 90-degree turns, mild affine, colour jitter) or none",
+                           default="kit", per_run=True, choices=("kit", "none"))
+    amp: str = setting("mixed precision on CUDA: auto (bf16 where supported, else fp16), bf16, fp16 (always with "
+                       "a gradient scaler: the T4 path) or off", default="auto", per_run=True,
+                       choices=("auto", "bf16", "fp16", "off"))
+    gpu_memory_gb: float | None = setting("the most GPU memory a run may use, in GB; 15 with amp fp16 emulates a "
+                                          "T4; None: all of it", default=None, result=False, above=0,
+                                          hint="a number of GB above 0, e.g. 15 (a T4's), or None for no cap")
+    early_stopping: int | None = setting("stop after this many epochs without a better validation Dice (None: "
+                                         "never)", default=None, per_run=True, minimum=0)
+    num_workers: int = setting("DataLoader worker processes", default=2, result=False, minimum=0)
+    checkpoint_minutes: float | None = setting("also save last.pt within an epoch this often, in minutes (None: "
+                                               "after each epoch only)", default=None, result=False, minimum=0)
+    recipe: str = setting("where the optimisation settings come from: seed (the original study's), kit (the "
+                          "tuned candidate) or custom (the profile's own values); a label in each run's config",
+                          default="custom", result=False, per_run=True, choices=RECIPE_NAMES)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -115,9 +129,42 @@ class RunConfig:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
-_INTS = {"image_size", "synthetic_count", "split_seed", "num_epochs", "batch_size", "num_workers"}
-_FLOATS = {"lr", "weight_decay", "warmup_epochs"}
-_POSITIVE = {"image_size", "synthetic_count", "num_epochs", "batch_size"}
+SETTINGS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig) if "help" in f.metadata}
+CHOICES = {name: f.metadata["choices"] for name, f in SETTINGS.items() if f.metadata["choices"] and
+           f.type == "str"}  # the settings that take one of a few words
+PER_RUN = tuple(name for name, f in SETTINGS.items() if f.metadata["per_run"])  # copied into each run's spec
+_LISTS = {name for name, f in SETTINGS.items() if f.type == "tuple"}
+_DICTS = {name for name, f in SETTINGS.items() if f.type == "dict"}
+
+
+def option(name: str) -> str | None:
+    """The command-line option of setting ``name`` (None: it has none)."""
+    flag = SETTINGS[name].metadata["flag"]
+    return "--" + name.replace("_", "-") if flag == "" else flag
+
+
+def describe_setting(name: str) -> str:
+    """One line for people: the help text, the choices or range, and each profile's value."""
+    meta = SETTINGS[name].metadata
+    parts = [meta["help"]]
+    if meta["choices"]:
+        parts.append("one of " + ", ".join(map(str, meta["choices"])))
+    if meta["multiple_of"]:
+        parts.append(f"a multiple of {meta['multiple_of']}")
+    if not meta["result"]:
+        parts.append("does not change results")
+    values = {p: _shown(getattr(c, name)) for p, c in PROFILES.items()}
+    shown = values[next(iter(values))] if len(set(values.values())) == 1 else \
+        ", ".join(f"{p} {v}" for p, v in values.items())
+    return "; ".join(parts) + f" (default: {shown})"
+
+
+def _shown(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True) if value else "{}"
+    return str(value)
 
 
 def _bad(name: str, value, expected: str) -> ValueError:
@@ -139,8 +186,11 @@ def _listed(value) -> list:
 
 
 def _number(name: str, value, kind):
+    """``value`` as an int or a finite float, checked against the range that setting ``name`` declares."""
+    meta = SETTINGS[name].metadata if name in SETTINGS else {}
+    hint = meta.get("hint")
     if isinstance(value, bool) or value is None:
-        raise _bad(name, value, f"a {kind.__name__}")
+        raise _bad(name, value, hint or f"a {kind.__name__}")
     try:
         if kind is float:
             number = float(value)
@@ -151,40 +201,34 @@ def _number(name: str, value, kind):
         else:
             number = int(str(value).strip())
     except (TypeError, ValueError):
-        raise _bad(name, value, f"a {'whole number' if kind is int else 'number'}") from None
-    if name in _POSITIVE and number <= 0 or number < 0:
-        raise _bad(name, value, "a number above 0" if name in _POSITIVE else "a number ≥ 0")
-    return number
-
-
-def _gigabytes(name: str, value) -> float | None:
-    """A memory cap: a finite number of GB above 0, or None (no cap)."""
-    if value is None:
-        return None
-    try:
-        number = _number(name, value, float)
-    except ValueError:
-        number = float("nan")
-    if not 0 < number < float("inf"):
-        raise _bad(name, value, "a number of GB above 0, e.g. 15 (a T4's), or None for no cap")
+        raise _bad(name, value, hint or f"a {'whole number' if kind is int else 'number'}") from None
+    if not math.isfinite(number):
+        raise _bad(name, value, hint or "a finite number")
+    if meta.get("above") is not None and number <= meta["above"]:
+        raise _bad(name, value, hint or f"a number above {meta['above']:g}")
+    if meta.get("minimum") is not None and number < meta["minimum"]:
+        raise _bad(name, value, hint or f"a number of at least {meta['minimum']:g}")
+    if meta.get("multiple_of") and number % meta["multiple_of"]:
+        step = meta["multiple_of"]
+        raise _bad(name, value, f"a multiple of {step}, which the models' poolings need (e.g. "
+                                f"{max(step, round(number / step) * step)})")
     return number
 
 
 def _convert(name: str, value):
-    """``value`` checked and converted to the type of field ``name``."""
-    if name in _INTS:
-        return _number(name, value, int)
-    if name in _FLOATS:
-        return _number(name, value, float)
-    if name == "gpu_memory_gb":
-        return _gigabytes(name, value)
-    if name in ("early_stopping", "checkpoint_minutes"):
-        return None if value is None else _number(name, value, int if name == "early_stopping" else float)
+    """``value`` checked and converted to the type that field ``name`` declares."""
+    kind = SETTINGS[name].type if name in SETTINGS else "str"
+    optional = kind.endswith("| None")
+    if optional and value is None:
+        return None
+    kind = kind.removesuffix(" | None")
+    if kind in ("int", "float"):
+        return _number(name, value, int if kind == "int" else float)
     if name in CHOICES:
         if value not in CHOICES[name]:
             raise _bad(name, value, f"one of {list(CHOICES[name])}")
         return value
-    if name == "deep_supervision":
+    if kind == "bool":
         if not isinstance(value, bool):
             raise _bad(name, value, "True or False")
         return value
@@ -205,9 +249,12 @@ def _convert(name: str, value):
         if not items:
             raise _bad(name, value, "at least one seed")
         return items
-    if name in ("model_configs", "model_overrides"):
+    if kind == "dict":
         if isinstance(value, str):
-            value = json.loads(value)
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise _bad(name, value, "a JSON dict, e.g. {\"unetpp\": \"r34\"}") from None
         if not isinstance(value, dict) or not set(value) <= set(MODELS):
             raise _bad(name, value, f"a dict keyed by model names from {list(MODELS)}")
         return {k: dict(v) if name == "model_overrides" else str(v) for k, v in value.items()}
@@ -302,12 +349,15 @@ def default_profile_name() -> str:
     """The profile a notebook takes when its parameter is empty.
 
     Returns:
-        ``$KIT_PROFILE`` when set, else ``t4`` with a CUDA GPU and ``cpu`` without one.
+        ``$KIT_PROFILE`` when set, else ``t4`` on Colab (whatever the runtime: notebook 01 needs no GPU, but
+        prepares the data for the T4 study) or with a CUDA GPU, and ``cpu`` otherwise.
     """
     name = os.environ.get(PROFILE_ENV, "").strip() or "auto"
     if name != "auto":
         return name
-    import torch  # imported here: reading a profile should not need torch
+    if importlib.util.find_spec("google") and importlib.util.find_spec("google.colab"):
+        return "t4"  # on Colab the study is the T4 one, even in notebook 01 on a CPU runtime
+    import torch  # optional here: reading a profile should not need torch
 
     return "t4" if torch.cuda.is_available() else "cpu"
 

@@ -30,6 +30,15 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def no_recorded_study():
+    """Every test starts in a home where notebook 01 has not recorded a study (tests that need one record it)."""
+    from helpers.data import study
+
+    study.record_path().unlink(missing_ok=True)
+    yield
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny prepared cache: 20 training and 4 validation images of 32 px, split seed 0."""

@@ -1,11 +1,13 @@
 """The headless runner: parameters from the command line, executed copies, failures named."""
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from helpers import pipeline
+from helpers.data import study
 
 
 def test_parse_value_reads_literals_and_keeps_strings():
@@ -33,10 +35,35 @@ def test_runner_writes_executed_notebook_with_outputs(tmp_path, monkeypatch):
 def test_failing_notebook_is_reported_with_its_executed_copy(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
-    code = pipeline.main(["--profile", "smoke", "--only", "01", "-p", "DATA_SOURCE", "kaggle"])
+    code = pipeline.main(["--profile", "smoke", "--only", "01", "-p", "DATA_SOURCE", "folder",
+                          "-p", "DATA_DIR", str(tmp_path / "not-there")])
     assert code == 1
     err = capsys.readouterr().err
     assert "01_data_prep.ipynb failed (DataError" in err and "01_data_prep.ipynb" in err
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("DATA_SOURCE", "kaggle", "DATA_SOURCE = 'kaggle' is not valid: expected one of"),
+    ("FRACTIONS", "[1.5]", "FRACTIONS = .* whole percentages"),
+    ("MODELS", "foo", "MODELS = 'foo' is not valid"),
+    ("LR", "nan", "LR = .* a finite number"),
+    ("IMAGE_SIZE", "70", "IMAGE_SIZE = 70 .* a multiple of 16"),
+    ("BATCH_SIZE", "-3", "BATCH_SIZE = -3 .* above 0"),
+])
+def test_bad_values_for_any_notebook_are_refused_before_the_first_one_runs(recorded, capsys, name, value, message):
+    assert pipeline.main(["--profile", "smoke", "-p", name, value]) == 2
+    assert re.search(message, capsys.readouterr().err) and recorded == []
+
+
+def test_the_runner_follows_the_recorded_study(recorded, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
+    study.choose("smoke", data_source="synthetic")
+    assert pipeline.main(["--only", "02", "-p", "DATA_SOURCE", "folder"]) == 2
+    err = capsys.readouterr().err
+    assert "DATA_SOURCE = 'folder', but the study has 'synthetic'" in err and "run notebook 01" in err
+    assert pipeline.main(["--only", "02", "--profile", "cpu"]) == 2 and recorded == []
+    assert pipeline.main(["--only", "02", "-p", "BATCH_SIZE", "2"]) == 0
+    assert recorded == [("02_unet.ipynb", {"PROFILE": "", "SETTINGS": {"batch_size": 2}})]
 
 
 def _notebook(path, parameters_source=None):
@@ -84,7 +111,8 @@ def test_notebook_parameters_reads_names_and_comments(tmp_path):
                                             'A, B = 1, 2   # both\nprint(X)\n')
     assert pipeline.notebook_parameters(path) == {"X": "the x # with a hash", "Y": "", "Z": "", "A": "both", "B": "both"}
     real = pipeline.notebook_parameters(Path(pipeline.__file__).parents[1] / "notebooks" / "02_unet.ipynb")
-    assert real["LR"].startswith("peak AdamW learning rate") and "PROFILE" in real
+    assert real["LR"].startswith("Learning rate (AdamW's peak)") and "PROFILE" in real and "SETTINGS" in real
+    assert len([name for name in real if name not in ("SETTINGS", "KIT_HOME", "MOUNT_DRIVE", "KIT_REPO", "KIT_REF")]) <= 5
 
 
 def test_notebook_without_parameters_cell_is_refused_naming_the_file(tmp_path, tiny_notebooks, recorded, capsys):
@@ -119,13 +147,18 @@ def test_each_notebook_receives_only_the_parameters_it_declares(tiny_notebooks, 
 
 def test_real_notebooks_get_training_parameters_only_where_declared(recorded, tmp_path, monkeypatch):
     monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
-    assert pipeline.main(["--profile", "smoke", "-p", "LR", "0.01", "-p", "N_BOOT", "10", "-p", "DATA_SOURCE", "folder"]) == 0
+    assert pipeline.main(["--profile", "smoke", "-p", "LR", "0.01", "-p", "N_BOOT", "10", "-p", "DATA_SOURCE", "folder",
+                          "-p", "BATCH_SIZE", "4"]) == 0
     sent = dict(recorded)
     assert list(sent) == ["01_data_prep.ipynb", "02_unet.ipynb", "03_unetpp_transunet.ipynb", "04_results.ipynb"]
     assert {name for name, params in sent.items() if "LR" in params} == {"02_unet.ipynb", "03_unetpp_transunet.ipynb"}
     assert {name for name, params in sent.items() if "N_BOOT" in params} == {"04_results.ipynb"}
     assert "DATA_SOURCE" not in sent["04_results.ipynb"] and sent["01_data_prep.ipynb"]["DATA_SOURCE"] == "folder"
     assert all(params["PROFILE"] == "smoke" for params in sent.values())
+    # names a cell does not declare go into SETTINGS where the notebook takes them: 01 the study's, 02/03 all
+    assert sent["01_data_prep.ipynb"].get("SETTINGS") is None
+    assert sent["02_unet.ipynb"]["SETTINGS"] == sent["03_unetpp_transunet.ipynb"]["SETTINGS"] == \
+        {"data_source": "folder", "batch_size": 4}
 
 
 def test_list_prints_each_notebooks_parameters_and_runs_nothing(recorded, capsys):
@@ -133,8 +166,10 @@ def test_list_prints_each_notebooks_parameters_and_runs_nothing(recorded, capsys
     out = capsys.readouterr().out
     assert recorded == []
     blocks = {block.splitlines()[0].split()[0]: block for block in out.strip().split("\n\n")}
-    assert list(blocks) == ["01_data_prep.ipynb", "02_unet.ipynb", "03_unetpp_transunet.ipynb", "04_results.ipynb"]
-    assert any(line.split()[:2] == ["LR", "peak"] for line in blocks["02_unet.ipynb"].splitlines())
+    assert list(blocks) == ["01_data_prep.ipynb", "02_unet.ipynb", "03_unetpp_transunet.ipynb", "04_results.ipynb",
+                            "SETTINGS"]
+    assert any(line.split()[:2] == ["LR", "Learning"] for line in blocks["02_unet.ipynb"].splitlines())
+    assert any(line.split()[:3] == ["lr", "peak", "AdamW"] for line in blocks["SETTINGS"].splitlines())
     assert "LR" not in blocks["01_data_prep.ipynb"].split() and "N_BOOT" in blocks["04_results.ipynb"].split()
     assert pipeline.main(["--list", "--only", "04"]) == 0
     only_04 = capsys.readouterr().out

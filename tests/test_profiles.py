@@ -40,10 +40,10 @@ def test_auto_picks_cpu_without_cuda_and_t4_with_it(monkeypatch):
 
 
 def test_none_keeps_the_profile_value_and_zero_is_a_real_value():
-    cfg = resolve_config("cpu", image_size=96, num_epochs=None, weight_decay=0.0, num_workers=0, lr=0,
+    cfg = resolve_config("cpu", image_size=96, num_epochs=None, weight_decay=0.0, num_workers=0,
                          warmup_epochs=0, early_stopping=0)
     assert cfg.image_size == 96 and cfg.num_epochs == 12
-    assert (cfg.weight_decay, cfg.num_workers, cfg.lr, cfg.early_stopping) == (0.0, 0, 0.0, 0)
+    assert (cfg.weight_decay, cfg.num_workers, cfg.early_stopping) == (0.0, 0, 0)
     assert resolve_config("t4", num_workers=0).num_workers == 0
     assert PROFILES["smoke"].image_size == 64      # the registry itself is untouched
 
@@ -74,7 +74,13 @@ def test_values_are_converted_to_the_field_type(field, given, expected):
     ("num_epochs", 0, "NUM_EPOCHS = 0 is not valid: expected a number above 0"),
     ("num_epochs", 2.5, "whole number"),
     ("batch_size", "many", "BATCH_SIZE = 'many'"),
-    ("lr", -1e-3, "a number ≥ 0"),
+        ("lr", -1e-3, "LR = -0.001 is not valid: expected a number above 0"),
+        ("lr", 0, "above 0"),
+        ("lr", "inf", "a finite number"),
+        ("lr", float("nan"), "a finite number"),
+        ("weight_decay", -1, "at least 0"),
+        ("image_size", 70, "a multiple of 16, which the models' poolings need"),
+        ("gpu_memory_gb", 0, "above 0"),
     ("amp", "fp8", r"one of \['auto', 'bf16', 'fp16', 'off'\]"),
     ("schedule", "step", "cosine"),
     ("augment", "heavy", "kit"),

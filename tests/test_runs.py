@@ -12,8 +12,8 @@ import torch
 from helpers import paths
 from helpers.profiles import resolve_config
 from helpers.training import loop, runs
+from helpers.training.checkpointer import SettingsChanged
 from helpers.training.checkpoints import load_checkpoint
-from helpers.training.state import SettingsChanged
 
 CONFIG_KEYS = {"run_id", "settings_hash", *runs.SPEC_FIELDS, "prepared_dir", "checkpoint_dir", "amp_dtype",
                "device", "hardware", "torch_version", "params", "train_images"}
@@ -31,32 +31,36 @@ def trained(tiny, results):
 
 
 def test_run_id_is_a_readable_part_and_a_hash_of_every_setting():
-    spec = runs.RunSpec("unet", "paper", 0.25, 256, "seed", "isic2018_task1_512", seed=42)
+    spec = runs.RunSpec(model="unet", model_config="paper", fraction=0.25, image_size=256, protocol="seed",
+                        dataset="isic2018_task1_512", seed=42)
     name = runs.run_id(spec)
     assert re.fullmatch(r"unet-paper_f025_256px_seed_s42_isic2018_task1_512_[0-9a-f]{8}", name)
     assert runs.run_id(dataclasses.replace(spec, fraction=1.0, protocol="official", seed=7)).startswith(
         "unet-paper_f100_256px_official_s7_isic2018_task1_512_")
-    deep = runs.RunSpec("unetpp", "tiny", 0.1, 64, "seed", "synthetic-60-s0", 42, model_overrides={"deep_supervision": True})
+    deep = runs.RunSpec(model="unetpp", model_config="tiny", fraction=0.1, image_size=64, protocol="seed",
+                        dataset="synthetic-60-s0", seed=42, model_overrides={"deep_supervision": True})
     assert runs.run_id(deep).startswith("unetpp-tiny+deep_supervision_f010_64px_seed_s42_synthetic-60-s0_")
-    pretrained = runs.RunSpec("transunet", "small", 0.5, 256, "seed", "isic2018", 1, pretrained=True)
+    pretrained = runs.RunSpec(model="transunet", model_config="small", fraction=0.5, image_size=256, protocol="seed",
+                              dataset="isic2018", seed=1, pretrained=True)
     assert runs.run_id(pretrained).startswith("transunet-small+pretrained_f050_256px_seed_s1_isic2018_")
     # every result-changing setting changes the id; the same settings give the same id
     changed = {"num_epochs": 21, "batch_size": 8, "lr": 3e-4, "weight_decay": 0.0, "warmup_epochs": 1.0,
                "schedule": "constant", "augment": "none", "amp": "fp16", "early_stopping": 0, "split_seed": 1}
     names = {runs.run_id(dataclasses.replace(spec, **{k: v})) for k, v in changed.items()}
     assert len(names) == len(changed) and name not in names
-    assert runs.run_id(runs.RunSpec("unet", "paper", 0.25, 256, "seed", "isic2018_task1_512", seed=42)) == name
+    assert runs.run_id(runs.RunSpec(model="unet", model_config="paper", fraction=0.25, image_size=256, protocol="seed",
+                        dataset="isic2018_task1_512", seed=42)) == name
     with pytest.raises(ValueError, match="whole percentage"):
         runs.run_id(dataclasses.replace(spec, fraction=0.125))
 
 
 def test_make_spec_takes_every_setting_from_the_config_and_the_data_from_the_cache(tiny):
-    config = _config(lr=0.0, weight_decay=0.0, warmup_epochs=0.5, model_overrides={"transunet": {"dropout": 0.0}},
+    config = _config(lr=2e-3, weight_decay=0.0, warmup_epochs=0.5, model_overrides={"transunet": {"dropout": 0.0}},
                      pretrained="transunet", deep_supervision=False)
     spec = runs.make_spec("transunet", 0.25, 3, tiny, config)
     assert (spec.model_config, spec.image_size, spec.protocol, spec.dataset, spec.seed) == ("tiny", 32, "seed", "tiny", 3)
     assert spec.model_overrides == {"dropout": 0.0} and spec.pretrained and runs.dataset_of(tiny) == "tiny"
-    assert (spec.lr, spec.weight_decay, spec.warmup_epochs, spec.num_epochs) == (0.0, 0.0, 0.5, 2)
+    assert (spec.lr, spec.weight_decay, spec.warmup_epochs, spec.num_epochs) == (2e-3, 0.0, 0.5, 2)
     assert runs.make_spec("unetpp", 1.0, 0, tiny, config).model_overrides == {"deep_supervision": False}
     assert runs.make_spec("unetpp", 1.0, 0, tiny, _config()).model_overrides == {"deep_supervision": True}
     with pytest.raises(ValueError, match="holds 32px images split with seed 0.*64px and split seed 42"):

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -118,10 +119,10 @@ def test_sigkill_in_epoch_2_resumes_from_epoch_1_and_ends_bit_exact(tiny, tmp_pa
 
 def test_timed_checkpoints_resume_mid_epoch_bit_exact(tiny, tmp_path, uninterrupted):
     reference, _ = uninterrupted
-    _kill_worker_at(tiny, tmp_path, STEPS_PER_EPOCH + 3, "--minutes", "1e-9")  # saves after every batch
+    _kill_worker_at(tiny, tmp_path, STEPS_PER_EPOCH + 3, "--checkpoint-minutes", "1e-9")  # saves after every batch
     state = _weights(tmp_path)
     assert (state["epoch"], state["batches_done"]) == (1, 2)
-    out = _run_worker(tiny, tmp_path, "--minutes", "1e-9")
+    out = _run_worker(tiny, tmp_path, "--checkpoint-minutes", "1e-9")
     assert "(epoch 1 done, batch 2 of epoch 2)" in out
     _assert_same_weights(_weights(tmp_path)["model"], reference["model"])
 
@@ -196,7 +197,7 @@ def test_cpu_run_is_repeatable(tiny, results, tmp_path, monkeypatch):
 
 def test_failed_drive_write_retries_then_stops_with_what_to_do(tiny, results, tmp_path, monkeypatch):
     sleeps = []
-    monkeypatch.setattr(checkpoints.time, "sleep", sleeps.append)
+    monkeypatch.setattr(checkpoints, "time", SimpleNamespace(sleep=sleeps.append))  # its retries only
     (tmp_path / "drive").write_text("not a folder")  # writes below it fail like an unmounted Drive
     spec = _spec(tiny, num_epochs=2)
     with pytest.raises(checkpoints.CheckpointWriteError, match=r"best.pt after 4 attempts.*LOCAL_FALLBACK = True"):
@@ -206,7 +207,7 @@ def test_failed_drive_write_retries_then_stops_with_what_to_do(tiny, results, tm
 
 
 def test_local_fallback_is_an_explicit_opt_in_and_says_so(tiny, results, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(checkpoints.time, "sleep", lambda s: None)
+    monkeypatch.setattr(checkpoints, "time", SimpleNamespace(sleep=lambda s: None))
     (tmp_path / "drive").write_text("not a folder")
     spec = _spec(tiny, num_epochs=1)
     with pytest.warns(RuntimeWarning, match="only on this runtime's disk"):
@@ -221,7 +222,7 @@ def test_local_fallback_is_an_explicit_opt_in_and_says_so(tiny, results, tmp_pat
 
 def test_early_stopping_stops_after_patience_epochs_without_a_better_dice(tiny, results, monkeypatch):
     scripted = iter([(0.5, 0.50), (0.4, 0.60), (0.4, 0.55), (0.4, 0.58), (0.3, 0.70)])  # (val loss, val Dice)
-    monkeypatch.setattr(loop, "_validate", lambda run: next(scripted))
+    monkeypatch.setattr(loop, "validate", lambda run: next(scripted))
     spec = _spec(tiny, num_epochs=5, early_stopping=2)
     result = loop.fit(spec, tiny, progress=False)
     summary = (result["epochs"], result["best_epoch"], result["best_val_dice"], result["stopped_early"])
@@ -296,7 +297,7 @@ def test_live_curves_collect_every_run_and_match_the_files(tiny, results):
         assert list(live_line.get_ydata()) == list(file_line.get_ydata())
 
 
-def test_command_line_options_reach_the_run_config_and_zero_is_a_value():
+def test_command_line_options_reach_the_run_config_and_zero_is_a_value(capsys):
     args = grid.parser().parse_args(["--profile", "cpu", "--models", "unet,unetpp", "--fractions", "0.1", "1.0",
                                      "--seeds", "1,2", "--weight-decay", "0", "--num-workers", "0", "--lr", "3e-4",
                                      "--amp", "fp16", "--no-deep-supervision", "--split-seed", "7"])
@@ -304,7 +305,8 @@ def test_command_line_options_reach_the_run_config_and_zero_is_a_value():
     assert (config.models, config.fractions, config.seeds) == (("unet", "unetpp"), (0.1, 1.0), (1, 2))
     assert (config.weight_decay, config.num_workers, config.lr, config.amp) == (0.0, 0, 3e-4, "fp16")
     assert (config.deep_supervision, config.split_seed, config.num_epochs) == (False, 7, 12)  # epochs: the profile's
-    assert grid.main(["--profile", "smoke", "--models", "vnet"]) == 2  # a clear error, nothing trained
+    assert grid.main(["--models", "vnet"]) == 2  # a clear error, nothing trained
+    assert "MODELS = 'vnet' is not valid" in capsys.readouterr().err
 
 
 def test_space_estimate_bounds_the_real_checkpoints_and_counts_only_runs_still_to_train(tiny, results, capsys):
@@ -354,7 +356,7 @@ def test_a_bad_last_pt_on_drive_resumes_from_this_runtimes_local_copy(tiny, resu
 
 def test_local_fallback_on_a_home_on_drive_keeps_the_local_checkpoints_and_says_so(tiny, results, tmp_path, monkeypatch):
     monkeypatch.setenv("KIT_LOCAL_DIR", str(tmp_path / "local"))
-    monkeypatch.setattr(checkpoints.time, "sleep", lambda s: None)
+    monkeypatch.setattr(checkpoints, "time", SimpleNamespace(sleep=lambda s: None))
 
     def drive_full(source):
         def write(f):
@@ -378,17 +380,27 @@ def test_a_checkpoint_saved_after_the_last_batch_of_an_epoch_resumes(tiny, resul
     reference = loop.fit(_spec(tiny, num_epochs=2, batch_size=3), tiny, keep_last=True, progress=False)
     reference_weights = _weights(results)["model"]
     monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "second"))
-    real_validate = loop._validate
+    real_validate = loop.validate
 
     def disconnect(run):
         raise KeyboardInterrupt  # the runtime dies after the last batch of epoch 1, before validating it
 
     with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
-        patch.setattr(loop, "_validate", disconnect)
+        patch.setattr(loop, "validate", disconnect)
         loop.fit(_spec(tiny, num_epochs=2, batch_size=3), tiny, checkpoint_minutes=1e-9, keep_last=True, progress=False)
     saved = _weights(tmp_path / "second")
     assert (saved["epoch"], saved["batches_done"]) == (0, 7)  # 20 images in batches of 3: the 7th is short
-    assert loop._validate is real_validate
+    assert loop.validate is real_validate
     result = loop.fit(_spec(tiny, num_epochs=2, batch_size=3), tiny, checkpoint_minutes=1e-9, keep_last=True, progress=False)
     assert result["status"] == "resumed" and result["best_val_dice"] == reference["best_val_dice"]
     _assert_same_weights(_weights(tmp_path / "second")["model"], reference_weights)
+
+
+def test_config_json_records_the_kit_version_and_git_commit(tiny, results):
+    import helpers
+
+    spec = _spec(tiny, num_epochs=1)
+    loop.fit(spec, tiny, progress=False)
+    config = runs.load_run_config(runs.run_dir(spec))
+    assert config["kit_version"] == helpers.__version__ and config["kit_version"].count(".") >= 1
+    assert config["git_commit"] == helpers.git_commit()  # None outside a git checkout (an installed copy)

@@ -41,7 +41,8 @@ _MODEL_CLASSES: dict[str, Callable[[ModelConfig], nn.Module]] = {
 
 __all__ = [
     "MODEL_CONFIGS", "LoadReport", "ModelConfig", "TransUNet", "TransUNetConfig", "UNet", "UNetConfig",
-    "UNetPPConfig", "UNetPlusPlus", "build_model", "get_config", "list_configs", "load_encoder_weights", "load_pretrained",
+    "UNetPPConfig", "UNetPlusPlus", "build_model", "get_config", "input_multiple", "list_configs", "load_encoder_weights",
+    "load_pretrained",
 ]
 
 
@@ -79,6 +80,16 @@ def get_config(name: str, config: str | ModelConfig = "paper", **overrides) -> M
     if unknown:
         raise ValueError(f"unknown {config_class.__name__} fields {unknown}; valid fields are {sorted(fields)}")
     return dataclasses.replace(config, **overrides)
+
+
+def input_multiple(name: str, config: str | ModelConfig = "paper", **overrides) -> int:
+    """The number an input's height and width must be a multiple of: 2 ** poolings, or TransUNet's 16.
+
+    Raises:
+        ValueError: If the model, the configuration or an override field is unknown.
+    """
+    config = get_config(name, config, **overrides)
+    return 2 ** config.depth if hasattr(config, "depth") else 16
 
 
 def build_model(name: str, config: str | ModelConfig = "paper", **overrides) -> nn.Module:

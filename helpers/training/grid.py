@@ -18,15 +18,23 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch.distributed
 
-from helpers import paths, profiles
+from helpers import cli, paths, profiles
+from helpers.data import study
+from helpers.models import input_multiple
 from helpers.training import devices, loop, runs
 
 COLUMNS = ["run_id", "model", "fraction", "seed", "status", *runs.DONE_KEYS, "run_dir"]
 
 
 def describe(config: profiles.RunConfig) -> str:
-    """What a notebook is about to train, and on what: the profile, device, precision, models and settings."""
+    """What a notebook is about to train, and on what: the profile, device, precision, models and settings.
+
+    Raises:
+        ValueError: an image size that a model of the grid cannot take (:func:`check_sizes`).
+    """
+    check_sizes(config)
     device = devices.pick_device()
     amp = devices.amp_dtype(device, config.amp)
     models = " · ".join(f"{m} {config.model_configs[m]!r}" for m in config.models)
@@ -37,6 +45,22 @@ def describe(config: profiles.RunConfig) -> str:
             f"{config.num_epochs} epoch(s) per run · batch {config.batch_size} · lr {config.lr:g} · fractions "
             f"{list(config.fractions)} · seeds {list(config.seeds)}"
             + (f" · UNet++ deep supervision {config.deep_supervision}" if "unetpp" in config.models else ""))
+
+
+def check_sizes(config: profiles.RunConfig) -> None:
+    """Refuse an image size that one of the grid's models cannot take, before anything is prepared or trained.
+
+    Raises:
+        ValueError: names the model, its config, the multiple it needs and the nearest size that works.
+    """
+    for model in config.models:
+        overrides = config.model_overrides.get(model, {})
+        step = input_multiple(model, config.model_configs.get(model, "paper"), **overrides)
+        if config.image_size % step:
+            near = max(step, round(config.image_size / step) * step)
+            raise ValueError(f"IMAGE_SIZE = {config.image_size} does not fit {model} "
+                             f"{config.model_configs.get(model, 'paper')!r}: its sides must be multiples of {step} "
+                             f"(2 to the power of its poolings); use e.g. {near}.")
 
 
 class NotEnoughSpace(OSError):
@@ -114,8 +138,6 @@ def check_space(config: profiles.RunConfig, prepared, folder: str | os.PathLike,
 
 def _check_space_on_every_rank(config, prepared, folder, keep_last: bool, restart: bool) -> None:
     """Rank 0 checks the space; under torchrun every rank then stops, or none does (no rank waits for the others)."""
-    import torch
-
     info, error = devices.setup(), None
     if info.is_main:
         try:
@@ -147,7 +169,8 @@ def run_grid(config: profiles.RunConfig, prepared, *, checkpoint_root: str | os.
         progress: show progress bars.
 
     Returns:
-        One row per run: run_id, model, fraction, seed, status (trained, resumed, skipped, diverged), done.json's fields.
+        One row per run: run_id, model, fraction, seed, status (trained, resumed, skipped, diverged), and
+        done.json's fields.
 
     Raises:
         NotEnoughSpace: before training, when the checkpoints would not fit where they go.
@@ -165,76 +188,107 @@ def run_grid(config: profiles.RunConfig, prepared, *, checkpoint_root: str | os.
                                       checkpoint_minutes=config.checkpoint_minutes, restart=restart,
                                       keep_last=keep_last, local_fallback=local_fallback,
                                       gpu_memory_gb=config.gpu_memory_gb, callbacks=callbacks, progress=progress)
-                except loop.TrainingDiverged as err:
+                except loop.TrainingDiverged as err:  # the grid goes on with its other runs
                     print(err)
                     result = {"run_id": runs.run_id(spec), "run_dir": str(runs.run_dir(spec)), "status": "diverged"}
                 rows.append({"model": model, "fraction": fraction, "seed": seed, **result})
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
 
 
-# command-line option -> RunConfig field, for every setting the command line can change
-OPTIONS = {"--image-size": "image_size", "--models": "models", "--fractions": "fractions", "--seeds": "seeds",
-           "--split-seed": "split_seed", "--epochs": "num_epochs", "--batch-size": "batch_size", "--lr": "lr",
-           "--weight-decay": "weight_decay", "--warmup-epochs": "warmup_epochs", "--schedule": "schedule",
-           "--augment": "augment", "--recipe": "recipe", "--amp": "amp", "--gpu-memory-gb": "gpu_memory_gb",
-           "--early-stopping": "early_stopping",
-           "--pretrained": "pretrained", "--num-workers": "num_workers", "--checkpoint-minutes": "checkpoint_minutes"}
+LISTS = ("models", "fractions", "seeds", "pretrained")  # options that take several values: a,b or a b
+
+
+def _add_setting(parse: argparse.ArgumentParser, name: str) -> None:
+    """One RunConfig setting as an option, from its declaration: flag, help, choices and each profile's value."""
+    flag = profiles.option(name)
+    if flag is None:
+        return
+    if profiles.SETTINGS[name].type == "bool":  # a switch that turns a default-on setting off
+        parse.add_argument(flag, dest=name, action="store_false", default=None, help=profiles.describe_setting(name))
+        return
+    choices = profiles.CHOICES.get(name)
+    parse.add_argument(flag, dest=name, default=None, nargs="+" if name in LISTS else None, choices=choices,
+                       metavar=name.upper() if choices is None else None, help=profiles.describe_setting(name))
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m helpers.training``."""
+    """The command line of ``python -m helpers.training``, derived from the settings' declarations."""
     parse = argparse.ArgumentParser(prog="python -m helpers.training",
-                                    description="Train models × fractions × seeds; under torchrun on every GPU. "
-                                                "Every option left out takes the profile's value.")
-    parse.add_argument("--profile", default="", help="smoke, demo, cpu or t4 (default: $KIT_PROFILE or by hardware)")
-    for option, name in OPTIONS.items():
-        parse.add_argument(option, dest=name, default=None,
-                           help=f"RunConfig.{name}" + (" (lists: a,b or several words)" if name in
-                                                        ("models", "fractions", "seeds", "pretrained") else ""),
-                           nargs="+" if name in ("models", "fractions", "seeds", "pretrained") else None)
-    parse.add_argument("--no-deep-supervision", dest="deep_supervision", action="store_false", default=None,
-                       help="UNet++ with one head (notebook 03: DEEP_SUPERVISION = False)")
-    parse.add_argument("--data-source", default="synthetic", help="synthetic, folder, zip or isic2018")
-    parse.add_argument("--data-dir", default="")
-    parse.add_argument("--protocol", default="seed")
+                                    description="Train models × fractions × seeds of the study notebook 01 recorded "
+                                                "(on every GPU under torchrun). Every option left out takes the "
+                                                "profile's value.")
+    parse.add_argument("--profile", default="", choices=["", *profiles.PROFILES],
+                       help="the study's profile (default: the recorded study's; without one, $KIT_PROFILE, else t4 "
+                            "on Colab or with a GPU and cpu otherwise)")
+    for name in study.DATA_KEYS:
+        meta = study.Study.__dataclass_fields__[name].metadata
+        parse.add_argument("--" + name.replace("_", "-"), dest=name, default=None, choices=meta["choices"] or None,
+                           help=f"{meta['help']} (default: the recorded study's)")
+    for name in profiles.SETTINGS:
+        _add_setting(parse, name)
+    for name, help_text in study.GRID_OPTIONS.items():
+        parse.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", help=help_text)
+    parse.add_argument("--new-study", action="store_true",
+                       help="record these data settings as the study (as notebook 01 does) instead of following it")
     parse.add_argument("--checkpoint-root", default="", help="folder for <run_id>/ checkpoint folders")
-    parse.add_argument("--restart", action="store_true", help="start the runs over instead of resuming them")
-    parse.add_argument("--keep-last", action="store_true", help="keep last.pt of finished runs (default: best.pt only)")
-    parse.add_argument("--local-fallback", action="store_true",
-                       help="go on with local checkpoints when writes to --checkpoint-root keep failing")
-    return parse
+    return cli.add_debug(parse)
+
+
+def settings_from_args(args: argparse.Namespace) -> dict:
+    """The settings the parsed options give (None: not given), by their declared names."""
+    names = [*study.DATA_KEYS, *(n for n in profiles.SETTINGS if profiles.option(n)), *study.GRID_OPTIONS]
+    values = {name: getattr(args, name) for name in names}
+    for name in LISTS:  # --models unet unetpp, or --models unet,unetpp
+        if values.get(name) is not None:
+            values[name] = ",".join(values[name])
+    return values
 
 
 def config_from_args(args: argparse.Namespace) -> profiles.RunConfig:
-    """The run config the parsed options ask for."""
-    values = {name: getattr(args, name) for name in [*OPTIONS.values(), "deep_supervision"]}
-    for name in ("models", "fractions", "seeds", "pretrained"):  # --models unet unetpp, or --models unet,unetpp
-        if values[name] is not None:
-            values[name] = ",".join(values[name])
-    return profiles.resolve_config(args.profile, **values)
+    """The run config the parsed options ask for (the study's profile and data settings when one is recorded)."""
+    return _choice(args).config
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Train a grid from the command line (one process, or one per GPU under ``torchrun``)."""
-    from helpers.data import sources
+def _choice(args: argparse.Namespace) -> study.Choice:
+    values = settings_from_args(args)
+    if args.new_study:
+        chosen = study.choose(args.profile, {k: v for k, v in values.items() if k in study.STUDY_KEYS})
+        values = {k: v for k, v in values.items() if k not in study.STUDY_KEYS}
+        return study.follow(chosen.study.profile, values)
+    return study.follow(args.profile, values)
 
+
+def _main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
-        config = config_from_args(args)
+        choice = _choice(args)
     except ValueError as err:
-        print(f"✗ {err}", file=sys.stderr)
-        return 2
+        raise cli.BadValue(str(err)) from None
+    config = choice.config
+    check_sizes(config)
     info = devices.setup()
     for turn in ("main", "others"):  # rank 0 prepares the cache first, the others then reuse it
         if info.is_main == (turn == "main"):
-            data = sources.ensure_prepared(config, args.data_source, args.data_dir or None, args.protocol)
+            data = study.prepare(config, choice.study)
         devices.barrier(info)
-    table = run_grid(config, data, checkpoint_root=args.checkpoint_root or None, restart=args.restart,
-                     keep_last=args.keep_last, local_fallback=args.local_fallback, progress=info.is_main)
+    table = run_grid(config, data, checkpoint_root=args.checkpoint_root or None, progress=info.is_main,
+                     **choice.options)
     if info.is_main:
         print(table.to_string(index=False))
     if info.world_size > 1:
-        import torch.distributed
-
         torch.distributed.destroy_process_group()
+    diverged = table.loc[table["status"] == "diverged", "run_id"].tolist()
+    if diverged:
+        print(f"✗ {len(diverged)} run(s) diverged (loss not finite): {', '.join(diverged)}; lower --lr or add "
+              f"--warmup-epochs, then run again.", file=sys.stderr)
+        return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train a grid from the command line (one process, or one per GPU under ``torchrun``).
+
+    Returns:
+        0 when every run finished, 1 when a run diverged or failed, 2 for a value refused where it entered.
+    """
+    return cli.run(_main, argv)

@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,30 +33,44 @@ from torch import nn
 
 from helpers import paths
 from helpers.data.prep import Prepared, load_prepared
-from helpers.profiles import RunConfig
-from helpers.training.checkpoints import load_checkpoint, load_latest, restore_state
+from helpers.profiles import PER_RUN, SETTINGS, RunConfig
+from helpers.training.checkpoints import CheckpointError, load_checkpoint, load_latest, restore_state
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_seconds", "images_per_s", "peak_gpu_gb"]
 DONE_KEYS = ["best_epoch", "best_val_dice", "epochs", "train_seconds", "images_per_s", "peak_gpu_gb", "stopped_early"]
 
 
-@dataclass(frozen=True)
-class RunSpec:
+def _per_run_settings() -> type:
+    """A frozen dataclass of the settings every run copies from its RunConfig (:data:`~helpers.profiles.PER_RUN`).
+
+    Derived from RunConfig's declarations: the same names, types and defaults; a setting that does not change
+    the result (``recipe``, a label) is left out of the comparison, and so out of the run id.
+    """
+    spec_fields = []
+    for name in PER_RUN:
+        declared = SETTINGS[name]
+        spec_fields.append((name, declared.type, field(default=declared.default, compare=declared.metadata["result"])))
+    return make_dataclass("PerRunSettings", spec_fields, frozen=True, kw_only=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec(_per_run_settings()):
     """What makes a run: every setting its result depends on (and so its run id).
+
+    The training settings (``num_epochs``, ``batch_size``, ``lr``, ...: :data:`~helpers.profiles.PER_RUN`) come
+    from :class:`~helpers.profiles.RunConfig`'s declarations, with its defaults; the fields below are the run's own.
 
     Attributes:
         model: ``unet``, ``unetpp`` or ``transunet``.
         model_config: named configuration in the model registry (``paper``, ``small``, ``cpu``, ``tiny``).
-        model_overrides: config fields changed on top of the named config, e.g. ``{"deep_supervision": True}``.
-        pretrained: start from ImageNet weights (TransUNet).
         fraction: training fraction, e.g. 0.25.
         image_size: side of the square training images.
         protocol: ``seed`` or ``official``.
         dataset: name of the data source, e.g. ``synthetic-60-s0`` or ``isic2018``.
-        split_seed: seed of the split and the fractions (the prepared cache's).
         seed: initialisation, batch order and augmentation seed.
-        num_epochs, batch_size, lr, weight_decay, warmup_epochs, schedule, augment, amp, early_stopping:
-            as in :class:`helpers.profiles.RunConfig`.
+        split_seed: seed of the split and the fractions (the prepared cache's).
+        model_overrides: config fields changed on top of the named config, e.g. ``{"deep_supervision": True}``.
+        pretrained: start from ImageNet weights.
     """
 
     model: str
@@ -69,23 +83,10 @@ class RunSpec:
     split_seed: int = RunConfig.split_seed
     model_overrides: dict = field(default_factory=dict)
     pretrained: bool = False
-    # the training settings default to RunConfig's (one place for each default)
-    num_epochs: int = RunConfig.num_epochs
-    batch_size: int = RunConfig.batch_size
-    lr: float = RunConfig.lr
-    weight_decay: float = RunConfig.weight_decay
-    warmup_epochs: float = RunConfig.warmup_epochs
-    schedule: str = RunConfig.schedule
-    augment: str = RunConfig.augment
-    amp: str = RunConfig.amp
-    early_stopping: int | None = RunConfig.early_stopping
-    recipe: str = field(default=RunConfig.recipe, compare=False)  # a label: in config.json, not in the run id
 
 
-SPEC_FIELDS = tuple(f.name for f in fields(RunSpec) if f.compare)  # what changes a result (the id, the hash)
-# the spec fields copied unchanged from the RunConfig of the same name
-TRAINING_SETTINGS = ("num_epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "schedule", "augment", "amp",
-                     "early_stopping")
+SPEC_FIELDS = tuple(sorted(f.name for f in fields(RunSpec) if f.compare))  # what changes a result (id, hash)
+TRAINING_SETTINGS = PER_RUN  # the spec fields copied unchanged from the RunConfig of the same name
 
 
 def _tag(key: str, value: Any) -> str:
@@ -152,7 +153,7 @@ def make_spec(model: str, fraction: float, seed: int, prepared: Prepared, config
     return RunSpec(model=model, model_config=config.model_configs.get(model, "paper"), fraction=float(fraction),
                    image_size=size, protocol=str(prepared.manifest["protocol"]), dataset=dataset_of(prepared),
                    seed=int(seed), split_seed=split_seed, model_overrides=overrides, pretrained=model in config.pretrained,
-                   recipe=config.recipe, **{name: getattr(config, name) for name in TRAINING_SETTINGS})
+                   **{name: getattr(config, name) for name in TRAINING_SETTINGS})
 
 
 def differing_settings(recorded: dict, spec: RunSpec) -> list[str]:
@@ -182,9 +183,42 @@ def write_history(folder: Path, history: list[dict]) -> Path:
 
 
 def read_history(folder: str | os.PathLike) -> pd.DataFrame:
-    """A run's ``history.csv``, its floats read back exactly as they were written (whatever the pandas version)."""
+    """A run's ``history.csv``, its floats read back exactly as they were written (whatever the pandas version).
+
+    Raises:
+        ValueError: the file is unreadable, lacks the epoch/loss/Dice columns or holds non-numbers there (the
+            message names it).
+    """
+    path = Path(folder) / "history.csv"
     exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}  # 3.x: the default
-    return pd.read_csv(Path(folder) / "history.csv", **exact)
+    try:
+        table = pd.read_csv(path, **exact)
+    except (UnicodeDecodeError, ValueError) as err:  # ParserError, EmptyDataError are ValueErrors
+        raise ValueError(f"{path} is unreadable ({type(err).__name__}: {' '.join(str(err).split())[:160]}); "
+                         f"delete the run folder and train it again.") from None
+    needed = HISTORY_COLUMNS[:4]
+    missing = [c for c in needed if c not in table.columns]
+    if missing or any(not pd.api.types.is_numeric_dtype(table[c]) for c in needed):
+        what = f"no columns {', '.join(missing)}" if missing else f"non-numbers in {', '.join(needed)}"
+        raise ValueError(f"{path} is garbled ({what}); delete the run folder and train it again.")
+    return table
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object from a run's file (config.json, done.json, eval.json...).
+
+    Raises:
+        ValueError: the file is truncated, not JSON or not an object (the message names it).
+    """
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path} is unreadable (truncated or not JSON: {err}); restore it from a copy, or delete "
+                         f"the run folder and run it again.") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a {type(value).__name__}, not a JSON object; restore it from a copy.")
+    return value
 
 
 def summarize(history: list[dict], stopped_early: bool) -> dict:
@@ -202,18 +236,19 @@ def load_run_config(folder: str | os.PathLike) -> dict:
 
     Raises:
         FileNotFoundError: no ``config.json`` there (not a run folder, or never started).
+        ValueError: it is unreadable (named).
     """
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: {folder} is not a run folder, or the run never started. "
                                 f"List the runs with runs.list_runs().")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def load_done(folder: str | os.PathLike) -> dict | None:
     """A run's ``done.json`` (None while it has not finished)."""
     path = Path(folder) / "done.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def is_finished(folder: str | os.PathLike) -> bool:
@@ -298,12 +333,44 @@ def load_run_model(folder: str | os.PathLike, which: str = "best", map_location:
         state = max((s for s, _ in found if s is not None), key=lambda s: s["epoch"], default=None)
     else:
         files = sorted((d / "best.pt" for d in dirs if (d / "best.pt").is_file()), key=lambda p: p.stat().st_mtime)
-        state = load_checkpoint(files[-1], map_location) if files else None
+        state = load_checkpoint(files[-1], "cpu") if files else None  # on the CPU: a missing GPU is not the file's fault
     if state is None:
         raise FileNotFoundError(f"No {which} checkpoint of run {Path(folder).name} in {', '.join(map(str, dirs))}; "
                                 f"mount Drive if the run kept its checkpoints there, or train it first.")
-    restore_state(state, model, restore_rng=False)
+    try:
+        restore_state(state, model, restore_rng=False)
+    except RuntimeError:
+        raise CheckpointError(_misfit(folder, which, state["model"], model, config)) from None
     return model.to(map_location).eval()
+
+
+def _misfit(folder, which: str, weights: dict, model: nn.Module, config: dict) -> str:
+    """One line saying that a checkpoint holds another model than ``config.json`` names, naming both."""
+    overrides = config.get("model_overrides") or {}
+    mine = f"{config['model']} '{config['model_config']}'" + (f" {overrides}" if overrides else "")
+    theirs = _identify(weights) or (f"another model ({len(weights)} tensors, "
+                                           f"{sum(int(t.numel()) for t in weights.values()):,} weights)")
+    return (f"{which}.pt of run {Path(folder).name} holds {theirs}, but its config.json names {mine} "
+            f"({len(model.state_dict())} tensors, {sum(p.numel() for p in model.parameters()):,} weights): the "
+            f"checkpoint or config.json was copied from another run; put back the pair that belong together.")
+
+
+def _identify(weights: dict) -> str | None:
+    """Which registered model and config a checkpoint's weights are (names and shapes match), else None."""
+    import torch
+
+    from helpers.models import build_model, list_configs
+
+    shapes = {k: tuple(v.shape) for k, v in weights.items()}
+    for name, configs in list_configs().items():
+        variants = ({}, {"deep_supervision": True}, {"deep_supervision": False}) if name == "unetpp" else ({},)
+        for config in configs:
+            for overrides in variants:
+                with torch.device("meta"):
+                    candidate = build_model(name, config, **overrides).state_dict()
+                if {k: tuple(v.shape) for k, v in candidate.items()} == shapes:
+                    return f"{name} '{config}'" + (f" {overrides}" if overrides else "")
+    return None
 
 
 def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:

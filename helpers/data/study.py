@@ -1,0 +1,230 @@
+"""The study, chosen once: notebook 01 records it in the kit's home; notebooks 02-04, the runner and the CLI follow.
+
+A study is the data (source, folder, protocol, mask suffix, mirror, what to do with a broken file), the profile,
+and the two settings that fix the prepared data (image size and split seed). Notebook 01 calls :func:`choose`,
+which writes ``<data home>/prepared/study.json`` (on Drive on Colab). Notebooks 02, 03 and 04 call
+:func:`follow`: their data settings default to "as 01 chose", and a value given explicitly that differs from
+the record is refused (:class:`StudyMismatch`), naming both values and how to start another study.
+
+    choice = study.choose(PROFILE, SETTINGS, data_source=DATA_SOURCE, data_dir=DATA_DIR)     # notebook 01
+    cfg, chosen, options = study.follow(PROFILE, SETTINGS, models="unet", lr=LR)           # notebooks 02, 03
+
+``SETTINGS`` is a dict of any other setting, by name: the study's (:class:`Study`), the training settings
+(:data:`helpers.profiles.SETTINGS`) and the grid's options (:data:`GRID_OPTIONS`). Every name is declared once
+(here, or in :class:`~helpers.profiles.RunConfig`); the runner, the CLI and the parameter table derive from them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from helpers import paths, profiles
+from helpers.data.sources import PROTOCOLS, SOURCES, notebook_data
+
+RECORD_NAME = "study.json"
+
+
+def _field(default, help: str, choices: tuple = (), flag: str = "") -> dataclasses.Field:
+    return dataclasses.field(default=default, metadata={"help": help, "choices": tuple(choices), "flag": flag})
+
+
+@dataclass(frozen=True)
+class Study:
+    """What notebook 01 chose: the data, the profile, and the settings that fix the prepared data.
+
+    ``image_size`` and ``split_seed`` are RunConfig settings (declared there); the record keeps their values.
+    """
+
+    profile: str = _field("", "the profile (smoke, demo, cpu, class, t4); empty: $KIT_PROFILE, else by hardware")
+    data_source: str = _field("synthetic", "where the data comes from: synthetic (the offline sample), folder, zip "
+                                           "or isic2018 (the official download)", SOURCES)
+    data_dir: str = _field("", "the folder or zip for folder/zip; where the zips are kept for isic2018")
+    protocol: str = _field("seed", "seed: a seeded 70/15/15 split of the training set; official: the official "
+                                   "val/test sets; both; external: every image a test image", (*PROTOCOLS, "both"))
+    mask_suffix: str = _field("auto", "how mask names end in plain image/mask folders (_segmentation, _lesion, "
+                                      "_mask, '' for none); auto: detected")
+    download_mirror: str = _field("", "isic2018 only: a base URL that replaces the official bucket (a mirror)")
+    on_bad_file: str = _field("raise", "raise: stop at any broken file; skip: leave broken pairs out, listed",
+                              ("raise", "skip"))
+    image_size: int | None = None
+    split_seed: int | None = None
+
+    def summary(self) -> str:
+        """One line for people."""
+        where = f" {self.data_dir!r}" if self.data_dir else ""
+        return (f"profile {self.profile} · data {self.data_source}{where} · protocol {self.protocol} · "
+                f"{self.image_size} px · split seed {self.split_seed}")
+
+
+STUDY_KEYS = tuple(f.name for f in dataclasses.fields(Study))
+DATA_KEYS = tuple(name for name in STUDY_KEYS if name not in ("profile", "image_size", "split_seed"))
+# the grid's options: how to run, never what is run (declared once: the CLI flags and SETTINGS keys derive from them)
+GRID_OPTIONS = {"restart": "start the runs over (deleting their checkpoints) instead of resuming or skipping them",
+                "keep_last": "keep last.pt of finished runs too (default: best.pt only, a third of the size)",
+                "local_fallback": "if the checkpoint folder (Drive) stops taking writes, go on with local checkpoints"}
+# synthetic_count is left out: it changes which sample is drawn, so it belongs to the profile, not to a notebook
+TRAINING_KEYS = tuple(name for name in profiles.SETTINGS if name not in ("image_size", "split_seed", "synthetic_count"))
+ALL_KEYS = (*STUDY_KEYS, *TRAINING_KEYS, *GRID_OPTIONS)
+
+
+class StudyMismatch(ValueError):
+    """A notebook or command was given a study setting that differs from the study notebook 01 recorded."""
+
+
+class Choice(NamedTuple):
+    """What a notebook runs with: the resolved run config, the study, and the grid's options."""
+
+    config: profiles.RunConfig
+    study: Study
+    options: dict
+
+
+def record_path() -> Path:
+    """Where the study record lives: beside the prepared data, in the kit's home (on Drive on Colab)."""
+    return paths.prepared_root() / RECORD_NAME
+
+
+def read() -> Study | None:
+    """The recorded study, or None when notebook 01 has not run in this home.
+
+    Raises:
+        ValueError: the record is not a readable study; the message names the file and what to do.
+    """
+    path = record_path()
+    if not path.exists():
+        return None
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+        return Study(**{k: values[k] for k in STUDY_KEYS})
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a readable study record ({type(err).__name__}: {err}); run notebook 01 "
+                         f"again to record the study (or delete the file).") from None
+
+
+def write(chosen: Study) -> Path:
+    """Record ``chosen`` as the study (atomically: a killed process never leaves half a record)."""
+    path = record_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(dataclasses.asdict(chosen), indent=1) + "\n"
+    return paths.write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _given(settings: dict | None, given: dict) -> dict:
+    """The settings given explicitly: ``SETTINGS`` and the notebook's own parameters (None and "" mean not set)."""
+    merged = dict(settings or {})
+    unknown = sorted(set(merged) - set(ALL_KEYS))
+    if unknown:
+        raise ValueError(f"SETTINGS has unknown name(s) {unknown}; known: {sorted(ALL_KEYS)} "
+                         f"(python -m helpers.pipeline --list describes each).")
+    for name, value in given.items():
+        if value is not None and name in merged and merged[name] != value:
+            raise ValueError(f"{name.upper()} = {value!r} and SETTINGS[{name!r}] = {merged[name]!r} disagree; "
+                             f"set it in one place.")
+        if value is not None:
+            merged[name] = value
+    return {k: v for k, v in merged.items() if v is not None and not (k != "mask_suffix" and v == "")}
+
+
+def _checked(name: str, value):
+    choices = Study.__dataclass_fields__[name].metadata.get("choices", ())
+    if choices and value not in choices:
+        raise ValueError(f"{name.upper()} = {value!r} is not valid: expected one of {list(choices)}.")
+    return str(value)
+
+
+def _study_of(profile: str, values: dict) -> tuple[profiles.RunConfig, Study]:
+    cfg = profiles.resolve_config(profile, image_size=values.get("image_size"), split_seed=values.get("split_seed"))
+    data = {name: _checked(name, values[name]) for name in DATA_KEYS if name in values}
+    return cfg, Study(profile=cfg.name, image_size=cfg.image_size, split_seed=cfg.split_seed, **data)
+
+
+def choose(profile: str = "", settings: dict | None = None, **given) -> Choice:
+    """Notebook 01: choose the study and record it (replacing an earlier one, and saying what changed).
+
+    Args:
+        profile: the profile; empty: :func:`helpers.profiles.default_profile_name`.
+        settings: the notebook's ``SETTINGS`` (study settings only).
+        **given: the notebook's own parameters, e.g. ``data_source=DATA_SOURCE, data_dir=DATA_DIR``.
+
+    Raises:
+        ValueError: an unknown name, an invalid value, or a training setting (set those in 02 or 03).
+    """
+    values = _given(settings, given)
+    if other := sorted(set(values) - set(STUDY_KEYS)):
+        raise ValueError(f"{other} are not study settings: notebook 01 chooses the data and the profile; set "
+                         f"training settings in notebook 02 or 03 (SETTINGS there).")
+    cfg, chosen = _study_of(profile, values)
+    before = read()
+    write(chosen)
+    changed = [f"{k} {getattr(before, k)!r} → {getattr(chosen, k)!r}" for k in STUDY_KEYS
+               if before and getattr(before, k) != getattr(chosen, k)]
+    print(f"study: {chosen.summary()}\nrecorded in {record_path()}: notebooks 02-04 follow it"
+          + (f"\n(changed from the earlier study: {', '.join(changed)})" if changed else ""))
+    return Choice(cfg, chosen, {})
+
+
+def _mismatches(recorded: Study, profile: str, values: dict) -> list[str]:
+    wanted = {"profile": profile, **{k: values[k] for k in STUDY_KEYS if k in values}}
+    wrong = []
+    for name, value in wanted.items():
+        if value is None or (value == "" and name != "mask_suffix"):  # "" is a mask suffix: no suffix
+            continue
+        have = getattr(recorded, name)
+        same = str(value) == str(have) if name not in ("image_size", "split_seed") else int(value) == have
+        if name == "data_dir" and not same:
+            same = Path(str(value)).expanduser().resolve() == Path(str(have)).expanduser().resolve()
+        if not same:
+            wrong.append(f"{name.upper()} = {value!r}, but the study has {have!r}")
+    return wrong
+
+
+def follow(profile: str = "", settings: dict | None = None, **given) -> Choice:
+    """Notebooks 02-04, the runner and the CLI: the study notebook 01 recorded, with training settings on top.
+
+    Without a record (notebook 01 has not run in this home) the study is made from these values and the
+    defaults, said, and recorded, so the notebooks after this one follow it too.
+
+    Args:
+        profile: empty: the study's; a name must be the study's.
+        settings: the notebook's ``SETTINGS``: study settings (must equal the record's), training settings and
+            grid options.
+        **given: the notebook's own parameters, e.g. ``models="unet", fractions=FRACTIONS, lr=LR``.
+
+    Returns:
+        A :class:`Choice`: the run config, the study, and the grid options (``restart``, ``keep_last``,
+        ``local_fallback``).
+
+    Raises:
+        StudyMismatch: a study setting differs from the record; the message names both and what to do.
+        ValueError: an unknown name or an invalid value.
+    """
+    values = _given(settings, given)
+    recorded, fresh = read(), False
+    if recorded is None:
+        _, recorded = _study_of(profile, values)
+        fresh = True
+    elif wrong := _mismatches(recorded, profile, values):
+        raise StudyMismatch(f"{'; '.join(wrong)} (recorded by notebook 01 in {record_path()}). This notebook "
+                            f"follows that study: leave these settings out. To start another study, run notebook 01 "
+                            f"with the new values (it records them; the runs of the old study stay in results/runs/), "
+                            f"or give this notebook another KIT_HOME to keep both studies side by side.")
+    training = {k: v for k, v in values.items() if k in TRAINING_KEYS}
+    cfg = profiles.resolve_config(recorded.profile, image_size=recorded.image_size, split_seed=recorded.split_seed,
+                                  **training)  # every value checked before anything is recorded
+    if fresh:
+        write(recorded)
+        print(f"No study recorded yet in {record_path()} (notebook 01 has not run in this home): using "
+              f"{recorded.summary()}, and recording it.")
+    else:
+        print(f"study (recorded by notebook 01): {recorded.summary()}")
+    options = {name: bool(values.get(name, False)) for name in GRID_OPTIONS}
+    return Choice(cfg, recorded, options)
+
+
+def prepare(config: profiles.RunConfig, chosen: Study):
+    """The prepared data of the study (found at once when notebook 01 prepared it; else prepared here)."""
+    return notebook_data(config, chosen.data_source, chosen.data_dir or None, chosen.protocol, chosen.on_bad_file,
+                         chosen.download_mirror or None, mask_suffix=chosen.mask_suffix)

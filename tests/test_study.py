@@ -1,0 +1,128 @@
+"""The study chosen once (notebook 01 records it; 02-04, the runner and the CLI follow), and the settings declared
+once (RunConfig's fields carry their metadata; the CLI, the run spec and the parameter table derive from them)."""
+import dataclasses
+import json
+
+import pytest
+
+from helpers import pipeline, profiles
+from helpers.data import study
+from helpers.training import grid, runs
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh data home: no study recorded."""
+    monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path
+
+
+def test_notebook_01_records_the_study_and_02_follows_it(home, capsys):
+    chosen = study.choose("smoke", {"split_seed": 7, "protocol": "both"}, data_source="folder", data_dir="/x/isic")
+    record = json.loads(study.record_path().read_text())
+    assert record == {"profile": "smoke", "data_source": "folder", "data_dir": "/x/isic", "protocol": "both",
+                      "mask_suffix": "auto", "download_mirror": "", "on_bad_file": "raise", "image_size": 64,
+                      "split_seed": 7}
+    assert chosen.config.split_seed == 7 and "recorded in" in capsys.readouterr().out
+    cfg, followed, options = study.follow("", {"batch_size": 2, "restart": True}, models="unet", lr=None)
+    assert followed == chosen.study and (cfg.name, cfg.split_seed, cfg.image_size) == ("smoke", 7, 64)
+    assert (cfg.models, cfg.batch_size) == (("unet",), 2) and options == {"restart": True, "keep_last": False,
+                                                                           "local_fallback": False}
+    assert study.follow("smoke", {"data_source": "folder", "data_dir": "/x/isic"}).study == chosen.study  # same values
+
+
+@pytest.mark.parametrize(("profile", "settings", "message"), [
+    ("cpu", {}, "PROFILE = 'cpu', but the study has 'smoke'"),
+    ("", {"data_source": "synthetic"}, "DATA_SOURCE = 'synthetic', but the study has 'folder'"),
+    ("", {"image_size": 128}, "IMAGE_SIZE = 128, but the study has 64"),
+    ("", {"mask_suffix": ""}, "MASK_SUFFIX = '', but the study has 'auto'"),
+])
+def test_a_value_that_differs_from_the_study_is_refused_naming_both(home, profile, settings, message):
+    study.choose("smoke", data_source="folder", data_dir="/x/isic")
+    with pytest.raises(study.StudyMismatch, match=message) as caught:
+        study.follow(profile, settings)
+    assert "To start another study, run notebook 01" in str(caught.value) and "KIT_HOME" in str(caught.value)
+
+
+def test_a_notebook_opened_before_01_says_what_it_uses_and_records_it(home, capsys):
+    assert study.read() is None
+    cfg, chosen, _ = study.follow("demo", {}, models="unet")
+    out = capsys.readouterr().out
+    assert "No study recorded yet" in out and "profile demo · data synthetic" in out
+    assert study.read() == chosen and cfg.name == "demo"
+
+
+def test_unknown_names_training_settings_in_01_and_a_broken_record_are_clear_errors(home):
+    with pytest.raises(ValueError, match=r"SETTINGS has unknown name\(s\) \['btach_size'\]; known: "):
+        study.follow("", {"btach_size": 2})
+    with pytest.raises(ValueError, match=r"\['lr'\] are not study settings: .* notebook 02 or 03"):
+        study.choose("", {"lr": 1e-3})
+    with pytest.raises(ValueError, match="LR = 0.1 and SETTINGS\\['lr'\\] = 0.2 disagree"):
+        study.follow("", {"lr": 0.2}, lr=0.1)
+    with pytest.raises(ValueError, match="PROTOCOL = 'offical' is not valid"):
+        study.choose("", {"protocol": "offical"})
+    study.record_path().parent.mkdir(parents=True, exist_ok=True)
+    study.record_path().write_text("{not json")
+    with pytest.raises(ValueError, match=r"study\.json is not a readable study record .* run notebook 01 again"):
+        study.follow("")
+
+
+def test_every_setting_is_declared_once_with_its_metadata():
+    for name, declared in profiles.SETTINGS.items():
+        meta = declared.metadata
+        assert meta["help"] and isinstance(meta["result"], bool), name
+    # the run spec's training fields and the run id's fields derive from those declarations
+    spec_fields = {f.name: f for f in dataclasses.fields(runs.RunSpec)}
+    assert set(profiles.PER_RUN) <= set(spec_fields)
+    assert {n for n in profiles.PER_RUN if spec_fields[n].compare} == \
+        {n for n in profiles.PER_RUN if profiles.SETTINGS[n].metadata["result"]}
+    assert "recipe" not in runs.SPEC_FIELDS and "lr" in runs.SPEC_FIELDS
+    assert all(spec_fields[n].default == profiles.SETTINGS[n].default for n in profiles.PER_RUN)
+
+
+def test_a_new_setting_is_one_field(monkeypatch):
+    """Declared once, a setting appears in the CLI with its help, choices and defaults, and in the SETTINGS table."""
+    extra = dataclasses.field(default="a", metadata={**profiles.SETTINGS["schedule"].metadata,
+                                                      "help": "a made-up setting", "choices": ("a", "b")})
+    extra.name, extra.type = "made_up", "str"
+    monkeypatch.setitem(profiles.SETTINGS, "made_up", extra)
+    monkeypatch.setitem(profiles.CHOICES, "made_up", ("a", "b"))
+    monkeypatch.setattr(profiles, "PROFILES", {name: _with_attr(cfg, "made_up", "a")
+                                               for name, cfg in profiles.PROFILES.items()})
+    text = grid.parser().format_help()
+    assert "--made-up {a,b}" in text and "a made-up setting; one of a, b (default: a)" in " ".join(text.split())
+
+
+def _with_attr(config, name, value):
+    class Shown:
+        def __getattr__(self, attr):
+            return value if attr == name else getattr(config, attr)
+    return Shown()
+
+
+def test_cli_help_shows_choices_and_each_profiles_default():
+    text = " ".join(grid.parser().format_help().split())
+    assert "--amp {auto,bf16,fp16,off}" in text and "--profile {,smoke,demo,cpu,t4,class}" in text
+    assert "peak AdamW learning rate (default: smoke 0.0001, demo 0.003, cpu 0.001, t4 0.0001, class 0.001)" in text
+    assert "usage: python -m helpers.training" in text
+
+
+def test_cli_refuses_bad_values_in_one_line_and_follows_the_study(home, capsys):
+    assert grid.main(["--lr", "inf"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("✗ LR = 'inf' is not valid: expected a finite number") and "Traceback" not in err
+    assert study.read() is None  # a refused call records nothing
+    assert grid.main(["--profile", "cpu", "--image-size", "70"]) == 2
+    assert "IMAGE_SIZE = '70' is not valid: expected a multiple of 16" in capsys.readouterr().err
+    r34 = profiles.resolve_config("smoke", image_size=48, models="unet", model_configs={"unet": "r34"})
+    with pytest.raises(ValueError, match="IMAGE_SIZE = 48 does not fit unet 'r34': .* multiples of 32 .* e.g. 64"):
+        grid.check_sizes(r34)
+    study.choose("smoke")
+    assert grid.main(["--data-source", "folder", "--data-dir", "/x"]) == 2
+    assert "DATA_SOURCE = 'folder', but the study has 'synthetic'" in capsys.readouterr().err
+
+
+def test_the_parameter_table_in_notebooks_readme_is_derived_from_the_declarations():
+    listed = pipeline.settings_table()
+    readme = (pipeline.paths.repo_root() / "notebooks" / "README.md").read_text()
+    assert listed in readme, "regenerate it: python -m helpers.pipeline --list"
