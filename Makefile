@@ -23,14 +23,14 @@ test: $(STAMP)  ## lint (ruff), then unit tests + every notebook under nbval (sm
 	$(PY) -m pytest -c tests/pytest.ini --rootdir . tests notebooks $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## benchmarks: data path, training, inference → table + results/bench.csv
-	$(PY) -m helpers.bench $(ARGS)
+	$(PY) -m helpers.tools.bench $(ARGS)
 
 # No venv step: a lent GPU machine is offline and has its own torch (the venv's python when there is one).
 OUT ?= results/gpu-window
 MINUTES ?= 9
 WINDOW_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 gpu-window:  ## one GPU window: T4 check, bench, recipes, grid → bundle in OUT (MINUTES=9 DATA_DIR=shrunk ISIC copy)
-	$(WINDOW_PY) -m helpers.gpu_window --out $(OUT) --minutes $(MINUTES) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
+	$(WINDOW_PY) -m helpers.tools.gpu_window --out $(OUT) --minutes $(MINUTES) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
 
 lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(PY) -m jupyter lab notebooks

@@ -176,7 +176,7 @@ def mount_drive() -> Path:
     if not in_colab():
         raise RuntimeError("Google Drive can only be mounted inside Colab; elsewhere set MOUNT_DRIVE = False and "
                            "KIT_HOME to an ordinary folder (empty: the repository).")
-    from google.colab import drive  # type: ignore[import-not-found]
+    from google.colab import drive  # type: ignore[import-not-found]  # optional: only on Colab
 
     mount_point = content_root() / "drive"
     try:

@@ -4,7 +4,7 @@ Every setting of a study's runs is a field of :class:`RunConfig`, declared with 
 help text, choices or range, command-line flag, and whether it changes a run's result. Everything else is
 derived from those declarations (:data:`SETTINGS`): the training CLI and its ``--help``
 (:mod:`helpers.training.grid`), the run spec and its id (:mod:`helpers.training.runs`), the check of the
-notebooks' ``SETTINGS`` and the parameter table (:mod:`helpers.study`). Adding a setting means one field here
+notebooks' ``SETTINGS`` and the parameter table (:mod:`helpers.data.study`). Adding a setting means one field here
 (and, if students should see it, a line in a notebook's parameters cell). A profile is a named RunConfig:
 
     cfg = resolve_config(PROFILE, image_size=IMAGE_SIZE, lr=LR)   # None means "not set"; 0 is a value

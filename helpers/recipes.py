@@ -36,7 +36,7 @@ RECIPES: dict[str, Recipe] = {
                            "warm-up, flips/rotations/colour jitter (the kit's augmentation stands for it).",
                    {"num_epochs": 20, "lr": 1e-4, "weight_decay": 1e-4, "warmup_epochs": 0.0, "schedule": "cosine",
                     "augment": "kit"}),
-    # `kit` is a CANDIDATE until the GPU recipe comparison (python -m helpers.gpu_window, step c) measures it:
+    # `kit` is a CANDIDATE until the GPU recipe comparison (python -m helpers.tools.gpu_window, step c) measures it:
     # - t4 study (results/isic2018-task1-256_seed_t4_nvidia-h200, the `seed` recipe): UNet and UNet++ `paper` at 100 %
     #   (and UNet at 50 %) had their best validation Dice at epoch 20 of 20 (0.879, 0.862), still rising when the
     #   cosine reached 0: at lr 1e-4, 20 epochs leave these models short of converged.

@@ -21,9 +21,7 @@ installed (``make`` does that) and the device is whatever there is. Nothing here
 """
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
-import json
 import os
 import re
 import subprocess
@@ -194,7 +192,7 @@ def start(profile: str = "", mount_drive: bool | None = None, home: str | os.Pat
     """
     colab = paths.in_colab()
     if colab and needs_gpu:  # first: a runtime without a GPU stops before it mounts or installs anything
-        import torch
+        import torch  # heavy, and imported only once the runtime is known to have it (Colab always does)
 
         check_gpu(profile, colab, needs_gpu, torch.cuda.is_available())
     mount_drive = colab if mount_drive is None else bool(mount_drive)
@@ -211,7 +209,7 @@ def start(profile: str = "", mount_drive: bool | None = None, home: str | os.Pat
     for folder in (paths.data_dir(), paths.results_dir(), *([local] if local else [])):
         folder.mkdir(parents=True, exist_ok=True)
     installed = tuple(install_missing()) if colab and install else ()
-    import torch
+    import torch  # heavy: not on import of this module, and only after install_missing
 
     cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if cuda else "CPU (no GPU)"
@@ -220,71 +218,3 @@ def start(profile: str = "", mount_drive: bool | None = None, home: str | os.Pat
         print("⚠ The kit's home is not on Google Drive: everything this notebook makes stays on this runtime and is "
               "gone when it ends (and the next notebook, on its own runtime, will not see it).")
     return kit
-
-
-def fork(repo_url: str, ref: str = "main", root: str | os.PathLike | None = None) -> list[Path]:
-    """Point a copy of the kit at its own address: the notebooks' Colab badges and ``KIT_REPO``/``KIT_REF``
-    defaults, the README's badges and :data:`helpers.paths.REPO_URL`.
-
-    For a class or a fork: run it once in the fork, commit, and the badges open the fork's notebooks,
-    which clone the fork at ``ref``.
-
-    Returns:
-        The files it changed.
-
-    Raises:
-        ValueError: ``repo_url`` is not a ``https://github.com/<owner>/<name>`` address (Colab's badges
-            open notebooks from GitHub).
-    """
-    if not re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", repo_url.rstrip("/")):
-        raise ValueError(f"{repo_url!r} is not a GitHub address like https://github.com/<owner>/<name>: Colab "
-                         "opens notebooks from GitHub by that address.")
-    repo_url, root = repo_url.rstrip("/"), Path(root or paths.repo_root())
-    old_url = re.search(r'REPO_URL = "([^"]+)"', (root / "helpers" / "paths.py").read_text())[1]
-    old_slug, new_slug = (u.removeprefix("https://github.com/") for u in (old_url, repo_url))
-    def point(text: str) -> str:
-        text = text.replace(f"colab.research.google.com/github/{old_slug}/blob/",
-                            f"colab.research.google.com/github/{new_slug}/blob/")
-        text = re.sub(r"(colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/)[\w.-]+/", rf"\g<1>{ref}/", text)
-        text = text.replace(f'REPO_URL = "{old_url}"', f'REPO_URL = "{repo_url}"')
-        text = re.sub(r'^KIT_REPO = "[^"]*"', f'KIT_REPO = "{repo_url}"', text, flags=re.M)
-        return re.sub(r'^KIT_REF = "[^"]*"', f'KIT_REF = "{ref}"', text, flags=re.M)
-
-    changed = []
-    for file in [root / "helpers" / "paths.py", root / "README.md", *sorted((root / "notebooks").glob("*.ipynb"))]:
-        text = file.read_text()
-        if file.suffix == ".ipynb":
-            notebook = json.loads(text)
-            for cell in notebook["cells"]:
-                cell["source"] = point("".join(cell["source"])).splitlines(keepends=True)
-            new = json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
-        else:
-            new = point(text)
-        if new != text:
-            file.write_text(new)
-            changed.append(file)
-    return changed
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m helpers.runtime fork URL [--ref REF]``: point this copy of the kit at a fork."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.runtime",
-                                     description="Runtime set-up of the notebooks; `fork` points the kit at a fork.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    fork_cmd = commands.add_parser("fork", help="point the badges and the notebooks' clone at another repository")
-    fork_cmd.add_argument("url", help="https://github.com/<owner>/<name> of the fork")
-    fork_cmd.add_argument("--ref", default="main", help="branch or tag the notebooks clone (default main)")
-    args = parser.parse_args(argv)
-    try:
-        changed = fork(args.url, args.ref)
-    except ValueError as err:
-        print(f"✗ {err}", file=sys.stderr)
-        return 2
-    for file in changed:
-        print(f"updated {file.relative_to(paths.repo_root())}")
-    print("Commit these files; the badges now open the fork's notebooks, which clone it at", args.ref)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

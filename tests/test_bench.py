@@ -3,9 +3,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from helpers import bench
 from helpers.data.sources import ensure_prepared
 from helpers.profiles import resolve_config
+from helpers.tools import bench, bench_gpu, bench_predict
 
 
 def test_naive_dataset_decodes_originals_and_normalises(tmp_path, monkeypatch):
@@ -44,7 +44,6 @@ def test_bench_writes_every_section_to_bench_csv(tmp_path, monkeypatch, capsys):
 
 
 def test_predict_benchmark_prints_speed_and_peak_memory_per_case(tmp_path, monkeypatch, capsys):
-    from helpers import bench_predict
     from tests.builders import make_run
 
     monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
@@ -60,8 +59,6 @@ def test_predict_benchmark_prints_speed_and_peak_memory_per_case(tmp_path, monke
 
 
 def test_peak_rates_by_gpu_name_and_the_switches_timed(monkeypatch):
-    from helpers import bench_gpu
-
     cuda = torch.device("cuda", 0)
     for name, peak in (("Tesla T4", 65), ("NVIDIA A100-SXM4-80GB", 312), ("NVIDIA H100 80GB HBM3", 989),
                        ("NVIDIA H100 PCIe", 756), ("NVIDIA H200", 989), ("NVIDIA L4", 121), ("NVIDIA L40S", 362),

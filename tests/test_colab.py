@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 COLAB = Path(__file__).with_name("colab")
 HOME = "skin-lesion-kit"  # the kit's default home folder under MyDrive
 # 02 in the emulation: one run of three epochs, with a checkpoint every few batches, so a kill lands mid-run
-TRAIN = {"FRACTIONS": "1.0", "NUM_EPOCHS": "3", "BATCH_SIZE": "4", "CHECKPOINT_MINUTES": "0.0005"}
+TRAIN = {"FRACTIONS": "1.0", "NUM_EPOCHS": "3", "SETTINGS": '{"batch_size": 4, "checkpoint_minutes": 0.0005}'}
+LESIONS = "my-lesions"  # the course's data: a folder in the official ISIC layout on Drive, chosen in 01 only
 HISTORY = ["epoch", "train_loss", "val_loss", "val_dice", "lr"]
 
 
@@ -104,12 +105,21 @@ def _histories(home: Path) -> dict[str, pd.DataFrame]:
     return {p.parent.name: pd.read_csv(p) for p in sorted(home.glob("results/runs/*/history.csv"))}
 
 
+def _lesion_folder(colab: Colab) -> dict:
+    """A dataset in the official ISIC layout on the fake Drive, and the parameters that make it 01's data."""
+    from helpers.data.synthetic import generate_sample
+
+    generate_sample(colab.drive / LESIONS, count=60, seed=3, progress=False)
+    return {"DATA_SOURCE": "folder", "DATA_DIR": str(colab.content / "drive" / "MyDrive" / LESIONS)}
+
+
 @pytest.fixture(scope="module")
 def course(kit_repo, tmp_path_factory):
-    """The four notebooks, each opened from its badge on a fresh runtime, in order, sharing one Drive."""
+    """The four notebooks, each opened from its badge on a fresh runtime, in order, sharing one Drive; the data is
+    chosen in 01 only (a folder on Drive), and 02-04 follow the study 01 recorded."""
     colab = Colab(tmp_path_factory.mktemp("colab-course"), kit_repo)
     logs = {}
-    for notebook, extra in (("01_data_prep.ipynb", {}), ("02_unet.ipynb", TRAIN),
+    for notebook, extra in (("01_data_prep.ipynb", _lesion_folder(colab)), ("02_unet.ipynb", TRAIN),
                             ("03_unetpp_transunet.ipynb", {"FRACTIONS": "1.0"}), ("04_results.ipynb", {})):
         code, logs[notebook] = colab.run(notebook, "course", **extra)
         assert code == 0, f"{notebook} failed on its runtime:\n{logs[notebook][-4000:]}"
@@ -125,12 +135,22 @@ def test_each_notebook_on_its_own_runtime_finds_what_the_others_left_on_drive(co
     assert set(summary["model"]) == {"unet", "unetpp", "transunet"}  # 04 reports the runs of 02 and 03
     assert (colab.home / "results" / "report.md").is_file()
     prepared = sorted(p.parent.name for p in colab.home.glob("data/prepared/*/prepared.json"))
-    training = [name for name in prepared if "_external_" not in name]
-    assert len(training) == 1  # 01 prepared once; 02 and 03 reused it from Drive
-    assert prepared == sorted([*training, "synthetic-60-s1_external_64px_s42"])  # 04's external test: a second draw
+    assert prepared == ["my-lesions_seed_64px_s42"]  # 01 prepared once; 02 and 03 reused it from Drive
     assert "Copying the prepared data" in logs["02_unet.ipynb"]  # ... reading it from a local copy
     assert list(colab.content.glob("kit-local/data/prepared/*/images.npy"))  # 04's runtime has its copy too
     assert not list(colab.drive.rglob("raw"))  # raw files stay on the runtimes' disks
+
+
+def test_the_study_is_chosen_once_in_01_and_the_other_notebooks_follow_it(course):
+    colab, logs = course
+    record = json.loads((colab.home / "data" / "prepared" / "study.json").read_text())
+    assert (record["profile"], record["data_source"]) == ("smoke", "folder")
+    assert record["data_dir"] == str(colab.content / "drive" / "MyDrive" / LESIONS)
+    for notebook in ("02_unet.ipynb", "03_unetpp_transunet.ipynb", "04_results.ipynb"):
+        assert "study (recorded by notebook 01): profile smoke · data folder" in logs[notebook], notebook
+    run_ids = [p.name for p in colab.home.glob("results/runs/*") if p.is_dir()]
+    assert len(run_ids) == 3 and all("_my-lesions_" in run_id for run_id in run_ids)  # every run on 01's folder
+    assert set(pd.read_csv(colab.home / "results" / "summary.csv")["dataset"]) == {"my-lesions"}
 
 
 def test_drive_keeps_one_best_checkpoint_per_finished_run_and_nothing_else_large(course):
@@ -151,6 +171,7 @@ def test_drive_keeps_one_best_checkpoint_per_finished_run_and_nothing_else_large
 def test_a_runtime_killed_in_02_is_followed_by_one_that_resumes_from_drive(course, kit_repo, tmp_path):
     reference = _histories(course[0].home)
     colab = Colab(tmp_path, kit_repo)
+    assert colab.run("01_data_prep.ipynb", "study", **_lesion_folder(colab))[0] == 0  # the course's study
     cmd, _ = colab.command("02_unet.ipynb", "killed", **TRAIN)
     process = subprocess.Popen(cmd, env=colab.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)

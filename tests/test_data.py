@@ -137,11 +137,11 @@ def test_importing_the_kit_never_asks_pypi_for_albumentations_updates():
     probe = ("import urllib.request\n"
              "def refuse(*a, **k): raise SystemExit(3)\n"  # a network attempt ends the process with 3
              "urllib.request.build_opener = refuse\n"
-             "import helpers.bench, helpers.data\n")
+             "import helpers.tools.bench, helpers.data\n")
     env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
     done = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).parents[1], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    bare = subprocess.run([sys.executable, "-c", probe.replace("helpers.bench, helpers.data", "albumentations")],
+    bare = subprocess.run([sys.executable, "-c", probe.replace("helpers.tools.bench, helpers.data", "albumentations")],
                           env=env, capture_output=True, text=True, timeout=120)
     assert bare.returncode == 3  # the probe would have caught the check: albumentations alone does ask

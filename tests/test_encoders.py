@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import urllib.error
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +20,7 @@ from helpers.models.summary import count_parameters
 from helpers.profiles import resolve_config
 from helpers.training import loop, runs, state
 from helpers.training.checkpoints import load_checkpoint
+from helpers.training.losses import DiceBCELoss
 
 RESNET34_PARAMS = 21_284_672  # torchvision's resnet34 without its fc layer
 EXPECTED_PARAMS = {"unet": 24_471_009, "unetpp": 26_286_721}
@@ -185,22 +185,41 @@ def test_download_reads_the_hub_cache_and_says_what_to_do_offline(hub, monkeypat
     assert "TORCH_HOME" in message and torchvision.models.ResNet34_Weights.IMAGENET1K_V1.url in message
 
 
+class _DisconnectAt(DiceBCELoss):
+    """Dice+BCE that raises KeyboardInterrupt (a disconnect) in training step ``step``."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.step, self.calls = step, 0
+
+    def forward(self, logits, masks):
+        if torch.is_grad_enabled():
+            self.calls += 1
+            if self.calls == self.step:
+                raise KeyboardInterrupt("simulated disconnect")
+        return super().forward(logits, masks)
+
+
 def test_pretrained_loads_the_encoder_when_a_run_starts_and_not_on_resume(tiny, results, hub, monkeypatch) -> None:
-    config = resolve_config("smoke", image_size=32, batch_size=4, num_epochs=1, split_seed=0, amp="off")
+    config = resolve_config("smoke", image_size=32, batch_size=4, num_epochs=2, split_seed=0, amp="off")
     spec = dataclasses.replace(runs.make_spec("unet", 1.0, 0, tiny, config), model_config="r34", model_overrides={},
                                pretrained=True)
-    calls = []
+    loaded = []  # how many encoder tensors each ImageNet initialisation loaded
     original = state.init_from_imagenet
-    monkeypatch.setattr(state, "init_from_imagenet", lambda model: (calls.append(model), original(model)))
-    run = state.start_run(spec, tiny)  # no checkpoint yet: a fresh start
-    assert len(calls) == 1 and calls[0] is run.model
-    _assert_encoder_equals(run.model, _resnet34_state())
-    result = loop.fit(spec, tiny, keep_last=True, progress=False)  # still no checkpoint: loads again, trains
-    assert result["status"] == "trained" and len(calls) == 2
-    resumed = state.start_run(spec, tiny)  # resumes last.pt: its trained weights, no ImageNet ones
-    assert len(calls) == 2 and resumed.history
-    saved = load_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")["model"]
-    assert all(torch.equal(value, saved[key]) for key, value in resumed.model.state_dict().items())
-    assert not torch.equal(resumed.model.encoder.conv1.weight, _resnet34_state()["conv1.weight"])
+
+    def init(model):
+        original(model)
+        loaded.append(_assert_encoder_equals(model, _resnet34_state()))
+
+    monkeypatch.setattr(loop, "init_from_imagenet", init)
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(state, "DiceBCELoss", lambda: _DisconnectAt(6))  # 20 images, batch 4: step 1 of epoch 2
+        loop.fit(spec, tiny, keep_last=True, progress=False)  # no checkpoint yet: a fresh start, from ImageNet
+    assert len(loaded) == 1 and loaded[0] > 0
+    saved = load_checkpoint(runs.run_dir(spec) / "checkpoints" / "last.pt")
+    assert saved["epoch"] == 1
+    result = loop.fit(spec, tiny, keep_last=True, progress=False)  # resumes last.pt: its trained weights
+    assert result["status"] == "resumed" and len(loaded) == 1  # no ImageNet weights over them
+    assert not torch.equal(saved["model"]["encoder.conv1.weight"], _resnet34_state()["conv1.weight"])
     with pytest.raises(ValueError, match="has no ImageNet weights.*'r34'"):
         state.init_from_imagenet(build_model("unet", "tiny"))

@@ -191,3 +191,15 @@ def test_the_dynamo_exporter_works_too(exports, tmp_path):
     result = export_run(exports["unet"][0], tmp_path, ["onnx"], check=True, dynamo=True)
     assert max(result["parity"]["onnx"].values()) < 1e-4 and "random 2x3x64x64" in result["parity"]["onnx"]
     assert read_metadata(result["files"]["onnx"])["exporter"] == "torch.onnx.export(dynamo=True)"
+
+
+def test_an_edited_image_size_in_config_json_is_refused_not_exported(shifted, tmp_path, capsys):
+    folder = make_run(tmp_path / "results", "unet-tiny_f100_32px_seed_s42_shifted_0000abcd", "unet", 1.0, shifted.root)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "image_size": 64}))
+    assert main([str(folder), str(tmp_path / "out"), "--format", "torchscript"]) == 1
+    err = capsys.readouterr().err
+    assert "says image_size 64 but the run was trained at 32 px" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+    (folder / "config.json").write_text(json.dumps(config))  # mended: exported at its own size
+    assert read_metadata(export_run(folder, tmp_path / "out", ["torchscript"])["files"]["torchscript"])["image_size"] == 32

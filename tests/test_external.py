@@ -10,7 +10,7 @@ from helpers.data.isic import SPLIT_DIRS
 from helpers.data.prep import prepare
 from helpers.evaluation import external, inference, scoring
 from helpers.reporting import report
-from tests.builders import Brightness, make_run, shifted_prepared
+from tests.builders import Brightness, make_run, shifted_prepared, write_shifted_pair
 
 
 def write_unshifted(root, count=12, size=(44, 34)):
@@ -190,3 +190,55 @@ def test_the_demo_path_scores_a_second_draw_of_the_offline_sample(tmp_path, monk
     done = external.score_on(config, "synthetic", None, tmp_path / "results", load_model=lambda _: Brightness())
     assert list(done["action"]) == ["evaluated"] and list(done["test_dataset"]) == ["synthetic-12-s1"]
     assert len(external.external_table(tmp_path / "results", n_boot=50)) == 1
+
+
+@pytest.fixture
+def scored_home(tmp_path, monkeypatch):
+    """A kit home with one evaluated run (the 'model' that marks bright pixels) and its data."""
+    monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
+    own = shifted_prepared(tmp_path / "data")
+    make_run(tmp_path / "results", "unet_f100", "unet", 1.0, own.root)
+    scoring.evaluate_runs(tmp_path / "results", progress=False, load_model=lambda _: Brightness())
+    return tmp_path / "results"
+
+
+def _score(home, folder):
+    from helpers.profiles import resolve_config
+
+    done = external.score_on(resolve_config("smoke"), "folder", str(folder), home, load_model=lambda _: Brightness())
+    return done, pd.read_csv(external.write_external(home))
+
+
+def test_a_changed_dataset_is_prepared_and_scored_again(scored_home, tmp_path, capsys):
+    raw = write_unshifted(tmp_path / "clinic", count=12)
+    done, table = _score(scored_home, raw)
+    assert list(done["action"]) == ["evaluated"] and list(table["n_external"]) == [12]
+    for path in sorted((raw / SPLIT_DIRS["train"][0]).glob("*.png"))[:4]:  # four images and their masks removed
+        path.unlink()
+        (raw / SPLIT_DIRS["train"][1] / f"{path.stem}_segmentation.png").unlink()
+    done, table = _score(scored_home, raw)
+    assert "changed since it was prepared" in capsys.readouterr().out
+    assert list(done["action"]) == ["evaluated"] and list(table["n_external"]) == [8]  # not the old 12
+    done, _ = _score(scored_home, raw)  # unchanged now: reused, and the scores too
+    assert done["action"].str.startswith("skipped: already scored").all()
+
+
+def test_two_datasets_whose_folders_share_a_name_stay_apart(scored_home, tmp_path):
+    easy = write_unshifted(tmp_path / "A" / "data", count=12)
+    hard = tmp_path / "B" / "data"
+    for k in range(10):
+        write_shifted_pair(hard, 300 + k)  # masks shifted from the bright box: lower Dice
+    _, first = _score(scored_home, easy)
+    _, both = _score(scored_home, hard)
+    assert len(both) == 2 and both["test_dataset"].nunique() == 2
+    assert all(name.startswith("data-") for name in both["test_dataset"])
+    a, b = (both.set_index("test_dataset").loc[first["test_dataset"].iloc[0]],
+            both[both["test_dataset"] != first["test_dataset"].iloc[0]].iloc[0])
+    assert (a["n_external"], b["n_external"]) == (12, 10) and b["dice_external"] < a["dice_external"]
+
+
+def test_dataset_problems_reach_the_command_line_as_one_line(scored_home, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code = external.main(["--data-dir", str(tmp_path / "empty"), "--results", str(scored_home)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("✗ ") and "Traceback" not in err and str(tmp_path / "empty") in err

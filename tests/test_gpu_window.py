@@ -6,7 +6,7 @@ import time
 import pandas as pd
 import pytest
 
-from helpers import gpu_window, gpu_window_steps
+from helpers.tools import gpu_window, gpu_window_steps
 from helpers.training import runs
 
 BUNDLE = {"window.log", "window.json", "t4_check.csv", "bench.csv", "recipes.csv", "grid.csv", "runs.tar.gz"}

@@ -1,6 +1,7 @@
 """Notebook hygiene: no committed outputs, a literal parameters cell first, one repository URL."""
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -55,15 +56,31 @@ def test_every_parameter_is_used_after_the_parameters_cell(path):
 
 
 @pytest.mark.parametrize("path", [p for p in NOTEBOOK_FILES if p.name[:2] in ("02", "03")], ids=lambda p: p.name)
-def test_training_notebooks_expose_every_result_changing_setting(path):
-    from helpers.profiles import FIELDS
+def test_training_notebooks_take_every_setting(path):
+    """Each setting is a form field of the parameters cell or a name that notebook's SETTINGS takes."""
+    from helpers.pipeline import SETTINGS_KEYS
+    from helpers.profiles import SETTINGS
 
     first = _code_cells(path)[0]
     names = {node.targets[0].id for node in ast.parse("".join(first["source"])).body}
-    settings = set(FIELDS) - {"name", "description", "synthetic_count", "model_configs", "model_overrides"}
-    if path.name.startswith("02"):
-        settings -= {"models", "deep_supervision", "pretrained"}  # notebook 02 trains UNet only
-    assert {s.upper() for s in settings} <= names, sorted({s.upper() for s in settings} - names)
+    assert "SETTINGS" in names
+    missing = [name for name in SETTINGS if name != "synthetic_count"
+               and name.upper() not in names and name not in SETTINGS_KEYS[path.name]]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_what_a_student_changes_is_a_short_colab_form_at_the_top(path):
+    """At most 10 code lines above the papermill-only part, every one of them a Colab form field."""
+    first = _code_cells(path)[0]
+    source = "".join(first["source"])
+    top = source.split("\n# The rest is for papermill")[0]
+    fields = [line for line in top.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert source.startswith("#@title ") and first["metadata"].get("cellView") == "form"
+    assert 1 <= len(fields) <= 10 and all("#@param" in line for line in fields), fields
+    if path.name[:2] in ("01", "02", "03"):  # the whole cell, papermill's names included
+        code = [line for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        assert len(code) <= 10, len(code)
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
@@ -100,8 +117,8 @@ def test_bootstrap_is_at_most_five_lines_and_calls_one_helper(path):
     assert ("needs_gpu=True" in boot) == path.name.startswith(("02", "03"))
 
 
-@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
-def test_colab_badge_opens_a_t4_runtime(path):
+@pytest.mark.parametrize("path", [p for p in NOTEBOOK_FILES if p.name[:2] in ("02", "03")], ids=lambda p: p.name)
+def test_colab_badge_opens_a_t4_runtime(path):  # only where it trains: 01 and 04 open a CPU (tests/test_course_0104.py)
     metadata = json.loads(path.read_text())["metadata"]
     assert metadata["accelerator"] == "GPU" and metadata["colab"]["gpuType"] == "T4"
 
@@ -155,3 +172,30 @@ def test_papermill_reads_every_parameter_of_the_parameters_cell(path, caplog):
         found = papermill.inspect_notebook(str(path))
     assert list(found) == names
     assert not [r for r in caplog.records if "Unable to parse" in r.getMessage()]
+
+
+FORM_LINE = re.compile(r'^([A-Z_]+) = (.+?)  #@param (\[.*\]|\{type:"(raw|string|boolean|number)"\})'
+                       r'( \{allow-input: true\})?$')
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_colab_form_fields_follow_colabs_syntax_and_match_their_defaults(path):
+    """Each #@param line is one Colab form field: a dropdown whose list holds the default, or a typed field whose
+    type fits it; a #@markdown line above it describes it (what `python -m helpers.pipeline --list` shows)."""
+    lines = "".join(_code_cells(path)[0]["source"]).splitlines()
+    for k, line in enumerate(lines):
+        if "#@param" not in line:
+            continue
+        match = FORM_LINE.match(line)
+        assert match, line
+        name, default, spec, kind = match.group(1, 2, 3, 4)
+        value = ast.literal_eval(default)
+        assert lines[k - 1].startswith("#@markdown "), f"{name}: no description above it"
+        if spec.startswith("["):
+            assert value in ast.literal_eval(spec), f"{name}: default {value!r} not among {spec}"
+        elif kind == "string":
+            assert isinstance(value, str), name
+        elif kind == "boolean":
+            assert isinstance(value, bool), name
+        elif kind == "number":
+            assert isinstance(value, (int, float)) and not isinstance(value, bool), name

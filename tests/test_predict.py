@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from helpers import cli
 from helpers.evaluation import predict as predict_module
 from helpers.evaluation.predict import collect_inputs, load_image, main, predict, run_settings
 from tests.builders import Brightness, make_run
@@ -92,15 +93,117 @@ def test_transparent_images_go_on_white_and_16_bit_keeps_its_scale(tmp_path):
     assert load_image(tmp_path / "dark16.png", 32).small.max() <= 4
 
 
-def test_inputs_with_the_same_stem_do_not_overwrite_each_other_and_outputs_are_not_read_back(run, tmp_path):
+def test_inputs_with_the_same_stem_do_not_overwrite_each_other(run, tmp_path):
     for folder in ("a", "b"):
         (tmp_path / "in" / folder).mkdir(parents=True)
         _scene(64, 64, (16, 16, 48, 48)).save(tmp_path / "in" / folder / "x.png")
-    out = tmp_path / "in" / "out"  # inside the input folder
-    first = predict(run, [tmp_path / "in"], out, progress=False)
-    assert sorted(first["id"]) == ["a_x_png", "b_x_png"] and len(list(out.glob("*_segmentation.png"))) == 2
-    again = predict(run, [tmp_path / "in"], out, progress=False)
-    assert len(again) == 2  # its own overlays and masks are not inputs
+    first = predict(run, [tmp_path / "in"], tmp_path / "out", progress=False)
+    assert sorted(first["id"]) == ["a_x_png", "b_x_png"] and len(list((tmp_path / "out").glob("*_segmentation.png"))) == 2
+
+
+def test_same_named_files_in_same_named_subfolders_keep_their_relative_paths(run, tmp_path):
+    for study in ("s1", "s2"):
+        (tmp_path / study / "images").mkdir(parents=True)
+        _scene(64, 64, (16, 16, 48, 48)).save(tmp_path / study / "images" / "IMG_0001.png")
+    table = predict(run, [tmp_path / "s1" / "images", tmp_path / "s2" / "images"], tmp_path / "out", progress=False)
+    assert sorted(table["id"]) == ["s1_images_IMG_0001_png", "s2_images_IMG_0001_png"]
+    assert len(list((tmp_path / "out").glob("*_segmentation.png"))) == 2  # 2 rows, 2 masks
+
+
+def test_output_names_stay_unique_when_a_file_has_the_joined_name_already(tmp_path):
+    files = [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", tmp_path / "c" / "a_x_png.png"]
+    names = predict_module.output_names(files)
+    assert len(set(names.values())) == 3 and names[files[0]] == "a_x_png"
+
+
+@pytest.mark.parametrize("where", ["in", "in/sub/out"])
+def test_an_output_folder_that_is_or_lies_inside_an_input_folder_is_refused(run, tmp_path, where, capsys):
+    (tmp_path / "in").mkdir()
+    _scene(64, 64, (16, 16, 48, 48)).save(tmp_path / "in" / "x.png")
+    with pytest.raises(cli.BadValue, match="the output folder (is the input folder|lies inside the input folder)"):
+        predict(run, [tmp_path / "in"], tmp_path / where, progress=False)
+    assert sorted(p.name for p in (tmp_path / "in").rglob("*")) == ["x.png"]  # nothing written
+    assert main([str(run), str(tmp_path / "in"), str(tmp_path / where)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("✗ ") and "Traceback" not in err
+
+
+def _ground_truth(folder: Path) -> tuple[Path, Path]:
+    """An ISIC-layout image folder and a mask folder holding its ground truth."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    _scene(64, 64, (16, 16, 48, 48)).save(folder / "images" / "ISIC_0000001.jpg")
+    truth = np.zeros((64, 64), np.uint8)
+    truth[20:40, 20:40] = 255
+    Image.fromarray(truth).save(folder / "masks" / "ISIC_0000001_segmentation.png")
+    return folder / "images", folder / "masks"
+
+
+def test_files_predict_did_not_write_are_never_overwritten_unless_asked(run, tmp_path, capsys):
+    images, masks = _ground_truth(tmp_path / "X")
+    before = (masks / "ISIC_0000001_segmentation.png").read_bytes()
+    with pytest.raises(predict_module.OutputClash, match="ISIC_0000001_segmentation.png"):
+        predict(run, [images], masks, progress=False)
+    assert (masks / "ISIC_0000001_segmentation.png").read_bytes() == before
+    assert sorted(p.name for p in masks.iterdir()) == ["ISIC_0000001_segmentation.png"]  # nothing written at all
+    assert main([str(run), str(images), str(masks)]) == 1
+    assert "not written by predict" in capsys.readouterr().err
+    assert (masks / "ISIC_0000001_segmentation.png").read_bytes() == before
+    predict(run, [images], masks, progress=False, overwrite=True)  # asked for: replaced
+    assert (masks / "ISIC_0000001_segmentation.png").read_bytes() != before
+
+
+def test_its_own_outputs_are_overwritten_and_never_read_as_inputs(run, tmp_path, capsys):
+    (tmp_path / "in" / "photos").mkdir(parents=True)
+    _scene(64, 64, (16, 16, 48, 48)).save(tmp_path / "in" / "photos" / "x.png")
+    out = tmp_path / "in" / "predictions"  # beside the photos: allowed (not inside the input folder given)
+    predict(run, [tmp_path / "in" / "photos"], out, progress=False)
+    again = predict(run, [tmp_path / "in" / "photos"], out, progress=False)  # its own files: replaced
+    assert list(again["id"]) == ["x"]
+    manifest = predict_module.read_manifest(out)
+    assert {"x_segmentation.png", "x_overlay.jpg", "predictions.csv"} <= manifest
+    later = predict(run, [tmp_path / "in"], tmp_path / "elsewhere", progress=False)  # the parent folder, later
+    assert list(later["id"]) == ["x"]  # the earlier overlay and mask are not inputs
+    assert "earlier predictions" in capsys.readouterr().out
+
+
+def test_an_output_folder_of_an_earlier_version_without_a_manifest_is_recognised(run, tmp_path):
+    _scene(64, 64, (16, 16, 48, 48)).save(tmp_path / "x.png")
+    predict(run, [tmp_path / "x.png"], tmp_path / "out", progress=False)
+    (tmp_path / "out" / predict_module.MANIFEST).unlink()  # as an earlier version left it: predictions.csv only
+    assert "x_segmentation.png" in predict_module.read_manifest(tmp_path / "out")
+    assert len(predict(run, [tmp_path / "x.png"], tmp_path / "out", progress=False)) == 1
+
+
+@pytest.mark.parametrize("option", [["--threshold", "1.5"], ["--threshold", "nan"], ["--threshold", "-0.1"],
+                                    ["--batch-size", "-3"], ["--batch-size", "0"]])
+def test_bad_values_are_refused_where_they_enter(run, tmp_path, option, capsys):
+    _scene(64, 64, (16, 16, 48, 48)).save(tmp_path / "x.png")
+    assert main([str(run), str(tmp_path / "x.png"), str(tmp_path / "out"), *option]) == 2
+    err = capsys.readouterr().err
+    assert option[0] in err and "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_missing_gpu_is_named_as_such_not_blamed_on_the_checkpoint(run, tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _scene(64, 64, (16, 16, 48, 48)).save(tmp_path / "x.png")
+    assert main([str(run), str(tmp_path / "x.png"), str(tmp_path / "out"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA GPU is available" in err and "corrupt" not in err and "best.pt" not in err
+
+
+def test_no_images_at_all_is_an_error_not_zero_images(run, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main([str(run), str(tmp_path / "empty"), str(tmp_path / "out")]) == 2
+    assert "no image files" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(run, tmp_path):
+    _scene(64, 64, (16, 16, 48, 48)).save(tmp_path / "x.png")
+    with pytest.raises(cli.BadValue):
+        main([str(run), str(tmp_path / "x.png"), str(tmp_path / "out"), "--threshold", "2", "--debug"])
 
 
 def test_unreadable_and_non_image_files_are_named_and_the_rest_goes_on(run, tmp_path, capsys):
@@ -150,3 +253,13 @@ def test_example_inputs_are_the_original_files_else_the_prepared_arrays(shifted,
     assert np.array_equal(np.asarray(Image.open(arrays[1])), shifted.images[rows[1]])
     figure = image_files(files, ncols=2)
     assert len(figure.axes) == 4 and [ax.get_title() for ax in figure.axes[:3]] == [f.stem for f in files]
+
+
+def test_an_unreadable_manifest_is_named_and_overwrite_starts_a_new_one(run, tmp_path, capsys):
+    _scene(64, 64, (16, 16, 48, 48)).save(tmp_path / "x.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / predict_module.MANIFEST).write_text('{"files": ["x_seg')
+    assert main([str(run), str(tmp_path / "x.png"), str(tmp_path / "out")]) == 1
+    assert f"{predict_module.MANIFEST} is unreadable" in capsys.readouterr().err
+    predict(run, [tmp_path / "x.png"], tmp_path / "out", progress=False, overwrite=True)
+    assert "x_segmentation.png" in predict_module.read_manifest(tmp_path / "out")

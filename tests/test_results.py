@@ -124,8 +124,8 @@ def test_result_figures_are_figures():
     mask, pred = np.eye(4, dtype=bool), np.zeros((4, 4), bool)
     pred[0, :2] = True
     tinted = figures.error_overlay(image, mask, pred, alpha=1.0)
-    assert tuple(tinted[0, 0]) == (0, 200, 0) and tuple(tinted[0, 1]) == (230, 0, 0)
-    assert tuple(tinted[1, 1]) == (0, 90, 255) and tuple(tinted[3, 0]) == (0, 0, 0)
+    assert tuple(tinted[0, 0]) == figures.PALETTE["hit"] and tuple(tinted[0, 1]) == figures.PALETTE["false_alarm"]
+    assert tuple(tinted[1, 1]) == figures.PALETTE["missed"] and tuple(tinted[3, 0]) == (0, 0, 0)
 
 
 def test_pick_cases_best_median_worst():

@@ -1,5 +1,4 @@
-"""The runtime set-up of the notebooks: what is installed on Colab, the kit's home on Drive, the GPU check, forks."""
-import json
+"""The runtime set-up of the notebooks: what is installed on Colab, the kit's home on Drive, the GPU check."""
 import os
 import shutil
 import sys
@@ -175,28 +174,6 @@ def test_a_preparation_on_drive_is_read_from_a_local_copy_made_once(fake_colab, 
     manifest.write_text(manifest.read_text().replace("}", ', "note": "prepared again"}'))
     assert prep.load_prepared(home_copy.root).manifest["note"] == "prepared again"
     assert "Copying" in capsys.readouterr().out and (local / "prepared.json").read_text() == manifest.read_text()
-
-
-def test_fork_points_badges_and_clone_at_the_fork(tmp_path):
-    for name in ["helpers/paths.py", "README.md", *(f"notebooks/{p.name}" for p in (ROOT / "notebooks").glob("*.ipynb"))]:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / name, tmp_path / name)
-    changed = runtime.fork("https://github.com/my-class/lesion-kit", "spring-2027", root=tmp_path)
-    assert {p.name for p in changed} == {"paths.py", "README.md", *(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))}
-    assert 'REPO_URL = "https://github.com/my-class/lesion-kit"' in (tmp_path / "helpers/paths.py").read_text()
-    for notebook in (tmp_path / "notebooks").glob("*.ipynb"):
-        cells = json.loads(notebook.read_text())["cells"]  # still a valid notebook
-        text = "".join("".join(c["source"]) for c in cells)
-        assert 'KIT_REPO = "https://github.com/my-class/lesion-kit"' in text and 'KIT_REF = "spring-2027"' in text
-        assert f"colab.research.google.com/github/my-class/lesion-kit/blob/spring-2027/notebooks/{notebook.name}" in text
-    assert "github/my-class/lesion-kit/blob/spring-2027/notebooks/04_results.ipynb" in (tmp_path / "README.md").read_text()
-    with pytest.raises(ValueError, match="not a GitHub address"):
-        runtime.fork("git@github.com:my-class/kit.git", root=tmp_path)
-
-
-def test_fork_command_line_refuses_a_bad_address(capsys):
-    assert runtime.main(["fork", "ftp://example.org/kit"]) == 2
-    assert "not a GitHub address" in capsys.readouterr().err
 
 
 def test_running_the_setup_again_without_drive_really_leaves_drive(fake_colab, capsys):

@@ -5,7 +5,7 @@ from PIL import Image
 
 from helpers.data.isic import DataError, find_split_dirs
 from helpers.data.prep import prepare
-from helpers.data.shrink import main, shrink_folder
+from helpers.tools.shrink import main, shrink_folder
 from tests.builders import make_dataset
 
 

@@ -126,3 +126,21 @@ def test_the_parameter_table_in_notebooks_readme_is_derived_from_the_declaration
     listed = pipeline.settings_table()
     readme = (pipeline.paths.repo_root() / "notebooks" / "README.md").read_text()
     assert listed in readme, "regenerate it: python -m helpers.pipeline --list"
+
+
+def test_settings_may_come_as_json_text_from_plain_papermill(home):
+    assert study.follow("smoke", '{"batch_size": 2}').config.batch_size == 2
+    with pytest.raises(ValueError, match="SETTINGS = '{batch' is not a JSON dict"):
+        study.follow("smoke", "{batch")
+
+
+def test_a_diverged_run_makes_the_training_cli_exit_non_zero(home, monkeypatch, capsys):
+    import pandas as pd
+
+    monkeypatch.setattr(study, "prepare", lambda config, chosen: "prepared")
+    table = pd.DataFrame([{"run_id": "unet-tiny_f100_x", "status": "diverged"}, {"run_id": "b", "status": "trained"}])
+    monkeypatch.setattr(grid, "run_grid", lambda config, data, **kwargs: table)
+    assert grid.main(["--profile", "smoke", "--lr", "1e6"]) == 1
+    assert "1 run(s) diverged (loss not finite): unet-tiny_f100_x; lower --lr" in capsys.readouterr().err
+    monkeypatch.setattr(grid, "run_grid", lambda config, data, **kwargs: table.iloc[1:])
+    assert grid.main(["--profile", "smoke"]) == 0

@@ -14,6 +14,7 @@ import torch
 from helpers.profiles import resolve_config
 from helpers.reporting import report, tables
 from helpers.training import devices, grid, loop, runs, state
+from helpers.training.checkpointer import Checkpointer
 from helpers.training.checkpoints import load_checkpoint
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -44,7 +45,9 @@ def test_the_scaler_state_is_checkpointed_and_resumed(tiny, results, monkeypatch
     saved = load_checkpoint(runs.run_dir(spec) / "checkpoints" / "last.pt")["scaler"]
     assert math.isfinite(saved["scale"]) and saved["scale"] > 0
     assert runs.load_run_config(runs.run_dir(spec))["amp_dtype"] == "float16"
-    run = state.start_run(spec, tiny)  # resumes from last.pt
+    saver = Checkpointer(spec)
+    run = state.build_run(spec, tiny, checkpoint_dir=saver.checkpoint_dir)
+    assert saver.resume(run).epochs_done == 1  # from last.pt
     assert run.scaler.is_enabled() and run.scaler.get_scale() == saved["scale"]
 
 

@@ -14,6 +14,7 @@ import torch
 
 from helpers.profiles import resolve_config
 from helpers.training import checkpoints, devices, grid, loop, runs, state
+from helpers.training.checkpointer import Checkpointer
 from helpers.training.checkpoints import load_checkpoint
 from helpers.training.losses import DiceBCELoss
 
@@ -404,3 +405,13 @@ def test_config_json_records_the_kit_version_and_git_commit(tiny, results):
     config = runs.load_run_config(runs.run_dir(spec))
     assert config["kit_version"] == helpers.__version__ and config["kit_version"].count(".") >= 1
     assert config["git_commit"] == helpers.git_commit()  # None outside a git checkout (an installed copy)
+
+
+def test_mid_epoch_checkpoints_are_due_every_checkpoint_minutes(tiny, results):
+    saver = Checkpointer(_spec(tiny), checkpoint_minutes=0.5)  # minutes, as everywhere else
+    now = time.monotonic()
+    saver.last_save = now - 29
+    assert not saver.mid_epoch_due()
+    saver.last_save = now - 31
+    assert saver.mid_epoch_due()
+    assert not Checkpointer(_spec(tiny)).mid_epoch_due()  # None: after every epoch only

@@ -1,6 +1,6 @@
 """One training run in its own process, for the SIGKILL-resume and torchrun tests.
 
-    python tests/train_worker.py --prepared DIR --results DIR --epochs 3 [--hang-at-step N] [--minutes M]
+    python tests/train_worker.py --prepared DIR --results DIR --epochs 3 [--hang-at-step N] [--checkpoint-minutes M]
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/train_worker.py ...
 
 It calls the real ``helpers.training.loop.fit`` on a tiny UNet. ``--hang-at-step N`` wraps the loss so
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hang-at-step", type=int, default=0)
-    parser.add_argument("--minutes", type=float, default=None)
+    parser.add_argument("--checkpoint-minutes", type=float, default=None)
     parser.add_argument("--groupnorm", action="store_true", help="GroupNorm in place of BatchNorm")
     args = parser.parse_args()
     if args.groupnorm:  # batch statistics differ per process on the CPU (no SyncBatchNorm there)
@@ -62,7 +62,7 @@ def main() -> None:
     spec = runs.make_spec(args.model, 1.0, args.seed, prepared, config)
     if args.hang_at_step:  # the run's loss, wrapped so that this process stops inside that step
         state.DiceBCELoss = lambda: HangAt(args.hang_at_step, Path(args.results) / "hanging")
-    result = loop.fit(spec, prepared, checkpoint_minutes=args.minutes, keep_last=True, progress=False)
+    result = loop.fit(spec, prepared, checkpoint_minutes=args.checkpoint_minutes, keep_last=True, progress=False)
     sys.stdout.write(f"RESULT {result['status']} {result['best_val_dice']}\n")  # one write: ranks do not interleave
     sys.stdout.flush()
 

@@ -9,8 +9,8 @@
 - ``archives``: safe zip extraction (Windows paths fixed, escaping entries refused).
 - ``sources``: ``DATA_SOURCE`` dispatch and ``ensure_prepared``.
 - ``prep``: the resized uint8 cache, the split and the nested fractions.
+- ``study``: the study notebook 01 chooses and records; 02-04, the runner and the CLI follow it.
 - ``loaders``: Dataset, augmentation, repeatable samplers and DataLoaders over the cache.
-- ``shrink``: a resized copy of a dataset in the official layout (``python -m helpers.data.shrink``).
 
 Imports nothing from the layers above (models, training, evaluation, reporting).
 """

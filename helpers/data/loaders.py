@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # else importing albumentations asks PyPI for a newer version
 import albumentations as A  # noqa: E402
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -176,8 +177,6 @@ def single_threaded_opencv() -> None:
     then wait for ever inside a cv2 call (seen here with two workers). Called before workers start
     and in every worker; loaders parallelise over images instead.
     """
-    import cv2
-
     cv2.setNumThreads(0)
 
 

@@ -17,6 +17,8 @@ import re
 from pathlib import Path
 
 from helpers import paths
+from helpers.data.archives import safe_extract
+from helpers.data.download import fetch_official
 from helpers.data.isic import DataError
 from helpers.data.prep import Prepared, is_prepared, load_prepared, prepare, prepared_name, settings
 from helpers.data.synthetic import generate_sample
@@ -48,8 +50,6 @@ def dataset_name(data_source: str, data_dir: str | None, profile: RunConfig, sam
 
 def _extract_zips(data_dir: Path, dest: Path) -> Path:
     """Safely extract one zip, or every zip in a folder, into ``dest``."""
-    from helpers.data.archives import safe_extract
-
     zips = [data_dir] if data_dir.is_file() else sorted(data_dir.glob("*.zip"))
     if not zips:
         raise DataError(f"{data_dir}: no .zip files here; with DATA_SOURCE='zip', DATA_DIR must be a "
@@ -92,9 +92,6 @@ def get_source(data_source: str, data_dir: str | None, profile: RunConfig, sampl
     if data_source == "synthetic":
         return generate_sample(paths.raw_dir(name), profile.synthetic_count, sample_seed)
     if data_source == "isic2018":
-        from helpers.data.archives import safe_extract
-        from helpers.data.download import fetch_official
-
         download_dir = Path(data_dir) if data_dir else paths.downloads_dir()
         for zip_path in fetch_official(download_dir, splits=splits, base_url=mirror or None):
             safe_extract(zip_path, paths.raw_dir(name))

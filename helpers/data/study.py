@@ -114,6 +114,14 @@ def write(chosen: Study) -> Path:
 
 def _given(settings: dict | None, given: dict) -> dict:
     """The settings given explicitly: ``SETTINGS`` and the notebook's own parameters (None and "" mean not set)."""
+    if isinstance(settings, str):  # plain papermill passes -p SETTINGS '{"batch_size": 8}' as text
+        try:
+            settings = json.loads(settings) if settings.strip() else {}
+        except json.JSONDecodeError as err:
+            raise ValueError(f"SETTINGS = {settings!r} is not a JSON dict ({err.msg}); write it like "
+                             f"'{{\"batch_size\": 8}}'.") from None
+    if not isinstance(settings, dict | None):
+        raise ValueError(f"SETTINGS = {settings!r} is not a dict; write it like {{\"batch_size\": 8}}.")
     merged = dict(settings or {})
     unknown = sorted(set(merged) - set(ALL_KEYS))
     if unknown:

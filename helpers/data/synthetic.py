@@ -14,19 +14,22 @@ non-square images of varied sizes, skin tone and texture, irregular multi-tone l
 fuzzy borders and dots, hairs across lesions, dark vignettes or a dermoscope's round field,
 ruler marks, gel bubbles, lesions that touch the border, and lesion areas from 2 % to 60 %.
 The mask is the lesion's 50 % opacity contour, so fuzzy borders are genuinely ambiguous.
+
+Two processes may make the same sample at once (two notebooks or workers on a fresh home): every file is
+written under a temporary name of its own and renamed into place, the pairs are the same whoever draws them,
+and each process checks that every pair is there before it marks the sample finished.
 """
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
-
-from helpers.paths import write_atomic
 
 IMAGE_DIR = "ISIC2018_Task1-2_Training_Input"
 MASK_DIR = "ISIC2018_Task1_Training_GroundTruth"
@@ -187,6 +190,26 @@ def sample_id(seed: int, index: int) -> str:
     return f"ISIC_{FIRST_ID + 100_000 * (seed % 10) + index:07d}"
 
 
+def write_unique(path: Path, write) -> Path:
+    """Write a file via a temporary sibling whose name no other process uses, then rename it into place (two
+    processes writing the same file never share, or remove, each other's temporary file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _read_marker(path: Path) -> dict | None:
+    """A sample's ``sample.json`` / ``sample.partial.json`` (None: absent, or being replaced)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _write_case(root: Path, seed: int, index: int) -> None:
     """Make one pair and write it atomically (temp file, then rename)."""
     isic_id = sample_id(seed, index)
@@ -195,8 +218,8 @@ def _write_case(root: Path, seed: int, index: int) -> None:
     if image_path.exists() and mask_path.exists():
         return
     image, mask = make_case(seed, index)
-    write_atomic(image_path, lambda tmp: Image.fromarray(image).save(tmp, format="JPEG", quality=90))
-    write_atomic(mask_path, lambda tmp: Image.fromarray(mask).save(tmp, format="PNG"))
+    write_unique(image_path, lambda tmp: Image.fromarray(image).save(tmp, format="JPEG", quality=90))
+    write_unique(mask_path, lambda tmp: Image.fromarray(mask).save(tmp, format="PNG"))
 
 
 def generate_sample(root: str | Path, count: int = 200, seed: int = 0, progress: bool = True,
@@ -219,21 +242,25 @@ def generate_sample(root: str | Path, count: int = 200, seed: int = 0, progress:
     root = Path(root)
     wanted = {"count": int(count), "seed": int(seed), "version": GENERATOR_VERSION}
     done, started = root / "sample.json", root / "sample.partial.json"
-    if done.exists() and json.loads(done.read_text()) == wanted:
+    markers = [_read_marker(done), _read_marker(started)]
+    if markers[0] == wanted:
         return root
-    if not (started.exists() and json.loads(started.read_text()) == wanted):
+    if any(marker not in (None, wanted) for marker in markers):  # made with other settings (never: being made now)
         for folder in (IMAGE_DIR, MASK_DIR):                        # other settings: start afresh
             for old in (root / folder).glob("ISIC_9*"):
-                old.unlink()
-    done.unlink(missing_ok=True)
+                old.unlink(missing_ok=True)
     for folder in (IMAGE_DIR, MASK_DIR):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    started.write_text(json.dumps(wanted))
+    write_unique(started, lambda tmp: tmp.write_text(json.dumps(wanted)))
+    done.unlink(missing_ok=True)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         jobs = pool.map(lambda i: _write_case(root, seed, i), range(count))
         for _ in tqdm(jobs, total=count, desc="synthetic sample", disable=not progress):
             pass
-    (root / "README.txt").write_text("Synthetic dermoscopy-like sample made by helpers/synthetic.py; "
-                                     "not real patient data.\n")
-    os.replace(started, done)
+    for index in range(count):  # every pair there (another process may have been clearing old files meanwhile)
+        _write_case(root, seed, index)
+    write_unique(root / "README.txt", lambda tmp: tmp.write_text("Synthetic dermoscopy-like sample made by "
+                                                                 "helpers/synthetic.py; not real patient data.\n"))
+    write_unique(done, lambda tmp: tmp.write_text(json.dumps(wanted)))
+    started.unlink(missing_ok=True)
     return root

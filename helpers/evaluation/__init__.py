@@ -3,6 +3,7 @@
 - ``inference``: probabilities in batches, flip TTA, post-processing, original-size masks, per-image scores,
   pruned UNet++ copies, mask outlines on images.
 - ``predict``: masks for your own unlabelled images (any size, orientation or mode), and its command line.
+- ``predict_files``: predict's inputs, unique output names, and an output folder that never harms the user's files.
 - ``export``: a run's best model as TorchScript and ONNX with its preprocessing as metadata, parity checks, the command.
 - ``exported``: an export read back (metadata) and run as a kit model (predict.py takes one instead of a run folder).
 - ``model_card``: the ``MODEL_CARD.md`` written next to an export (data, licence, recipe, metrics, intended use).

@@ -2,7 +2,7 @@
 
 The format: one single-channel PNG per image, **at the image's original resolution**, named
 ``ISIC_XXXXXXX_segmentation.png``, values 0 (skin) and 255 (lesion), all in one folder (or a zip of
-it). The predictions are made exactly as :func:`helpers.evaluate.evaluate` makes its ``*_orig``
+it). The predictions are made exactly as :func:`helpers.evaluation.inference.evaluate` makes its ``*_orig``
 scores (probs resized bilinearly to the original size, thresholded, optionally post-processed), so
 the official scorer and the kit give the same per-image numbers:
 
@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from helpers.evaluation import inference
+from helpers.evaluation.scoring import read_eval
 from helpers.training import devices, runs
 
 
@@ -42,9 +43,9 @@ def export_predictions(model, prepared, out_dir: str | Path, *, to_input=None, s
 
     Args:
         model: on the device to run on; maps inputs (B, 3, S, S) to logits (B, 1, S, S).
-        prepared: a :class:`helpers.prep.Prepared` dataset (its table has the original sizes).
+        prepared: a :class:`helpers.data.prep.Prepared` dataset (its table has the original sizes).
         out_dir: the folder to fill (created; existing PNGs of the same names are replaced).
-        split, to_input, tta, post, threshold, batch_size, amp, progress: as in :func:`helpers.evaluate.evaluate`.
+        split, to_input, tta, post, threshold, batch_size, amp, progress: as in :func:`helpers.evaluation.inference.evaluate`.
 
     Returns:
         The folder.
@@ -91,9 +92,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, *, load_m
     Args:
         run_dir: the run folder.
         out_dir: the folder for the PNGs (default ``<run_dir>/submission``).
-        load_model: ``run_dir → nn.Module``; default :func:`helpers.runs.load_run_model` (best.pt).
-        to_input: uint8 (B, S, S, 3) → float (B, 3, S, S); default :func:`helpers.data.to_model_input`.
-        device: where to run (default :func:`helpers.distributed.pick_device`).
+        load_model: ``run_dir → nn.Module``; default :func:`helpers.training.runs.load_run_model` (best.pt).
+        to_input: uint8 (B, S, S, 3) → float (B, 3, S, S); default :func:`helpers.data.loaders.to_model_input`.
+        device: where to run (default :func:`helpers.training.devices.pick_device`).
         prepared: the run's prepared dataset, if already open.
         make_zip: also write ``<out_dir>.zip``.
         **options: override ``tta``, ``post``, ``threshold``, ``batch_size``, ``progress``.
@@ -101,8 +102,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, *, load_m
     Returns:
         The zip's path (or the folder's, without ``make_zip``).
     """
-    from helpers.evaluation.scoring import read_eval
-
     run_dir = Path(run_dir)
     saved = read_eval(run_dir)
     settings = {"tta": saved.get("tta", False), "post": saved.get("postprocess", False),

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import io
 import json
 import sys
@@ -41,12 +42,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from helpers import cli
 from helpers.data.isic import DataError
 from helpers.data.loaders import IMAGENET_MEAN, IMAGENET_STD
 from helpers.evaluation import inference
 from helpers.evaluation.exported import METADATA_FILE, ExportError, load_exported, normalise, require
 from helpers.evaluation.model_card import write_model_card
-from helpers.evaluation.predict import run_settings
+from helpers.evaluation.predict import run_settings, trained_size
 from helpers.models.summary import count_parameters
 from helpers.training import runs
 
@@ -74,8 +76,10 @@ def prepare(run_dir: str | Path, depth: int | None = None) -> tuple[Probabilitie
     Raises:
         FileNotFoundError: no ``config.json`` or no best checkpoint (the message says what to do).
         ExportError: a depth for a model other than a deep-supervised UNet++, or outside 1..depth.
+        ValueError: ``config.json`` is unreadable, or its image size is not the one the run was trained at.
     """
     run_dir, config = Path(run_dir), runs.load_run_config(run_dir)
+    image_size = trained_size(run_dir)  # before any work: an edited config.json is refused
     model = runs.load_run_model(run_dir, which="best")
     if depth is not None:
         if config["model"] != "unetpp" or not model.config.deep_supervision:
@@ -93,7 +97,7 @@ def prepare(run_dir: str | Path, depth: int | None = None) -> tuple[Probabilitie
         "config": dataclasses.asdict(model.config), "prune_depth": depth, "params": count_parameters(model),
         "input": "float32 (B, 3, H, W), RGB, (pixel / 255 - mean) / std",
         "output": "float32 (B, 1, H, W): lesion probabilities (sigmoid applied)",
-        "image_size": int(config["image_size"]), "dynamic_size": dynamic, "size_multiple": multiple,
+        "image_size": image_size, "dynamic_size": dynamic, "size_multiple": multiple,
         "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), **_settings(run_dir),
         "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -182,8 +186,6 @@ def real_images(run_dir: str | Path, count: int = 3) -> np.ndarray | None:
 def available_formats() -> tuple[str, ...]:
     """The formats this environment can export and check: TorchScript always, ONNX when onnx and onnxruntime are
     installed (``pip install -r requirements-export.txt``; Colab has neither)."""
-    import importlib.util
-
     has_onnx = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
     return ("onnx", "torchscript") if has_onnx else ("torchscript",)
 
@@ -228,7 +230,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats=("onnx", "torch
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m helpers.evaluation.export RUN OUT_DIR [--format ...] [--depth N] [--check]``."""
+    """``python -m helpers.evaluation.export RUN OUT_DIR [--format ...] [--depth N] [--check]``: errors as one line
+    (:func:`helpers.cli.run`)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.evaluation.export",
                                      description="Export a run's best model to ONNX and TorchScript, with a model card.")
     parser.add_argument("run", help="a run folder, e.g. results/runs/<run id>")
@@ -238,13 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare the export with PyTorch and print the difference")
     parser.add_argument("--opset", type=int, default=OPSET)
     parser.add_argument("--dynamo", action="store_true", help="ONNX with the dynamo exporter (needs onnxscript)")
-    args = parser.parse_args(argv)
-    try:
-        done = export_run(args.run, args.out_dir, args.format, depth=args.depth, check=args.check, opset=args.opset,
-                          dynamo=args.dynamo)
-    except (FileNotFoundError, ExportError) as err:
-        print(f"✗ {err}", file=sys.stderr)
-        return 1
+    args = cli.add_debug(parser).parse_args(argv)
+    done = export_run(args.run, args.out_dir, args.format, depth=args.depth, check=args.check, opset=args.opset,
+                      dynamo=args.dynamo)
     for fmt, path in done["files"].items():
         print(f"✓ {fmt}: {path} ({path.stat().st_size / 1024:.0f} kB)")
     for fmt, figures in done["parity"].items():

@@ -12,6 +12,7 @@ std. ONNX runs on the CPU (onnxruntime's CPU provider), TorchScript on any devic
 """
 from __future__ import annotations
 
+import importlib
 import json
 import warnings
 import zipfile
@@ -38,8 +39,6 @@ def require(module: str):
     Raises:
         ExportError: the package is not installed.
     """
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as err:
@@ -63,15 +62,20 @@ def read_metadata(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; export a run with python -m helpers.evaluation.export.")
     kind = SUFFIXES.get(path.suffix.lower())
-    if kind == "onnx":
-        proto = require("onnx").load(str(path), load_external_data=False)
-        found = {p.key: json.loads(p.value) for p in proto.metadata_props}
-    elif kind == "torchscript" and zipfile.is_zipfile(path):  # TorchScript: a zip with <archive>/extra/kit.json
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith(f"/extra/{METADATA_FILE}")]
-            found = json.loads(archive.read(names[0])) if names else {}
-    else:
-        found = {}
+    onnx = require("onnx") if kind == "onnx" else None
+    try:
+        if kind == "onnx":
+            proto = onnx.load(str(path), load_external_data=False)
+            found = {p.key: json.loads(p.value) for p in proto.metadata_props}
+        elif kind == "torchscript" and zipfile.is_zipfile(path):  # TorchScript: a zip with <archive>/extra/kit.json
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith(f"/extra/{METADATA_FILE}")]
+                found = json.loads(archive.read(names[0])) if names else {}
+        else:
+            found = {}
+    except Exception as err:  # noqa: BLE001 (protobuf's DecodeError, zipfile's BadZipFile, a JSON error...)
+        raise ExportError(f"{path} is unreadable (truncated or corrupt: {type(err).__name__}: {err}); export the run "
+                          f"again with python -m helpers.evaluation.export RUN OUT_DIR.") from None
     if "image_size" not in found:
         raise ExportError(f"{path} is not a model exported by this kit (no kit metadata in it); a checkpoint such as "
                           f"best.pt is not an export: pass its run folder, or export it with "

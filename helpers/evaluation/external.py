@@ -12,18 +12,29 @@ The drop is the in-distribution mean minus the external mean of the same run. Th
 different images, so its 95 % CI resamples both independently (it is paired by run, not by image).
 
     python -m helpers.evaluation.external --data-source folder --data-dir PH2Dataset
+
+A folder or zip is prepared under a name of its own (its base name and a hash of its full path, so ``A/data`` and
+``B/data`` are two datasets), and its preparation is reused only while its files are unchanged (names, sizes,
+modification times: ``source_stamp.json`` in the preparation); otherwise it is prepared again, with a note, and
+the runs are scored again (the scores record the preparation they were made on).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from helpers import paths
+from helpers import cli, paths
+from helpers.data import prep, sources
+from helpers.data.archives import safe_extract
+from helpers.data.isic import DataError
 from helpers.data.sources import SOURCES, ensure_prepared
 from helpers.evaluation import inference, scoring, stats
 from helpers.profiles import RunConfig, resolve_config
@@ -33,6 +44,7 @@ EXTERNAL_DIR = "external"
 EXTERNAL_FILE = "external.csv"
 SYNTHETIC_SEED = 1  # a synthetic "external" set: another draw of the offline sample (same generator: no real shift)
 SCORES = ("dice", "jaccard_thresholded")
+STAMP = "source_stamp.json"  # in a preparation of a folder or zip: what its source files were
 
 
 def external_dir(run_dir: str | Path, test_dataset: str) -> Path:
@@ -60,9 +72,68 @@ def prepare_external(config: RunConfig, data_source: str, data_dir: str | None =
         raise ValueError(f"EXTERNAL_SOURCE={data_source!r} needs EXTERNAL_DIR (--data-dir): the folder or zip of the "
                          "other dataset (ISIC, PH2 or images/masks folders).")
     sized = dataclasses.replace(config, image_size=int(image_size or config.image_size))
+    if data_source in ("folder", "zip"):
+        return _prepare_given(sized, data_source, data_dir, on_bad_file, mask_suffix)
     seed = SYNTHETIC_SEED if data_source == "synthetic" else 0
     return ensure_prepared(sized, data_source, data_dir or None, "external", on_bad_file, sample_seed=seed,
                            mask_suffix=mask_suffix)
+
+
+def source_name(given: Path) -> str:
+    """The dataset name of a folder or zip: its base name and 6 hex digits of its full path (``data-3f9c01``)."""
+    base = sources.dataset_name("folder", str(given), None)
+    return f"{base}-{hashlib.sha256(str(given.resolve()).encode()).hexdigest()[:6]}"
+
+
+def source_stamp(given: Path) -> dict:
+    """What a folder's (or zip's) files are: their count and a hash of their names, sizes and modification times."""
+    files = sorted(p for p in given.rglob("*") if p.is_file()) if given.is_dir() else [given]
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(given) if given.is_dir() else path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
+                      .encode())
+    return {"source": str(given.resolve()), "files": len(files), "hash": digest.hexdigest()}
+
+
+def _stale(out_dir: Path, stamp: dict) -> bool:
+    """True when a preparation exists but was made from other files than ``stamp`` says are there now."""
+    if not (out_dir / "prepared.json").is_file():
+        return False
+    try:
+        return json.loads((out_dir / STAMP).read_text()) != stamp
+    except (OSError, ValueError):
+        return True  # no stamp (an earlier version, or interrupted): not known to match
+
+
+def _prepare_given(config: RunConfig, data_source: str, data_dir: str, on_bad_file: str, mask_suffix: str | None):
+    """Prepare a folder or zip as an external test set under :func:`source_name`, again when its files changed."""
+    given = sources.expected_source("folder", data_dir, config)
+    if given is None:
+        sources.get_source("folder", data_dir, config)  # raises DataError: the folder or zip is not there
+    name = source_name(given)
+    out_dir = paths.prepared_root() / prep.prepared_name(name, "external", config.image_size, config.split_seed)
+    stamp = source_stamp(given)
+    if _stale(out_dir, stamp):
+        print(f"{given} changed since it was prepared ({stamp['files']} files now): preparing it again.")
+        (out_dir / "prepared.json").unlink()
+        shutil.rmtree(paths.raw_dir(name), ignore_errors=True)  # a zip's earlier extraction
+    root = given if data_source == "folder" else _extract(given, paths.raw_dir(name))
+    prepared = prep.prepare(root, out_dir, config.image_size, "external", config.split_seed, on_bad_file,
+                            mask_suffix=mask_suffix)
+    paths.write_atomic(out_dir / STAMP, lambda tmp: tmp.write_text(json.dumps(stamp, indent=1)))
+    return prepared
+
+
+def _extract(given: Path, dest: Path) -> Path:
+    """Safely extract a zip, or every zip in a folder, into ``dest``."""
+    zips = [given] if given.is_file() else sorted(given.glob("*.zip"))
+    if not zips:
+        raise DataError(f"{given}: no .zip files here; with EXTERNAL_SOURCE='zip', EXTERNAL_DIR must be a zip file or "
+                        "a folder of zip files.")
+    for zip_path in zips:
+        safe_extract(zip_path, dest)
+    return dest
 
 
 SETTINGS = (("threshold", "threshold"), ("tta", "tta"), ("postprocess", "post"))  # eval.json key, evaluate() option
@@ -74,15 +145,18 @@ def _run_settings(run_dir: Path) -> dict:
     return {option: saved[key] for key, option in SETTINGS if key in saved}
 
 
-def _scored_alike(run_dir: Path, folder: Path) -> bool:
-    """True when a run's external scores exist and were made with the settings of its own evaluation."""
+def _scored_alike(run_dir: Path, folder: Path, prepared_id: str | None = None) -> bool:
+    """True when a run's external scores exist and were made with the settings of its own evaluation (and, when
+    ``prepared_id`` is given, on that very preparation of the dataset)."""
     if not (folder / inference.METRICS_FILE).is_file():
         return False
     try:
         saved = scoring.read_eval(folder)
+        own = _run_settings(run_dir)
     except ValueError:
         return False
-    own = _run_settings(run_dir)
+    if prepared_id is not None and saved.get("prepared_id") != prepared_id:
+        return False
     return all(saved.get(key) == own[option] for key, option in SETTINGS if option in own)
 
 
@@ -128,7 +202,8 @@ def evaluate_external(run_dir: str | Path, prepared, *, load_model=None, device=
     model = (load_model or runs.load_run_model)(run_dir).to(device or devices.pick_device())
     result = inference.evaluate(model, prepared, "test", **{"progress": False, **options})
     result.info.update({"test_dataset": test_dataset, "trained_on": config.get("dataset"),
-                        "prepared": f"prepared/{prepared.root.name}"})
+                        "prepared": f"prepared/{prepared.root.name}",
+                        "prepared_id": prepared.manifest.get("prepared_id")})
     folder = external_dir(run_dir, test_dataset)
     folder.mkdir(parents=True, exist_ok=True)
     return inference.save_evaluation(result, folder)
@@ -152,7 +227,8 @@ def evaluate_external_runs(prepared, results_root: str | Path | None = None, *, 
             action = f"skipped: trained at another size than {size} px"
         elif not runs.has_checkpoint(run_dir):
             action = "skipped: no checkpoint here (a committed study, or checkpoints left on another machine)"
-        elif _scored_alike(run_dir, external_dir(run_dir, test_dataset)) and not overwrite:
+        elif _scored_alike(run_dir, external_dir(run_dir, test_dataset), prepared.manifest.get("prepared_id")) \
+                and not overwrite:
             action = "skipped: already scored on " + test_dataset
         else:
             try:  # a missing checkpoint fails this run only
@@ -263,6 +339,10 @@ def score_on(config: RunConfig, data_source: str, data_dir: str | None = None, r
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: prepare another dataset as an external test set and score every evaluated run on it."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.evaluation.external", description=main.__doc__)
     parser.add_argument("--data-source", default="folder", choices=SOURCES)
     parser.add_argument("--data-dir", help="the dataset's folder or zip (ISIC, PH2 or a generic images/masks layout)")
@@ -271,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="score runs again that were scored on it already")
     parser.add_argument("--on-bad-file", default="raise", choices=("raise", "skip"))
     parser.add_argument("--mask-suffix", default="auto", help="plain image/mask folders: how mask names end (auto: detected)")
-    args = parser.parse_args(argv)
+    args = cli.add_debug(parser).parse_args(argv)
     root = Path(args.results or paths.results_dir())
     done = score_on(resolve_config(args.profile), args.data_source, args.data_dir, root, overwrite=args.overwrite,
                     on_bad_file=args.on_bad_file, mask_suffix=args.mask_suffix)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -35,8 +36,6 @@ def rows_of(prepared, ids) -> np.ndarray:
 
 def _contrast(image: np.ndarray, mask: np.ndarray) -> float:
     """Lab distance between the mean lesion colour and the mean skin colour (NaN if either is absent)."""
-    import cv2
-
     if mask.all() or not mask.any():
         return float("nan")
     lab = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
@@ -46,8 +45,6 @@ def _contrast(image: np.ndarray, mask: np.ndarray) -> float:
 
 def _dark_frame(image: np.ndarray) -> bool:
     """More than a quarter of the outer tenth of the image is nearly black."""
-    import cv2
-
     light = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB)[..., 0]
     edge = max(1, light.shape[0] // 10)
     frame = np.ones(light.shape, bool)
@@ -134,7 +131,7 @@ def describe_failures(table: pd.DataFrame, share: float = WORST_SHARE) -> str:
 
 def postprocess_effect(run_dir: str | Path, prepared=None) -> dict:
     """Mean per-image Dice and thresholded Jaccard of a run's saved test predictions, as they are and after
-    :func:`helpers.evaluate.postprocess` (largest component kept, holes filled), at the training size.
+    :func:`helpers.evaluation.inference.postprocess` (largest component kept, holes filled), at the training size.
 
     Measured on the saved predictions, so it needs no checkpoint. Returns ``{"dice": (before, after),
     "jaccard_thresholded": (before, after), "already": bool}`` (``already``: the run was evaluated with it).

@@ -14,11 +14,12 @@ original resolution with the suffix ``_orig`` (what the challenge scores; no HD9
 
 Latency is the time from cached uint8 images to probs on the host (normalisation, transfer, model,
 sigmoid, TTA) after an untimed warm-up (one batch on a GPU), on the device used: ``images_per_s``
-and ``ms_per_image`` in ``eval.json``. Images come in through :func:`helpers.data.to_model_input`,
+and ``ms_per_image`` in ``eval.json``. Images come in through :func:`helpers.data.loaders.to_model_input`,
 the normalisation training used.
 """
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,12 @@ from helpers.training import devices, metrics, runs
 METRICS = ("dice", "iou", "accuracy", "sensitivity", "specificity", "jaccard_thresholded", "hd95")
 ORIG_METRICS = tuple(f"{m}_orig" for m in METRICS if m != "hd95")
 PREDS_FILE, METRICS_FILE, EVAL_FILE = "test_preds.npz", "test_metrics.csv", "eval.json"
+# The kit's colour-vision-safe palette (Okabe & Ito's blues and orange; never red with green), RGB 0-255. Every
+# overlay and figure takes its colours from here (helpers.reporting.figures re-exports it); tests/test_palette.py
+# checks that the colours shown together stay apart under protanopia and deuteranopia.
+PALETTE = {"truth": (86, 180, 233), "prediction": (230, 159, 0),      # outlines: light blue, orange
+           "hit": (255, 255, 255), "false_alarm": (230, 159, 0), "missed": (0, 114, 178),  # white, orange, dark blue
+           "query": (255, 255, 255)}                                  # the attention map's query token: white
 ToInput = Callable[[np.ndarray], torch.Tensor]  # uint8 (B, H, W, 3) → float (B, 3, H, W)
 
 
@@ -73,7 +80,7 @@ def iter_probs(model: torch.nn.Module, images: np.ndarray, rows: np.ndarray, *, 
         images: uint8 (N, S, S, 3) (e.g. ``prepared.images``).
         rows: which images, in order.
         to_input: uint8 (B, S, S, 3) → normalised float (B, 3, S, S); default
-            :func:`helpers.data.to_model_input` (ImageNet mean and std, as in training).
+            :func:`helpers.data.loaders.to_model_input` (ImageNet mean and std, as in training).
         batch_size: images per forward pass.
         tta: average the probs over horizontal and vertical flips.
         amp: autocast on CUDA (bf16, or fp16 where bf16 is unsupported); probs stay fp32.
@@ -109,8 +116,8 @@ def postprocess(preds: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(labels == largest)
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, colour=(0, 255, 0), pred: np.ndarray | None = None) -> np.ndarray:
-    """The image with the mask's outline drawn on it (and a prediction's outline in magenta).
+def overlay(image: np.ndarray, mask: np.ndarray, colour=PALETTE["truth"], pred: np.ndarray | None = None) -> np.ndarray:
+    """The image with the mask's outline drawn on it (light blue; a prediction's outline in orange).
 
     Args:
         image: uint8 # (H, W, 3)
@@ -122,7 +129,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, colour=(0, 255, 0), pred: np.nd
         uint8 # (H, W, 3)
     """
     out = np.array(image, copy=True)
-    for m, c in ((mask, colour), (pred, (255, 0, 255))):
+    for m, c in ((mask, colour), (pred, PALETTE["prediction"])):
         if m is None:
             continue
         m = np.asarray(m) > 0
@@ -152,7 +159,7 @@ def finalize(probs: np.ndarray, threshold: float = 0.5, post: bool = False,
 
 
 def score_images(preds: np.ndarray, masks: np.ndarray, with_hd95: bool = True) -> pd.DataFrame:
-    """Per-image scores (via :func:`helpers.metrics.per_image_metrics`) as a table, one row per image.
+    """Per-image scores (via :func:`helpers.training.metrics.per_image_metrics`) as a table, one row per image.
 
     Args:
         preds: binary (B, H, W).
@@ -182,7 +189,7 @@ def evaluate(model: torch.nn.Module, prepared, split: str = "test", *, to_input:
 
     Args:
         model: on the device to evaluate on (see :func:`iter_probs`).
-        prepared: a :class:`helpers.prep.Prepared` dataset.
+        prepared: a :class:`helpers.data.prep.Prepared` dataset.
         split: ``test`` (default), ``val`` or ``train``.
         to_input, batch_size, tta, amp, progress: see :func:`iter_probs`.
         post: largest connected component and hole filling (:func:`postprocess`).
@@ -240,13 +247,22 @@ def save_evaluation(result: Evaluation, run_dir: str | Path) -> Path:
 
 
 def load_predictions(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """The saved final predictions of a run: ``(isic_ids (N,), preds bool (N, S, S))``."""
+    """The saved final predictions of a run: ``(isic_ids (N,), preds bool (N, S, S))``.
+
+    Raises:
+        FileNotFoundError: the run was not evaluated.
+        ValueError: the file is truncated or garbled (the message names it).
+    """
     path = Path(run_dir) / PREDS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: evaluate the run first (results.evaluate_runs, notebook 04).")
-    with np.load(path) as saved:
-        preds = np.unpackbits(saved["packed"], axis=-1, count=int(saved["width"])).astype(bool)
-        return saved["isic_id"], preds
+    try:
+        with open(path, "rb") as file, np.load(file) as saved:
+            preds = np.unpackbits(saved["packed"], axis=-1, count=int(saved["width"])).astype(bool)
+            return saved["isic_id"], preds
+    except Exception as err:  # noqa: BLE001 (BadZipFile, EOFError, zlib.error, KeyError: whatever a bad .npz raises)
+        raise ValueError(f"{path} is unreadable (truncated or garbled: {type(err).__name__}); evaluate the run again "
+                         f"(notebook 04 with REEVALUATE = True).") from None
 
 
 def pruned_copies(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
@@ -254,8 +270,6 @@ def pruned_copies(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
 
     Each copy predicts from head ``x_0_L`` and computes only the nodes that head needs, so it is faster.
     """
-    import copy
-
     copies = {}
     for depth in range(1, model.config.depth + 1):
         pruned = copy.deepcopy(model)  # the model itself stays as it was
@@ -264,10 +278,22 @@ def pruned_copies(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     return copies
 
 
-def pruning_table(model: torch.nn.Module, prepared, split: str = "val") -> pd.DataFrame:
-    """Mean per-image Dice and milliseconds per image of a UNet++ pruned at each depth (L1 … L4)."""
-    rows = []
+def pruning_table(model: torch.nn.Module, prepared, split: str = "val", count: int | None = None,
+                  batch_size: int = 4) -> pd.DataFrame:
+    """Mean per-image Dice and milliseconds per image of a UNet++ pruned at each depth (L1 … L4).
+
+    Args:
+        count: score only the first ``count`` images of the split (None: all), so that a teaching cell takes
+            seconds; the ``images`` column says how many were scored.
+        batch_size: images per forward pass.
+    """
+    rows = prepared.indices(split)[:count]
+    masks = np.asarray(prepared.masks[rows]).astype(bool)  # (N, S, S)
+    table = []
     for name, pruned in pruned_copies(model).items():
-        result = evaluate(pruned, prepared, split, original_resolution=False, with_hd95=False, progress=False)
-        rows.append({"depth": name, f"{split}_dice": result.table["dice"].mean(), "ms_per_image": result.info["ms_per_image"]})
-    return pd.DataFrame(rows)
+        batches = list(iter_probs(pruned, prepared.images, rows, batch_size=batch_size))
+        preds = np.concatenate([probs for _, probs, _ in batches]) >= 0.5  # (N, S, S)
+        seconds = sum(spent for _, _, spent in batches)
+        table.append({"depth": name, f"{split}_dice": score_images(preds, masks, with_hd95=False)["dice"].mean(),
+                      "ms_per_image": 1000 * seconds / len(rows), "images": len(rows)})
+    return pd.DataFrame(table)

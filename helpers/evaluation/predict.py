@@ -16,11 +16,17 @@ Images come as people have them: EXIF-rotated photos are turned upright; large J
 size (memory stays bounded: the model sees a few hundred pixels anyway); grayscale, RGBA (on white), CMYK, 16-bit
 and palette images are converted to RGB. A file that cannot be read is named and skipped and the rest goes on; a
 file that is not an image (by its suffix) is left out with a note.
+
+Nothing the user made is overwritten (:mod:`helpers.evaluation.predict_files`): the output folder may not be an
+input folder or lie inside one; ``predict_manifest.json`` there lists the files predict wrote, and a file of another
+name that an output would replace (e.g. a ground-truth ``ISIC_…_segmentation.png``) stops it before anything is
+written, unless ``--overwrite``; files a manifest lists are never inputs; two inputs of one name keep their
+relative paths in their outputs' names (``s1_images_IMG_0001_png``).
 """
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -28,16 +34,31 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from helpers import cli
 from helpers.data.isic import to_rgb
 from helpers.evaluation import exported, inference
+from helpers.evaluation.predict_files import (  # noqa: F401 (MANIFEST, OutputClash, read_manifest: part of predict's API)
+    COLUMNS,
+    IMAGE_SUFFIXES,
+    MANIFEST,
+    OUTPUTS,
+    TABLE,
+    OutputClash,
+    check_output_folder,
+    check_overwrite,
+    collect_inputs,
+    output_names,
+    read_manifest,
+    write_manifest,
+)
 from helpers.training import runs
+from helpers.training.devices import pick_device
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 OVERLAY_SIDE = 1024
-COLUMNS = ["id", "file", "width", "height", "lesion_fraction", "mean_confidence", "ms"]
 
 
 @dataclass
@@ -48,38 +69,6 @@ class Loaded:
     small: np.ndarray      # uint8 (S, S, 3): what the model sees
     preview: np.ndarray    # uint8 (h, w, 3), at most OVERLAY_SIDE: for the overlay
     size: tuple[int, int]  # original (height, width), upright
-
-
-def collect_inputs(inputs: list[str | Path], skip: str | Path | None = None) -> tuple[list[Path], list[str]]:
-    """Image files from files and folders (folders: their images, sorted); and notes on what was left out.
-
-    Args:
-        inputs: files and folders.
-        skip: a folder whose files are never inputs (the output folder, if it lies inside an input folder).
-    """
-    found, notes = [], []
-    skip = Path(skip).resolve() if skip else None
-    for item in map(Path, inputs):
-        if item.is_dir():
-            for path in sorted(p for p in item.rglob("*") if p.is_file()):
-                if skip and path.resolve().is_relative_to(skip):
-                    continue
-                if path.suffix.lower() in IMAGE_SUFFIXES:
-                    found.append(path)
-                elif not path.name.startswith("."):
-                    notes.append(f"{path}: not an image file (by its suffix {path.suffix or 'none'}), left out")
-        elif item.is_file():
-            found.append(item)
-        else:
-            notes.append(f"{item}: no such file or folder, left out")
-    return found, notes
-
-
-def output_names(paths: list[Path]) -> dict[Path, str]:
-    """The id of each input, its file stem; stems that repeat (``a/x.jpg``, ``b/x.png``) get their folder and
-    suffix too (``a_x_jpg``), so no output overwrites another."""
-    stems = [p.stem for p in paths]
-    return {p: p.stem if stems.count(p.stem) == 1 else f"{p.parent.name}_{p.stem}_{p.suffix.lstrip('.')}" for p in paths}
 
 
 def load_image(path: str | Path, image_size: int) -> Loaded:
@@ -109,9 +98,13 @@ def load_image(path: str | Path, image_size: int) -> Loaded:
 
 
 def run_settings(run_dir: str | Path) -> dict:
-    """Threshold, TTA and post-processing of a run: those it was evaluated with (``eval.json``), else the defaults."""
+    """Threshold, TTA and post-processing of a run: those it was evaluated with (``eval.json``), else the defaults.
+
+    Raises:
+        ValueError: ``eval.json`` is unreadable (the message names it).
+    """
     path = Path(run_dir) / inference.EVAL_FILE
-    saved = json.loads(path.read_text()) if path.is_file() else {}
+    saved = runs.read_json(path) if path.is_file() else {}
     return {"threshold": float(saved.get("threshold", 0.5)), "tta": bool(saved.get("tta", False)),
             "post": bool(saved.get("postprocess", False))}
 
@@ -122,50 +115,110 @@ def load_predictor(run_dir: str | Path, device: str | None = None) -> tuple:
     Returns:
         ``(model, settings, image_size, to_input)``: the model (images → logits, in eval mode, on its device),
         :func:`run_settings`' dict, the side images are resized to, and uint8 (B, S, S, 3) → normalised input
-        (None: :func:`helpers.data.to_model_input`, what training used).
+        (None: :func:`helpers.data.loaders.to_model_input`, what training used).
     """
-    import torch
-
-    from helpers.training.devices import pick_device
-
     if exported.is_export(run_dir):  # a file: its metadata says everything
         model = exported.load_exported(run_dir, device)
         return model, model.settings(), model.image_size, model.to_input
     settings = run_settings(run_dir)
-    image_size = int(runs.load_run_config(run_dir)["image_size"])
+    image_size = trained_size(run_dir)
     model = runs.load_run_model(run_dir, map_location=torch.device(device) if device else pick_device())
     return model, settings, image_size, None
 
 
+def run_problem(run_dir: str | Path | None) -> str:
+    """Why a run (or export) cannot predict, in one line naming the file; ``""`` when it can (notebook 04's "use
+    your model" asks this before predicting, so a broken run is listed as broken instead of stopping the notebook).
+    """
+    if run_dir is None:
+        return "no evaluated run here: train in notebooks 02 and 03 first."
+    try:
+        load_predictor(run_dir, "cpu")
+    except (OSError, ValueError, RuntimeError) as err:
+        return f"{Path(run_dir).name} is broken: {' '.join(str(err).split())}"
+    return ""
+
+
+def trained_size(run_dir: str | Path) -> int:
+    """The image size a run was trained at: its ``config.json``'s, checked against what else records it (the run
+    id, the prepared data's ``prepared.json``), so an edited config.json cannot silently resize the inputs.
+
+    Raises:
+        ValueError: they disagree (the message names both and the file to mend).
+    """
+    config = runs.load_run_config(run_dir)
+    size = int(config["image_size"])
+    witnesses = {f"its run id {name}": re.search(r"_(\d+)px_", name) for name in {Path(run_dir).name, config.get("run_id", "")}}
+    found = {where: int(match.group(1)) for where, match in witnesses.items() if match}
+    prepared = runs.prepared_dir(config) / "prepared.json" if config.get("prepared_dir") else None
+    if prepared is not None and prepared.is_file():
+        found[f"its prepared data {prepared}"] = int(runs.read_json(prepared).get("image_size", size))
+    wrong = {where: other for where, other in found.items() if other != size}
+    if wrong:
+        where, other = next(iter(wrong.items()))
+        raise ValueError(f"{Path(run_dir) / 'config.json'} says image_size {size} but the run was trained at {other} px "
+                         f"({where}); set image_size back to {other} in config.json.")
+    return size
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a device this machine does not have, naming it as such (not as a problem of the checkpoint).
+
+    Raises:
+        cli.BadValue: not a device name, or a GPU that is not available here.
+    """
+    if device is None:
+        return
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as err:
+        raise cli.BadValue(f"--device {device!r} is not a device name ({err}); use cpu or cuda.") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise cli.BadValue(f"--device {device}: no CUDA GPU is available on this machine (torch.cuda.is_available() is "
+                           "False); use --device cpu, or leave --device out (the GPU when there is one).")
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise cli.BadValue(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+                           f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise cli.BadValue(f"--device {device}: Apple's MPS is not available on this machine; use --device cpu.")
+
+
 def predict(run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path, *, threshold: float | None = None,
             tta: bool | None = None, post: bool | None = None, batch_size: int = 8, device: str | None = None,
-            progress: bool = True) -> pd.DataFrame:
+            progress: bool = True, overwrite: bool = False) -> pd.DataFrame:
     """Predict a mask for every input image with a run's best model; write masks, overlays and ``predictions.csv``.
 
     Args:
         run_dir: a run folder (its ``config.json`` and ``best.pt``), or an exported ``.onnx`` / TorchScript ``.pt``.
         inputs: image files and folders.
-        out_dir: where the outputs go (created).
+        out_dir: where the outputs go (created); not an input folder, nor inside one.
         threshold, tta, post: override the run's settings (None: the run's).
         batch_size: images per forward pass.
         device: ``cpu``, ``cuda``...; default the GPU if there is one (an export: the CPU; ONNX always the CPU).
         progress: show a progress bar.
+        overwrite: replace files in ``out_dir`` that predict did not write (default: refuse).
 
     Returns:
         The table written to ``predictions.csv`` (one row per image predicted).
+
+    Raises:
+        cli.BadValue: a threshold outside [0, 1], a batch size below 1, an unavailable device, or an output
+            folder that is (or lies inside) an input folder.
+        OutputClash: outputs would replace files predict did not write (and ``overwrite`` is false).
     """
+    cli.fraction(threshold, "--threshold")
+    batch_size = cli.positive_int(batch_size, "--batch-size")
+    check_device(device)
+    out_dir = Path(out_dir)
+    files, names = _plan(inputs, out_dir, overwrite)
     model, settings, image_size, to_input = load_predictor(run_dir, device)
     settings.update({k: v for k, v in {"threshold": threshold, "tta": tta, "post": post}.items() if v is not None})
-    out_dir = Path(out_dir)
-    paths, notes = collect_inputs(inputs, skip=out_dir)
-    names = output_names(paths)
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_manifest(out_dir, check_overwrite(out_dir, list(names.values()), overwrite))
     rows = []
-    for note in notes:
-        print(note)
-    for start in tqdm(range(0, len(paths), batch_size), desc="predict", disable=not progress):
+    for start in tqdm(range(0, len(files), batch_size), desc="predict", disable=not progress):
         batch = []
-        for path in paths[start:start + batch_size]:
+        for path in files[start:start + batch_size]:
             try:
                 batch.append(load_image(path, image_size))
             except ValueError as err:
@@ -176,19 +229,42 @@ def predict(run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path, 
         _, probs, _ = next(inference.iter_probs(model, np.stack([b.small for b in batch]), np.arange(len(batch)),
                                                 to_input=to_input, batch_size=len(batch), tta=settings["tta"]))
         ms = (time.perf_counter() - begun) * 1000 / len(batch)
-        for item, prob in zip(batch, probs):
-            mask = inference.finalize(prob, settings["threshold"], settings["post"], item.size)  # (H, W) original
-            name = names[item.path]
-            Image.fromarray(mask.astype(np.uint8) * 255).save(out_dir / f"{name}_segmentation.png")
-            shown = inference.finalize(prob, settings["threshold"], settings["post"], item.preview.shape[:2])
-            Image.fromarray(inference.overlay(item.preview, shown, colour=(255, 0, 255))).save(
-                out_dir / f"{name}_overlay.jpg", quality=90)
-            rows.append({"id": name, "file": str(item.path), "width": item.size[1], "height": item.size[0],
-                         "lesion_fraction": float(mask.mean()),
-                         "mean_confidence": float(np.maximum(prob, 1 - prob).mean()), "ms": ms})
+        rows += [_write_outputs(out_dir, names[item.path], item, prob, settings) | {"ms": ms}
+                 for item, prob in zip(batch, probs)]
     table = pd.DataFrame(rows, columns=COLUMNS)
-    table.to_csv(out_dir / "predictions.csv", index=False)
+    table.to_csv(out_dir / TABLE, index=False)
     return table
+
+
+def _plan(inputs: list[str | Path], out_dir: Path, overwrite: bool) -> tuple[list[Path], dict[Path, str]]:
+    """The input files and their output ids, after every refusal that must come before any work (printing the
+    notes on what was left out).
+
+    Raises:
+        cli.BadValue: the output folder is (inside) an input folder, or there is no image to predict.
+        OutputClash: see :func:`~helpers.evaluation.predict_files.check_overwrite`.
+    """
+    check_output_folder(out_dir, inputs)
+    files, notes = collect_inputs(inputs)
+    if not files:
+        raise cli.BadValue(f"no image files in {', '.join(map(str, inputs))} ({'; '.join(notes) or 'empty'}); give image "
+                           f"files ({', '.join(IMAGE_SUFFIXES)}) or folders that hold them.")
+    names = output_names(files)
+    check_overwrite(out_dir, list(names.values()), overwrite)
+    for note in notes:
+        print(note)
+    return files, names
+
+
+def _write_outputs(out_dir: Path, name: str, item: Loaded, prob: np.ndarray, settings: dict) -> dict:
+    """Write one image's mask (original size) and overlay; return its row of ``predictions.csv`` (without ms)."""
+    mask = inference.finalize(prob, settings["threshold"], settings["post"], item.size)  # (H, W) original
+    Image.fromarray(mask.astype(np.uint8) * 255).save(out_dir / f"{name}{OUTPUTS[0]}")
+    shown = inference.finalize(prob, settings["threshold"], settings["post"], item.preview.shape[:2])
+    Image.fromarray(inference.overlay(item.preview, shown, colour=(255, 0, 255))).save(
+        out_dir / f"{name}{OUTPUTS[1]}", quality=90)
+    return {"id": name, "file": str(item.path), "width": item.size[1], "height": item.size[0],
+            "lesion_fraction": float(mask.mean()), "mean_confidence": float(np.maximum(prob, 1 - prob).mean())}
 
 
 def example_inputs(prepared, out_dir: str | Path, count: int = 4, split: str = "test") -> list[Path]:
@@ -218,7 +294,11 @@ def example_inputs(prepared, out_dir: str | Path, count: int = 4, split: str = "
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m helpers.evaluation.predict RUN INPUT... OUTPUT``."""
+    """``python -m helpers.evaluation.predict RUN INPUT... OUTPUT``: errors as one line (:func:`helpers.cli.run`)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.evaluation.predict",
                                      description="Predict lesion masks on your own images with a trained run.")
     parser.add_argument("run", help="a run folder, e.g. results/runs/<run id>, or an exported model.onnx / model.pt")
@@ -229,18 +309,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the largest lesion, fill holes (default: the run's)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: the GPU if there is one)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files in OUTPUT that predict did not write (default: refuse)")
+    args = cli.add_debug(parser).parse_args(argv)
     if len(args.paths) < 2:
         parser.error("give at least one INPUT and the OUTPUT folder")
     *inputs, output = args.paths
-    try:
-        started = time.perf_counter()
-        table = predict(args.run, inputs, output, threshold=args.threshold, tta=args.tta, post=args.post,
-                        batch_size=args.batch_size, device=args.device)
-    except (FileNotFoundError, exported.ExportError) as err:
-        print(f"✗ {err}", file=sys.stderr)
-        return 1
+    started = time.perf_counter()
+    table = predict(args.run, inputs, output, threshold=args.threshold, tta=args.tta, post=args.post,
+                    batch_size=args.batch_size, device=args.device, overwrite=args.overwrite)
     seconds = time.perf_counter() - started
+    if table.empty:
+        print(f"✗ none of the images could be read (each is named above); nothing predicted in {output}", file=sys.stderr)
+        return 1
     print(f"✓ {len(table)} image(s) in {seconds:.1f} s ({len(table) / max(seconds, 1e-9):.1f} images/s, reading and "
           f"writing included); masks, overlays and predictions.csv in {output}")
     return 0

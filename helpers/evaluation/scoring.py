@@ -45,7 +45,7 @@ def _checked(read, path: Path):
 
 
 def run_config(run_dir: str | Path) -> dict:
-    """A run's ``config.json`` (:func:`helpers.runs.load_run_config`); ValueError naming it if unreadable."""
+    """A run's ``config.json`` (:func:`helpers.training.runs.load_run_config`); ValueError naming it if unreadable."""
     return _checked(lambda p: runs.load_run_config(p.parent), Path(run_dir) / "config.json")
 
 
@@ -102,11 +102,11 @@ def evaluate_run(run_dir: str | Path, *, load_model=None, to_input=None, device:
 
     Args:
         run_dir: the run folder (its ``config.json`` names the prepared dataset).
-        load_model: ``run_dir → nn.Module``; default :func:`helpers.runs.load_run_model` (best.pt).
-        to_input: uint8 (B, S, S, 3) → float (B, 3, S, S); default :func:`helpers.data.to_model_input`.
-        device: where to run (default :func:`helpers.distributed.pick_device`: the GPU, else the CPU).
-        prepared: the :class:`helpers.prep.Prepared` dataset, if already open.
-        **options: passed to :func:`helpers.evaluate.evaluate` (tta, post, threshold, batch_size, amp, ...);
+        load_model: ``run_dir → nn.Module``; default :func:`helpers.training.runs.load_run_model` (best.pt).
+        to_input: uint8 (B, S, S, 3) → float (B, 3, S, S); default :func:`helpers.data.loaders.to_model_input`.
+        device: where to run (default :func:`helpers.training.devices.pick_device`: the GPU, else the CPU).
+        prepared: the :class:`helpers.data.prep.Prepared` dataset, if already open.
+        **options: passed to :func:`helpers.evaluation.inference.evaluate` (tta, post, threshold, batch_size, amp, ...);
             batch size and mixed precision default to the run's own.
 
     Returns:

@@ -63,7 +63,7 @@ def wilcoxon_p(differences) -> float:
     if np.all(differences == 0):
         return 1.0
     try:
-        from scipy.stats import wilcoxon
+        from scipy.stats import wilcoxon  # heavy (seconds to import): only once a p-value is asked for
     except ImportError:  # scipy is a kit requirement; this keeps the bootstrap usable without it
         return float("nan")
     return float(wilcoxon(differences, zero_method="wilcox").pvalue)

@@ -10,12 +10,18 @@ quote MACs as "FLOPs"; divide our numbers by two to compare with those.
 
 from __future__ import annotations
 
+import copy
+
 import pandas as pd
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from helpers.models import ModelConfig, build_model
+
+# Sustained fp32 speed assumed when a teaching cell sizes its work (GFLOP/s): a Colab T4 at about half its peak, and
+# 2 CPU cores (measured here: the paper UNet and UNet++ run at 60-80 GFLOP/s on 2 cores, alone; less when shared).
+NOMINAL_GFLOPS = {"cuda": 4000.0, "cpu": 40.0}
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -86,10 +92,12 @@ def layer_shapes(model: nn.Module, image_size: int, batch: int = 1) -> pd.DataFr
     """The output shape of each block of a model, from a real forward pass on a random batch.
 
     Hooks the model's top-level blocks (and each block of a ``ModuleList``, e.g. UNet's ``downs`` and ``ups``),
-    runs one forward pass in eval mode, and lists the blocks in the order they ran.
+    runs one forward pass in eval mode, and lists the blocks in the order they ran. A block that returns a list of
+    feature maps (an encoder's stages, e.g. the ResNet-34 of UNet++ ``r34``) gets one row per map, ``encoder[k]``.
 
     Returns:
-        One row per block: block (its name), output shape ``(B, C, H, W)``, parameters.
+        One row per block output: block (its name), output shape ``(B, C, H, W)``, parameters (of the block, on
+        its first row; 0 on the rows of its further maps).
     """
     blocks = []
     for name, child in model.named_children():
@@ -98,9 +106,7 @@ def layer_shapes(model: nn.Module, image_size: int, batch: int = 1) -> pd.DataFr
     rows, handles = [], []
     for name, module in blocks:
         def hook(_module, _inputs, output, name=name, module=module):
-            while isinstance(output, (list, tuple)):  # e.g. a backbone's (features, skips): the features
-                output = output[0]
-            rows.append({"block": name, "output shape": tuple(output.shape), "params": count_parameters(module)})
+            rows.extend(_output_rows(name, output, count_parameters(module)))
         handles.append(module.register_forward_hook(hook))
     was_training = model.training
     try:
@@ -112,3 +118,37 @@ def layer_shapes(model: nn.Module, image_size: int, batch: int = 1) -> pd.DataFr
         for handle in handles:
             handle.remove()
     return pd.DataFrame(rows, columns=["block", "output shape", "params"])
+
+
+def _output_rows(name: str, output, params: int) -> list[dict]:
+    """Rows of :func:`layer_shapes` for one block's output: one per map of a list, else one.
+
+    A tuple is a block's ``(features, extras)`` (e.g. TransUNet's backbone: the 1/16 map and its skips): the features.
+    """
+    while isinstance(output, tuple):
+        output = output[0]
+    if not isinstance(output, list):
+        return [{"block": name, "output shape": tuple(output.shape), "params": params}]
+    return [{"block": f"{name}[{k}]", "output shape": tuple(feature.shape), "params": params if k == 0 else 0}
+            for k, feature in enumerate(output)]
+
+
+def images_within(model: nn.Module, image_size: int, seconds: float, device: torch.device | str,
+                  passes: float = 1.0, at_least: int = 4) -> int:
+    """How many images a teaching cell can send through ``model`` in about ``seconds`` on ``device``.
+
+    Counted from the model's FLOPs per image (on a "meta" copy: nothing is computed) at the nominal speed of the
+    device's kind (:data:`NOMINAL_GFLOPS`), so the same runtime kind always gets the same count, whatever the load.
+
+    Args:
+        model: the model the cell runs (any device).
+        image_size: side of its square inputs.
+        seconds: the cell's budget.
+        device: where the cell runs.
+        passes: forward passes per image (e.g. 2 for a UNet++ scored at its four depths, which cost about two
+            full passes together).
+        at_least: the fewest images to return.
+    """
+    per_image = count_flops(copy.deepcopy(model).to("meta"), image_size) * passes / 1e9
+    speed = NOMINAL_GFLOPS.get(torch.device(device).type, NOMINAL_GFLOPS["cpu"])
+    return max(at_least, int(seconds * speed / max(per_image, 1e-9)))

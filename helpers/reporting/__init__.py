@@ -3,6 +3,8 @@
 
 - ``tables``: ``summary.csv`` (one row per run folder) and ``comparisons.csv`` (paired model comparisons).
 - ``figures``: every plot of the kit (galleries, data efficiency, distributions, training curves).
+- ``diagrams``: a model's inside drawn from the model (UNet++'s grid of nodes) and where TransUNet's attention goes
+  (notebook 03).
 - ``failure_report``: the report's failure section and its worst-cases figure.
 - ``report``: ``report.md`` from the run folders, with the original study's figures labelled as reference.
 - ``viewer``: the ipywidgets prediction viewer.

@@ -32,7 +32,7 @@ def worst_cases(run_dir: str | Path, table: pd.DataFrame, count: int = 8, prepar
                      f"{'; at edge' if case.touches_edge else ''}; contrast {case.contrast:.0f}", fontsize=7)
     for ax in fig.axes:
         ax.axis("off")
-    fig.suptitle(f"{run_dir.name}: the {len(worst)} worst test images (green: truth, magenta: prediction)", fontsize=8)
+    fig.suptitle(f"{run_dir.name}: the {len(worst)} worst test images (light blue: truth, orange: prediction)", fontsize=8)
     return fig
 
 

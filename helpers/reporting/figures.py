@@ -12,10 +12,20 @@ import matplotlib.patches
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from helpers.evaluation.inference import overlay  # noqa: F401  (figures.overlay: drawn here, defined there)
+from helpers.data.loaders import to_model_input
+from helpers.evaluation import inference
+from helpers.evaluation.inference import PALETTE, overlay  # noqa: F401  (figures.overlay: drawn here, defined there)
+from helpers.models.summary import layer_shapes
+
+# Lines and bars of up to three series (models, splits): Okabe & Ito's blue, orange and reddish purple, which stay
+# apart under protanopia and deuteranopia (tests/test_palette.py); overlays use PALETTE.
+SERIES = ("#0072B2", "#E69F00", "#CC79A7")
+DIAGRAM = {"encoder": "#9ecae1", "bottleneck": "#f0e442", "decoder": "#fdae6b"}  # boxes of the model diagrams
 
 
 def gallery(images, masks, titles=None, ncols: int = 6, size: float = 2.2) -> Figure:
@@ -65,10 +75,10 @@ def data_overview(table: pd.DataFrame) -> Figure:
     ax_size, ax_area, ax_split = fig.subplots(1, 3)
     ax_size.scatter(table["orig_width"], table["orig_height"], s=8, alpha=0.4)
     ax_size.set(title="Original image sizes", xlabel="width (px)", ylabel="height (px)")
-    ax_area.hist(table["lesion_fraction"], bins=30, color="tab:brown")
+    ax_area.hist(table["lesion_fraction"], bins=30, color=SERIES[0])
     ax_area.set(title="Lesion area / image area", xlabel="fraction of pixels that are lesion", ylabel="images")
     counts = table["split"].value_counts().reindex(["train", "val", "test"]).fillna(0)
-    bars = ax_split.bar(counts.index, counts.values, color=["tab:blue", "tab:orange", "tab:green"])
+    bars = ax_split.bar(counts.index, counts.values, color=list(SERIES))
     ax_split.bar_label(bars)
     ax_split.set(title="Images per split", ylabel="images")
     return fig
@@ -82,11 +92,11 @@ def fraction_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---- Figures of results (notebook 04 and the report) -------------------------------------------
-MODEL_COLOURS = {"unet": "tab:blue", "unetpp": "tab:orange", "transunet": "tab:green"}
+MODEL_COLOURS = dict(zip(("unet", "unetpp", "transunet"), SERIES))
 
 
 def error_overlay(image: np.ndarray, mask: np.ndarray, pred: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The image tinted by outcome: green = hit (TP), red = false alarm (FP), blue = missed (FN).
+    """The image tinted by outcome: white = hit (TP), orange = false alarm (FP), dark blue = missed (FN).
 
     Args:
         image: uint8 # (H, W, 3)
@@ -99,7 +109,8 @@ def error_overlay(image: np.ndarray, mask: np.ndarray, pred: np.ndarray, alpha: 
     """
     mask, pred = np.asarray(mask) > 0, np.asarray(pred) > 0
     out = np.asarray(image, np.float32).copy()
-    for where, colour in ((mask & pred, (0, 200, 0)), (~mask & pred, (230, 0, 0)), (mask & ~pred, (0, 90, 255))):
+    for where, colour in ((mask & pred, PALETTE["hit"]), (~mask & pred, PALETTE["false_alarm"]),
+                          (mask & ~pred, PALETTE["missed"])):
         out[where] = (1 - alpha) * out[where] + alpha * np.asarray(colour, np.float32)
     return out.round().astype(np.uint8)
 
@@ -167,9 +178,6 @@ def training_curves(histories: pd.DataFrame) -> Figure:
         histories: long table of ``history.csv`` rows with added ``model`` and ``fraction`` columns
             (epoch, train_loss, val_loss, val_dice).
     """
-    from matplotlib import colormaps
-    from matplotlib.ticker import MaxNLocator
-
     models = sorted(histories["model"].unique()) if len(histories) else [""]
     fig = Figure(figsize=(3.6 * len(models), 5.4), layout="constrained")
     axes = fig.subplots(2, len(models), squeeze=False, sharex=True)
@@ -193,6 +201,9 @@ def training_curves(histories: pd.DataFrame) -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     axes[0, 0].set_ylabel("Dice + BCE loss")
     axes[1, 0].set_ylabel("Dice (per image, mean)")
+    broken = histories.attrs.get("broken") or []  # runs whose history.csv is unreadable (report.load_histories)
+    if broken:
+        fig.suptitle("left out (broken): " + "; ".join(b.split(" (")[0] for b in broken), fontsize=7, wrap=True)
     return fig
 
 
@@ -207,7 +218,7 @@ def pick_cases(scores: np.ndarray, per_group: int = 3) -> dict[str, np.ndarray]:
 
 
 def case_gallery(images, masks, preds, scores, ids, per_group: int = 3, size: float = 2.2) -> Figure:
-    """Best, median and worst test cases: truth outline green, prediction outline magenta.
+    """Best, median and worst test cases: truth outline light blue, prediction outline orange.
 
     Args:
         images: uint8 # (N, H, W, 3)
@@ -226,7 +237,7 @@ def case_gallery(images, masks, preds, scores, ids, per_group: int = 3, size: fl
             if k is not None:
                 ax.imshow(overlay(images[k], masks[k], pred=preds[k]))
                 ax.set_title(f"{name} · {ids[k]}\nDice {scores[k]:.3f}", fontsize=8)
-    fig.suptitle("Test cases (green: truth, magenta: prediction)", fontsize=10)
+    fig.suptitle("Test cases (light blue: truth, orange: prediction)", fontsize=10)
     return fig
 
 
@@ -239,7 +250,7 @@ def _pad(axes, picked) -> list:
 def prediction_grid(models: dict, prepared, split: str = "val", count: int = 4, threshold: float = 0.5) -> Figure | str:
     """What trained models predict on the first ``count`` images of a split: one row per model.
 
-    Each picture is the image with the truth outlined in green and the prediction in magenta; its title is that
+    Each picture is the image with the truth outlined in light blue and the prediction in orange; its title is that
     image's Dice (per image, at the training size).
 
     Args:
@@ -249,8 +260,6 @@ def prediction_grid(models: dict, prepared, split: str = "val", count: int = 4, 
         count: images per row.
         threshold: probability at or above which a pixel counts as lesion.
     """
-    from helpers.evaluation import inference
-
     if not models:
         return "No trained model to show here yet: train one first (the training cell above)."
     rows = prepared.indices(split)[:count]
@@ -282,8 +291,6 @@ def attention_weights(model: torch.nn.Module, image: np.ndarray, layer: int = -1
         float (N, N): row q is how much token q attends to every token (each row sums to 1); the N tokens are the
         positions of the 1/16 feature map, row by row.
     """
-    from helpers.data.loaders import to_model_input
-
     seen = []
     attention = model.transformer.layers[layer].attn
     handle = attention.attn_drop.register_forward_hook(lambda _m, _i, weights: seen.append(weights.detach()))
@@ -312,8 +319,9 @@ def attention_map(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, l
     fig = Figure(figsize=(8.6, 3.6), layout="constrained")
     left, right = fig.subplots(1, 2)
     left.imshow(overlay(np.asarray(image), mask))
-    left.add_patch(matplotlib.patches.Rectangle((qx * cell, qy * cell), cell, cell, fill=False, color="yellow", lw=2))
-    left.set_title("image, lesion (green), query token (yellow)", fontsize=8)
+    left.add_patch(matplotlib.patches.Rectangle((qx * cell, qy * cell), cell, cell, fill=False,
+                                                color=np.divide(PALETTE["query"], 255), lw=2))
+    left.set_title("image, lesion (light blue), query token (white)", fontsize=8)
     right.imshow(np.asarray(image))
     shown = right.imshow(np.kron(heat, np.ones((int(cell), int(cell)))), cmap="magma", alpha=0.6)
     fig.colorbar(shown, ax=right, shrink=0.8, label="attention")
@@ -328,8 +336,6 @@ def attention_map(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, l
 def unet_diagram(model: torch.nn.Module, image_size: int) -> Figure:
     """A UNet drawn from the model itself: a box per level (channels × side), down the encoder, up the decoder,
     with its skip connections (needs the kit's UNet: blocks ``inc``, ``downs.i``, ``ups.i``)."""
-    from helpers.models.summary import layer_shapes
-
     shapes = layer_shapes(model, image_size).set_index("block")["output shape"]
     encoder = [shapes["inc"]] + [shapes[f"downs.{i}"] for i in range(len(model.downs))]
     decoder = [shapes[f"ups.{i}"] for i in range(len(model.ups))]
@@ -343,10 +349,10 @@ def unet_diagram(model: torch.nn.Module, image_size: int) -> Figure:
         ax.text(x, -level, f"{shape[1]} ch\n{shape[2]}×{shape[3]}", ha="center", va="center", fontsize=7)
 
     for level, shape in enumerate(encoder):
-        box(level, level, shape, "#9ecae1" if level < depth else "#fdae6b")
+        box(level, level, shape, DIAGRAM["encoder"] if level < depth else DIAGRAM["bottleneck"])
     for k, shape in enumerate(decoder):
         level = depth - 1 - k
-        box(2 * depth - level, level, shape, "#a1d99b")
+        box(2 * depth - level, level, shape, DIAGRAM["decoder"])
         ax.annotate("", xy=(2 * depth - level - 0.47, -level), xytext=(level + 0.47, -level),
                     arrowprops={"arrowstyle": "->", "color": "grey", "lw": 1, "ls": "--"})
     ax.text(depth / 2 - 0.6, 0.55, "encoder: pool, then 2 convolutions", fontsize=8)

@@ -155,12 +155,19 @@ def per_image_long(summary: pd.DataFrame, results_root=None) -> pd.DataFrame:
 
 
 def load_histories(summary: pd.DataFrame, results_root=None) -> pd.DataFrame:
-    """``history.csv`` of every finished run (evaluated or not), stacked, with ``model`` and ``fraction``."""
-    folder, tables = scoring.runs_dir(results_root), []
+    """``history.csv`` of every finished run (evaluated or not), stacked, with ``model`` and ``fraction``; an
+    unreadable one is left out, printed and listed in the table's ``attrs["broken"]`` (the curves name it)."""
+    folder, tables, broken = scoring.runs_dir(results_root), [], []
     for r in summary[summary["status"].isin(["ok", "not evaluated"])].itertuples():
         if (folder / r.run_id / "history.csv").is_file():
-            tables.append(runs.read_history(folder / r.run_id).assign(model=r.model, fraction=r.fraction))
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["model", "fraction", "epoch"])
+            try:
+                tables.append(runs.read_history(folder / r.run_id).assign(model=r.model, fraction=r.fraction))
+            except ValueError as err:  # names the file
+                broken.append(f"{r.run_id}: {err}")
+                print(f"broken, left out of the training curves: {err}")
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["model", "fraction", "epoch"])
+    table.attrs["broken"] = broken
+    return table
 
 
 def best_run_gallery(summary: pd.DataFrame, results_root=None, per_group: int = 3):
@@ -182,7 +189,7 @@ def best_run_gallery(summary: pd.DataFrame, results_root=None, per_group: int = 
     scores = pd.read_csv(run_dir / inference.METRICS_FILE).set_index("isic_id").loc[ids, "dice"].to_numpy()
     fig = figures.case_gallery(prepared.images[rows], prepared.masks[rows], preds, scores, ids, per_group)
     fig.suptitle(f"{best['run_id']} (highest mean Dice)\nbest, median and worst test cases "
-                 "(green: truth, magenta: prediction)", fontsize=9)
+                 "(light blue: truth, orange: prediction)", fontsize=9)
     return fig
 
 

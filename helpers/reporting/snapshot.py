@@ -13,9 +13,6 @@ every number in it traces to a file there. Files already in the folder (a README
 from __future__ import annotations
 
 import argparse
-import base64
-import io
-import json
 import os
 import re
 import shutil
@@ -23,7 +20,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
 
 from helpers import paths
 from helpers.evaluation import external, scoring
@@ -98,7 +94,7 @@ def snapshot(name: str | None = None, results_root: str | Path | None = None, de
     root = Path(results_root or paths.results_dir())
     if not (root / "report.md").is_file() or not (root / tables.SUMMARY_FILE).is_file():
         raise FileNotFoundError(f"{root} has no report.md and summary.csv yet: run notebook 04 "
-                                f"(or helpers.report.write_report()) first.")
+                                f"(or helpers.reporting.report.write_report()) first.")
     summary = pd.read_csv(root / tables.SUMMARY_FILE)
     dest = Path(dest_root or root) / (name or study_name(summary))
     dest.mkdir(parents=True, exist_ok=True)
@@ -132,84 +128,16 @@ def snapshot(name: str | None = None, results_root: str | Path | None = None, de
     return dest
 
 
-JPEG_ABOVE = 100_000  # base64 characters: a PNG output larger than this is published as a JPEG
-
-
-def shrink_images(notebook: dict, quality: int = 85) -> int:
-    """Replace each large PNG output (photos, galleries, curves) by a JPEG of it when that is at least a quarter
-    smaller, so published notebooks stay a few MB; returns how many were replaced."""
-    replaced = 0
-    for cell in notebook.get("cells", []):
-        for output in cell.get("outputs", []):
-            data = output.get("data", {})
-            png = data.get("image/png")
-            if not isinstance(png, str) or len(png) <= JPEG_ABOVE:
-                continue
-            with Image.open(io.BytesIO(base64.b64decode(png))) as image:
-                flat = Image.new("RGB", image.size, "white")
-                flat.paste(image, mask=image.convert("RGBA").getchannel("A"))
-            buffer = io.BytesIO()
-            flat.save(buffer, "JPEG", quality=quality, optimize=True)
-            jpeg = base64.b64encode(buffer.getvalue()).decode()
-            if len(jpeg) < 0.75 * len(png):
-                del data["image/png"]
-                data["image/jpeg"] = jpeg
-                meta = output.get("metadata", {})
-                if "image/png" in meta:
-                    meta["image/jpeg"] = meta.pop("image/png")
-                replaced += 1
-    return replaced
-
-
-def publish_notebooks(executed: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
-    """Copy executed notebooks (e.g. ``results/notebooks/demo``) to commit beside a study, so a reader sees what a
-    finished notebook looks like without running it. The absolute paths of the kit's home, data and results
-    in their outputs become relative (``results/...``, ``data/...``), and large PNG outputs become JPEGs
-    (:func:`shrink_images`).
-
-    Returns:
-        The notebooks written.
-
-    Raises:
-        FileNotFoundError: no executed notebook in ``executed``.
-    """
-    notebooks = sorted(Path(executed).glob("*.ipynb"))
-    if not notebooks:
-        raise FileNotFoundError(f"{executed} holds no executed notebook: run them first (make demo, or "
-                                f"python -m helpers.pipeline --profile <name>).")
-    homes = {str(paths.results_dir()): "results", str(paths.data_dir()): "data", str(paths.home_dir()): ".",
-             str(paths.repo_root()): "."}
-    if paths.local_dir():
-        homes[str(paths.local_dir())] = "<runtime disk>"
-    homes = sorted(homes.items(), key=lambda item: -len(item[0]))  # the longest first: results inside the home
-    Path(dest).mkdir(parents=True, exist_ok=True)
-    written = []
-    for notebook in notebooks:
-        text = notebook.read_text()
-        for absolute, relative in homes:  # only whole path components: /x/home does not touch /x/home2
-            text = re.sub(re.escape(absolute) + r"(?![\w.-])", relative.replace("\\", r"\\"), text)
-        published = json.loads(text)
-        shrink_images(published)
-        (Path(dest) / notebook.name).write_text(json.dumps(published, indent=1, ensure_ascii=False) + "\n")
-        written.append(Path(dest) / notebook.name)
-    return written
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(description="Copy a study's report, tables, figures and per-image scores "
+    parser = argparse.ArgumentParser(prog="python -m helpers.reporting.snapshot",
+                                     description="Copy a study's report, tables, figures and per-image scores "
                                                  "into results/<name>/ to commit.")
     parser.add_argument("--name", default=None, help="folder name (default: dataset_protocol_profile_hardware)")
     parser.add_argument("--results", default=None, help="results folder (default: $KIT_RESULTS_DIR or results/)")
     parser.add_argument("--dest", default=None, help="where the study folder goes (default: the results folder)")
-    parser.add_argument("--notebooks", default=None, metavar="FOLDER",
-                        help="instead: copy these executed notebooks (paths made relative) into --dest")
     args = parser.parse_args(argv)
     try:
-        if args.notebooks:
-            written = publish_notebooks(args.notebooks, args.dest or paths.results_dir() / "notebooks-published")
-            print(f"✓ {len(written)} notebook(s) in {written[0].parent}")
-            return 0
         folder = snapshot(args.name, args.results, args.dest)
     except FileNotFoundError as err:
         print(f"✗ {err}", file=sys.stderr)

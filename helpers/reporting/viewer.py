@@ -4,7 +4,7 @@
     viewer                        # last line of a notebook cell: shows controls, picture and scores
 
 Four panels: the image, the ground truth, the probs with the prediction's outline, and the errors
-(green: hit, red: false alarm, blue: missed). Below them, that image's own scores (per image, at the
+(white: hit, orange: false alarm, dark blue: missed). Below them, that image's own scores (per image, at the
 training size). Probs are cached per run, image and TTA setting, so sliding the threshold or
 toggling post-processing is instant; the picture is a PNG in an ``ipywidgets.Image``, so the viewer
 builds and updates without a browser (which is how the tests drive it). It uses only what ipywidgets 7.7
@@ -12,12 +12,16 @@ builds and updates without a browser (which is how the tests drive it). It uses 
 """
 from __future__ import annotations
 
+import html
 import io
 from pathlib import Path
 
+import IPython.display
+import ipywidgets as w
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 
 from helpers.evaluation import inference, scoring
 from helpers.reporting import figures
@@ -33,17 +37,15 @@ class PredictionViewer:
 
     Args:
         results_root: the results folder (default ``paths.results_dir()``); its finished runs are listed.
-        load_model: ``run_dir → nn.Module``; default :func:`helpers.runs.load_run_model` (best.pt).
-        to_input: uint8 (B, S, S, 3) → float (B, 3, S, S); default :func:`helpers.data.to_model_input`.
-        device: where to run the model (default :func:`helpers.distributed.pick_device`).
+        load_model: ``run_dir → nn.Module``; default :func:`helpers.training.runs.load_run_model` (best.pt).
+        to_input: uint8 (B, S, S, 3) → float (B, 3, S, S); default :func:`helpers.data.loaders.to_model_input`.
+        device: where to run the model (default :func:`helpers.training.devices.pick_device`).
 
     Raises:
         ValueError: there is no finished run to show (the message says what to run first).
     """
 
     def __init__(self, results_root=None, *, load_model=None, to_input=None, device=None):
-        import ipywidgets as w
-
         self.root, self.load_model, self.to_input = results_root, load_model or runs.load_run_model, to_input
         self.device = torch.device(device) if device else devices.pick_device()
         run_ids = [p.name for p in scoring.list_run_dirs(results_root)
@@ -53,6 +55,8 @@ class PredictionViewer:
                              "(notebooks 02 and 03), or mount Drive if its checkpoints are there (a results "
                              "folder copied without checkpoints can be read, not viewed live).")
         self._cache, self._model, self.updates, self._loading = {}, (None, None), 0, False
+        self.broken: dict[str, str] = {}  # run id → why it cannot be shown (the file named); left out of the list
+        self.notice = w.HTML()
         self.run = w.Dropdown(options=run_ids, description="run")
         self.image = w.Dropdown(description="test image")
         self.threshold = w.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, description="threshold")
@@ -60,7 +64,7 @@ class PredictionViewer:
         self.post = w.Checkbox(value=False, description="post-process")
         self.picture = w.Image(format="png")
         self.scores = w.HTML()
-        self.widget = w.VBox([w.HBox([self.run, self.image]), w.HBox([self.threshold, self.tta, self.post]),
+        self.widget = w.VBox([self.notice, w.HBox([self.run, self.image]), w.HBox([self.threshold, self.tta, self.post]),
                               self.picture, self.scores])
         self.run.observe(lambda _: self._load_run(), names="value")
         for control in (self.image, self.threshold, self.tta, self.post):
@@ -69,11 +73,32 @@ class PredictionViewer:
 
     def _ipython_display_(self) -> None:
         """Show the controls as the cell's output; works with ipywidgets 7 (Colab's) and 8."""
-        from IPython.display import display
-
-        display(self.widget)
+        IPython.display.display(self.widget)
 
     def _load_run(self) -> None:
+        """Open the chosen run; a run that cannot be opened (a truncated best.pt, its data gone...) is listed as
+        broken above the controls, with the file named, and the next run is opened instead."""
+        while not self._loading and self.run.value is not None:
+            try:
+                return self._open_run()
+            except (OSError, ValueError, RuntimeError) as err:  # the kit's errors name the file
+                self._drop_broken(self.run.value, err)
+
+    def _drop_broken(self, run_id: str, err: Exception) -> None:
+        """List a run as broken (why, in the notice) and take it off the runs offered."""
+        self.broken[run_id] = f"{type(err).__name__}: {' '.join(str(err).split())}"
+        self.notice.value = "<br>".join(f"<b>broken, not shown:</b> {name}: {html.escape(why)}"
+                                        for name, why in self.broken.items())
+        self._loading = True  # no redraw while the options change
+        self.run.options = [r for r in self.run.options if r != run_id]
+        self._loading = False
+        if self.run.options:
+            self.run.value = self.run.options[0]
+        else:
+            self.picture.value, self.scores.value = b"", "No run here can be shown (each is listed above)."
+            self.run.value = None
+
+    def _open_run(self) -> None:
         """Open the chosen run's data and model; list its test images (worst Dice first, if known)."""
         run_dir = scoring.runs_dir(self.root) / self.run.value
         self.prepared = runs.load_run_data(run_dir)
@@ -109,7 +134,7 @@ class PredictionViewer:
 
     def update(self) -> None:
         """Redraw the picture and the scores for the current settings."""
-        if self._loading or self.image.value is None:
+        if self._loading or self.image.value is None or self.run.value is None:
             return
         preds, scores = self.current()
         self.picture.value = self._png(preds)
@@ -120,8 +145,6 @@ class PredictionViewer:
         self.updates += 1
 
     def _png(self, preds: np.ndarray) -> bytes:
-        from matplotlib.figure import Figure
-
         image = np.asarray(self.prepared.images[self.image.value])
         mask = np.asarray(self.prepared.masks[self.image.value])
         fig = Figure(figsize=(11, 3.3), layout="constrained")
@@ -130,8 +153,8 @@ class PredictionViewer:
         axes[1].imshow(mask, cmap="gray", vmin=0, vmax=1)
         axes[2].imshow(figures.overlay(np.stack([(self.probs() * 255).astype(np.uint8)] * 3, -1), mask, pred=preds))
         axes[3].imshow(figures.error_overlay(image, mask, preds))
-        titles = ("image", "truth (white: lesion)", "probs\noutlines: truth green, prediction magenta",
-                  "errors\ngreen hit, red false alarm, blue missed")
+        titles = ("image", "truth (white: lesion)", "probs\noutlines: truth light blue, prediction orange",
+                  "errors\nwhite hit, orange false alarm, dark blue missed")
         for ax, title in zip(axes, titles):
             ax.set_title(title, fontsize=8)
             ax.axis("off")

@@ -6,10 +6,13 @@
 - ``devices``: device, mixed-precision dtype, hardware label, torchrun process groups.
 - ``checkpoints``: atomic checkpoint files with a previous copy and a fallback folder.
 - ``runs``: :class:`~helpers.training.runs.RunSpec`, run ids, run folders, loading a run back.
-- ``state``: building a run from its spec and resuming it from a checkpoint.
-- ``loop``: ``fit`` — one run, trained, resumed or skipped.
+- ``state``: building a run from its spec: model, loaders, optimizer, schedule, scaler, its config.json record.
+- ``checkpointer``: the one object the loop calls to resume, checkpoint (Drive copies) and record a run.
+- ``loop``: ``train_one_epoch``, ``validate`` and ``fit`` — one run, trained, resumed or skipped.
 - ``grid``: ``run_grid`` — models × fractions × seeds — and the command line.
 - ``live``: training curves redrawn after every epoch in a notebook.
+- ``exercises``: the checks of the exercises in which the student writes code (right, not yet, not done yet).
+- ``model_exercises``: the checks of notebooks 02 and 03's code exercises (Dice from counts, a pruned UNet++).
 
 Uses data and models; imports nothing from evaluation or reporting.
 """

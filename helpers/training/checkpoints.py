@@ -63,7 +63,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _write_atomic(path: Path, write, keep_previous: bool) -> Path:
-    """One attempt: ``write(file)`` into a temp file in the same folder → fsync → last → prev → temp → ``path``."""
+    """One attempt: ``write(file)`` into a temp file in the folder → fsync → last → prev → temp → path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -117,9 +117,10 @@ def save_checkpoint(state: dict, path: str | os.PathLike, *, keep_previous: bool
             local = _write_atomic(Path(local_copy) / path.name, lambda f: torch.save(state, f), keep_previous)
         except OSError as err:
             raise CheckpointWriteError(
-                f"Could not write checkpoint {Path(local_copy) / path.name} on this runtime's disk ({err}); it goes "
-                f"there before {path}. Free space on the runtime's disk (on Colab: delete files under /content, or "
-                f"start a new runtime: everything on Drive stays), then run the training cell again.") from err
+                f"Could not write checkpoint {Path(local_copy) / path.name} on this runtime's disk ({err}); "
+                f"it goes there before {path}. Free space on the runtime's disk (on Colab: delete files "
+                f"under /content, or start a new runtime: everything on Drive stays), then run the training "
+                f"cell again.") from err
         write, keep = _copy_into(local), False
     else:
         write, keep = (lambda f: torch.save(state, f)), keep_previous
@@ -131,13 +132,14 @@ def save_checkpoint(state: dict, path: str | os.PathLike, *, keep_previous: bool
             error = err
             if attempt < retries:
                 time.sleep(backoff * 2 ** attempt)
-    kept = f" A copy is on this runtime's disk at {local}, until the runtime ends." if local_copy is not None else ""
+    kept = "" if local_copy is None else f" A copy is on this runtime's disk at {local} until it ends."
     raise CheckpointWriteError(
-        f"Could not write checkpoint {path} after {retries + 1} attempts ({error}).{kept} Training stopped so that "
-        f"it does not go on unprotected. Check that the folder is writable and has space: on Colab, that Google "
-        f"Drive is mounted (run the setup cell again) and not full (free space, and empty Drive's trash, which "
-        f"counts). Then run the training cell again: it resumes from the last checkpoint that was saved. To go on "
-        f"with checkpoints on this runtime's disk only (lost if it disconnects), set LOCAL_FALLBACK = True.") from error
+        f"Could not write checkpoint {path} after {retries + 1} attempts ({error}).{kept} Training stopped "
+        f"so that it does not go on unprotected. Check that the folder is writable and has space: on Colab, "
+        f"that Google Drive is mounted (run the setup cell again) and not full (free space, and empty "
+        f"Drive's trash, which counts). Then run the training cell again: it resumes from the last "
+        f"checkpoint that was saved. To go on with checkpoints on this runtime's disk only (lost if it "
+        f"disconnects), set LOCAL_FALLBACK = True.") from error
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
@@ -161,7 +163,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
             f"it is not a checkpoint written by this kit and unpickling it could run code "
             f"({' '.join(reason.split())[:200]}). Delete it unless you know where it came from."
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, struct.error) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
+            struct.error) as err:
         # whatever a truncated or garbled file makes the unpickler raise
         raise CheckpointError(f"Could not read {path}: the file is truncated or corrupt "
                               f"({type(err).__name__}: {err}). Delete it or use "

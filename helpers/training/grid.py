@@ -13,17 +13,20 @@ Google Drive) and refuses to start when less is free (:func:`space_needed`, :cla
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 import torch.distributed
 
 from helpers import cli, paths, profiles
 from helpers.data import study
-from helpers.models import input_multiple
-from helpers.training import devices, loop, runs
+from helpers.models import build_model, input_multiple
+from helpers.training import claims, devices, loop, runs
 
 COLUMNS = ["run_id", "model", "fraction", "seed", "status", *runs.DONE_KEYS, "run_dir"]
 
@@ -73,10 +76,6 @@ def checkpoint_bytes(model: str, model_config: str, overrides: dict | None = Non
     Counted from the model built on the ``meta`` device (no memory, no time), plus a small allowance for
     what a checkpoint adds (names, RNG states, history).
     """
-    import torch
-
-    from helpers.models import build_model
-
     with torch.device("meta"):
         net = build_model(model, model_config, **(overrides or {}))
     weights = sum(t.numel() * t.element_size() for t in net.state_dict().values())
@@ -154,8 +153,12 @@ def _check_space_on_every_rank(config, prepared, folder, keep_last: bool, restar
 
 def run_grid(config: profiles.RunConfig, prepared, *, checkpoint_root: str | os.PathLike | None = None,
              restart: bool = False, keep_last: bool = False, local_fallback: bool = False,
-             callbacks: tuple = (), progress: bool = True) -> pd.DataFrame:
-    """Train every model of ``config`` on every fraction with every seed.
+             callbacks: tuple = (), progress: bool = True, shard: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Train every model of ``config`` on every fraction with every seed; shared with any other worker.
+
+    Each run is claimed before it trains (:mod:`helpers.training.claims`), so several processes started on one
+    results folder train each run once; a run another worker holds is waited for, and taken over when that
+    worker's heartbeat stops. Under torchrun the ranks train each run together, and nothing is claimed.
 
     Args:
         config: the run config (models, fractions, seeds and every training setting).
@@ -167,32 +170,52 @@ def run_grid(config: profiles.RunConfig, prepared, *, checkpoint_root: str | os.
             only instead of stopping.
         callbacks: called after every epoch as ``callback(run_id, history)`` (e.g. live curves).
         progress: show progress bars.
+        shard: ``(i, n)``: only the grid's cells i, i + n, ... (a fixed split for schedulers); None: every cell.
 
     Returns:
-        One row per run: run_id, model, fraction, seed, status (trained, resumed, skipped, diverged), and
-        done.json's fields.
+        One row per run of this worker's cells: run_id, model, fraction, seed, status (trained, resumed, skipped,
+        diverged), and done.json's fields.
 
     Raises:
         NotEnoughSpace: before training, when the checkpoints would not fit where they go.
         CheckpointWriteError: a checkpoint could not be written (and no ``local_fallback``).
     """
     _check_space_on_every_rank(config, prepared, checkpoint_root or paths.results_dir(), keep_last, restart)
-    rows = []
-    for model in config.models:
-        for fraction in config.fractions:
-            for seed in config.seeds:
-                spec = runs.make_spec(model, fraction, seed, prepared, config)
-                where = Path(checkpoint_root) / runs.run_id(spec) if checkpoint_root else None
-                try:
-                    result = loop.fit(spec, prepared, num_workers=config.num_workers, checkpoint_dir=where,
-                                      checkpoint_minutes=config.checkpoint_minutes, restart=restart,
-                                      keep_last=keep_last, local_fallback=local_fallback,
-                                      gpu_memory_gb=config.gpu_memory_gb, callbacks=callbacks, progress=progress)
-                except loop.TrainingDiverged as err:  # the grid goes on with its other runs
-                    print(err)
-                    result = {"run_id": runs.run_id(spec), "run_dir": str(runs.run_dir(spec)), "status": "diverged"}
-                rows.append({"model": model, "fraction": fraction, "seed": seed, **result})
-    return pd.DataFrame(rows).reindex(columns=COLUMNS)
+    cells = [(m, f, s) for m in config.models for f in config.fractions for s in config.seeds]
+    pending = [cell for k, cell in enumerate(cells) if claims.in_shard(k, shard)]
+    shared = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    rows = {}
+    while pending:
+        held = []
+        for model, fraction, seed in pending:
+            spec = runs.make_spec(model, fraction, seed, prepared, config)
+            claim = claims.claim_run(runs.run_dir(spec)) if shared else contextlib.nullcontext(True)
+            if claim is None:  # another live worker trains it
+                held.append((model, fraction, seed))
+                continue
+            with claim:
+                result = _train_one(spec, prepared, config, checkpoint_root, restart=restart, keep_last=keep_last,
+                                    local_fallback=local_fallback, callbacks=callbacks, progress=progress)
+            rows[model, fraction, seed] = {"model": model, "fraction": fraction, "seed": seed, **result}
+        if held:
+            print(f"{len(held)} run(s) held by other workers: waiting for them (or for their heartbeat to stop).",
+                  flush=True)
+            time.sleep(claims.heartbeat_every())
+        pending, restart = held, False  # a run another worker finished is not started over
+    ordered = [rows[cell] for cell in cells if cell in rows]
+    return pd.DataFrame(ordered).reindex(columns=COLUMNS)
+
+
+def _train_one(spec: runs.RunSpec, prepared, config: profiles.RunConfig, checkpoint_root, **options) -> dict:
+    """Train (resume, or skip) one run of the grid; a run that diverges is reported, and the grid goes on."""
+    where = Path(checkpoint_root) / runs.run_id(spec) if checkpoint_root else None
+    try:
+        return loop.fit(spec, prepared, num_workers=config.num_workers, checkpoint_dir=where,
+                        checkpoint_minutes=config.checkpoint_minutes, gpu_memory_gb=config.gpu_memory_gb,
+                        **options)
+    except loop.TrainingDiverged as err:
+        print(err)
+        return {"run_id": runs.run_id(spec), "run_dir": str(runs.run_dir(spec)), "status": "diverged"}
 
 
 LISTS = ("models", "fractions", "seeds", "pretrained")  # options that take several values: a,b or a b
@@ -231,6 +254,10 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--new-study", action="store_true",
                        help="record these data settings as the study (as notebook 01 does) instead of following it")
     parse.add_argument("--checkpoint-root", default="", help="folder for <run_id>/ checkpoint folders")
+    parse.add_argument("--shard", default="", metavar="I/N",
+                       help="train only the grid's cells I, I+N, I+2N, ... (a fixed split, e.g. a Slurm array's "
+                            "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); default: every cell, shared with any other "
+                            "worker on the same results folder")
     return cli.add_debug(parse)
 
 
@@ -266,13 +293,17 @@ def _main(argv: list[str]) -> int:
         raise cli.BadValue(str(err)) from None
     config = choice.config
     check_sizes(config)
+    try:
+        shard = claims.parse_shard(args.shard)
+    except ValueError as err:
+        raise cli.BadValue(str(err)) from None
     info = devices.setup()
     for turn in ("main", "others"):  # rank 0 prepares the cache first, the others then reuse it
         if info.is_main == (turn == "main"):
             data = study.prepare(config, choice.study)
         devices.barrier(info)
     table = run_grid(config, data, checkpoint_root=args.checkpoint_root or None, progress=info.is_main,
-                     **choice.options)
+                     shard=shard, **choice.options)
     if info.is_main:
         print(table.to_string(index=False))
     if info.world_size > 1:

@@ -1,7 +1,7 @@
 """Training curves, live in a notebook: one figure for a grid of runs, redrawn after every epoch.
 
     curves = LiveCurves()
-    train.run_grid(["unet"], fractions, data, cfg, callbacks=[curves])
+    grid.run_grid(cfg, prepared, callbacks=[curves])   # or live.train(cfg, prepared): the same, with these curves
 
 In a Jupyter kernel the figure is shown once and then updated in place (also under papermill,
 whose saved notebook keeps the last drawing); elsewhere nothing is drawn until you ask for
@@ -97,7 +97,7 @@ class LiveCurves:
 
 
 def train(config, prepared, *, restart: bool = False, keep_last: bool = False, local_fallback: bool = False):
-    """Train a notebook's grid with live curves: what notebooks 02 and 03 call (see :func:`grid.run_grid`).
+    """Train a notebook's grid with live curves: what notebooks 02 and 03 call (see :func:`helpers.training.grid.run_grid`).
 
     Returns:
         The grid's table, one row per run.

@@ -1,144 +1,112 @@
-"""The one training loop: ``fit()`` trains one run (the grid of runs: :mod:`helpers.training.grid`).
+"""The training loop: notebook 02's five steps on every batch, plus epochs, validation and saving.
 
-AdamW with a per-step cosine (or constant) schedule and optional warm-up; 0.5·Dice + 0.5·BCE in fp32
-(averaged over deep-supervision heads); ``torch.autocast`` mixed precision on CUDA (bf16 where
-supported, else fp16 with a ``GradScaler``, also when ``amp="fp16"`` asks for it; fp32 on the CPU), optionally
-within a cap on GPU memory (15 GB and fp16: the T4 path, emulated); validation (mean per-image Dice) every
-epoch; ``best.pt``, ``history.csv`` (with images/s and peak GPU memory per epoch), and ``last.pt`` with
-everything a resume needs (the scaler's state included), after every
-epoch and optionally every few minutes. Calling it again resumes an interrupted run exactly and
-skips a finished one whose recorded settings are the same; a NaN/inf loss stops it before anything
-of that epoch is saved. Folders: :mod:`helpers.training.runs`; several GPUs: :mod:`helpers.training.devices`.
+``train_one_epoch`` is 02's step written out (forward, loss, ``zero_grad``, ``backward``, optimiser ``step``),
+mixed precision a thin wrapper around it: ``run.autocast()`` and the gradient ``scaler`` (fp16 on a T4; a
+pass-through in bf16 and fp32). ``validate`` scores the validation images (mean per-image Dice); ``fit`` does
+both every epoch. The run's parts: :mod:`helpers.training.state`; resume, checkpoints and Drive copies:
+:class:`~helpers.training.checkpointer.Checkpointer`; the grid of runs: :mod:`helpers.training.grid`.
 """
 from __future__ import annotations
 
 import math
 import os
 import time
-from pathlib import Path
+from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from helpers import paths
 from helpers.data.loaders import to_model_input
+from helpers.data.prep import Prepared
 from helpers.training import devices, runs
+from helpers.training.checkpointer import Callback, Checkpointer
 from helpers.training.metrics import MetricAccumulator, dice
-from helpers.training.state import RunState, SettingsChanged, start_run
+from helpers.training.state import RunState, build_run, init_from_imagenet
 
 
 class TrainingDiverged(FloatingPointError):
     """The training loss became NaN or infinite; nothing from that epoch was saved."""
 
 
-def _diverged(run: RunState, epoch: int, where: str) -> TrainingDiverged:
-    last = f"epoch {run.history[-1]['epoch']}" if run.history else "none yet"
-    return TrainingDiverged(
-        f"Run {run.config['run_id']}: the loss became NaN/inf in epoch {epoch} ({where}). Nothing "
-        f"from this epoch was saved; the last good checkpoint ({last}) and best.pt in {run.checkpoint_dir} are intact. "
-        f"Lower the learning rate (lr={run.optimizer.defaults['lr']}) or turn AMP off, then run again: it resumes "
-        f"from that checkpoint.")
-
-
-def _step(run: RunState, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """One optimisation step on a batch: uint8 images (B, H, W, 3), masks (B, 1, H, W); returns the loss."""
-    inputs, masks = to_model_input(images, run.device, torch.channels_last), masks.to(run.device, non_blocking=True)
-    with torch.autocast(run.device.type, dtype=run.dtype, enabled=run.dtype is not None):
-        logits = run.net(inputs)  # (B, 1, H, W), or a list of them (deep supervision)
-    loss = run.criterion(logits, masks)  # fp32
-    run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
-    run.scaler.step(run.optimizer)
-    run.scaler.update()
-    run.scheduler.step()
-    return loss.detach()
-
-
-def _train_epoch(run: RunState, epoch: int, progress: bool) -> tuple[float, float]:
-    """One pass over this process's training batches; returns (mean loss over all processes, images/s)."""
+def train_one_epoch(run: RunState, saver: Checkpointer, epoch: int, show: bool = True) -> tuple[float, float]:
+    """Notebook 02's five steps on every training batch; returns (mean loss over all processes, images/s)."""
     run.net.train()
-    loader, skip = run.loaders.train, run.skip if epoch == run.start_epoch else 0
-    loader.sampler.set_epoch(epoch, start=skip * loader.batch_size)
-    loss_sum, count = run.partial if skip else (0.0, 0)
-    loss_sum, seen, last = torch.tensor(loss_sum, device=run.device), 0, skip + len(loader)
-    sync_every, start = max(1, len(loader) // 10), time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress, initial=skip, total=last)
-    for step, (images, masks) in enumerate(bar, start=skip + 1):
-        loss_sum += _step(run, images, masks) * len(masks)
-        count, seen = count + len(masks), seen + len(masks)
-        due = run.save_every_s is not None and time.monotonic() - run.last_save > run.save_every_s
-        if step % sync_every == 0 or due or step == last:
-            mean = float(loss_sum) / count  # the only host sync: progress bar and NaN check
-            if not math.isfinite(mean):
-                raise _diverged(run, epoch, f"training, by batch {step}")
-            bar.set_postfix(loss=f"{mean:.4f}")
-            if due and run.dist.is_main:
-                run.checkpoint(epoch - 1, step, (float(loss_sum), count))
-    seconds = time.perf_counter() - start
-    totals = torch.stack([loss_sum, torch.tensor(float(count), device=run.device)])
-    totals = devices.all_reduce_sum(totals, run.dist)
-    return float(totals[0] / totals[1]), seen * run.dist.world_size / seconds
+    tally = saver.start_epoch(run, epoch)  # from the first batch, or where a mid-epoch checkpoint stopped
+    bar = tqdm(run.loaders.train, desc=f"epoch {epoch}", leave=False, disable=not show,
+               initial=tally.batches, total=tally.total)
+    for images, masks in bar:  # uint8 (B, H, W, 3); (B, 1, H, W)
+        images = to_model_input(images, run.device, torch.channels_last)  # float (B, 3, H, W)
+        masks = masks.to(run.device, non_blocking=True)
+        with run.autocast():
+            logits = run.net(images)                # 1 forward: (B, 1, H, W), or one per head
+        loss = run.criterion(logits, masks)         # 2 loss, in fp32
+        run.optimizer.zero_grad(set_to_none=True)   # 3 forget the last step's gradients
+        run.scaler.scale(loss).backward()           # 4 backward (scaled up in fp16, so they do not underflow)
+        run.scaler.step(run.optimizer)              # 5 AdamW updates the weights
+        run.scaler.update()
+        run.scheduler.step()                        # the learning rate of the next step
+        tally.add(loss.detach(), len(masks))
+        if tally.time_to_look() or saver.mid_epoch_due():  # reading the loss waits for the GPU: not always
+            check_finite(run, saver, tally.mean_loss(), f"epoch {epoch} (training, by batch {tally.batches})")
+            bar.set_postfix(loss=f"{tally.mean_loss():.4f}")
+            saver.maybe_save_mid_epoch(run, tally)  # last.pt every checkpoint_minutes
+    return tally.result(run.dist)
 
 
 @torch.no_grad()
-def _validate(run: RunState) -> tuple[float, float]:
-    """Mean validation loss and mean per-image Dice, over all processes' shards."""
+def validate(run: RunState) -> tuple[float, float]:
+    """Mean validation loss and mean per-image Dice, over every process's share of the validation images."""
     run.model.eval()
-    metrics, loss_sum = MetricAccumulator(), torch.zeros((), device=run.device)
+    metrics = MetricAccumulator()
+    loss_sum = torch.zeros((), device=run.device)
     for images, masks in run.loaders.val:
         masks = masks.to(run.device, non_blocking=True)  # (B, 1, H, W)
-        with torch.autocast(run.device.type, dtype=run.dtype, enabled=run.dtype is not None):
+        with run.autocast():
             logits = run.model(to_model_input(images, run.device))  # (B, 1, H, W)
         loss_sum += run.criterion(logits, masks) * len(masks)
         metrics.update(torch.sigmoid(logits.float()), masks)
     dice_sum = dice(*metrics.counts()).sum() if len(metrics) else torch.zeros((), device=run.device)
-    totals = torch.stack([loss_sum, dice_sum.to(loss_sum), torch.tensor(float(len(metrics)), device=run.device)])
-    totals = devices.all_reduce_sum(totals, run.dist)
+    count = torch.tensor(float(len(metrics)), device=run.device)
+    totals = devices.all_reduce_sum(torch.stack([loss_sum, dice_sum.to(loss_sum), count]), run.dist)
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
-def _skip(spec: runs.RunSpec, callbacks) -> dict:
-    folder, name = runs.run_dir(spec), runs.run_id(spec)
-    done = runs.load_done(folder)
-    print(f"{name}: finished earlier with these settings ({done['epochs']} epochs, best val Dice "
-          f"{done['best_val_dice']:.4f} at epoch {done['best_epoch']}); skipped.")
-    for callback in callbacks:
-        callback(name, runs.read_history(folder).to_dict("records"))
-    return {"run_id": name, "run_dir": str(folder), **done, "status": "skipped"}
+def check_finite(run: RunState, saver: Checkpointer, loss: float, where: str) -> None:
+    """Stop the run with :class:`TrainingDiverged` when ``loss`` is NaN or infinite."""
+    if math.isfinite(loss):
+        return
+    history = saver.progress.history
+    last = f"epoch {history[-1]['epoch']}" if history else "none yet"
+    raise TrainingDiverged(
+        f"Run {run.run_id}: the loss became NaN/inf in {where}. Nothing from this epoch was saved; the last "
+        f"good checkpoint ({last}) and best.pt in {saver.checkpoint_dir} are intact. Lower the learning rate "
+        f"(lr={run.optimizer.defaults['lr']}) or turn AMP off, then run again: it resumes from that "
+        f"checkpoint.")
 
 
-def start_over(folder: Path, checkpoint_dir: Path | None = None) -> None:
-    """Delete a run's history, result and checkpoints, local copies included (config.json is rewritten when it
-    starts again)."""
-    for name in ("history.csv", "done.json"):
-        (folder / name).unlink(missing_ok=True)
-    places = {folder / "checkpoints", *([Path(checkpoint_dir)] if checkpoint_dir else [])}
-    for where in places | {paths.mirror(p) for p in places if paths.mirror(p)}:  # this runtime's local copies too
-        for file in where.glob("*.pt") if where.is_dir() else ():
-            file.unlink()
+def out_of_patience(history: list[dict], patience: int | None) -> bool:
+    """Early stopping: the best validation Dice is ``patience`` or more epochs old (None: never)."""
+    best = max(history, key=lambda row: row["val_dice"])  # the first of equals, as in done.json
+    return patience is not None and history[-1]["epoch"] - best["epoch"] >= max(patience, 1)
 
 
-def fit(spec: runs.RunSpec, prepared, *, num_workers: int = 0, checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_minutes: float | None = None, restart: bool = False, keep_last: bool = False,
-        local_fallback: bool = False, gpu_memory_gb: float | None = None, callbacks: tuple = (),
+def fit(spec: runs.RunSpec, prepared: Prepared, *, num_workers: int = 0,
+        checkpoint_dir: str | os.PathLike | None = None, checkpoint_minutes: float | None = None,
+        restart: bool = False, keep_last: bool = False, local_fallback: bool = False,
+        gpu_memory_gb: float | None = None, callbacks: Sequence[Callback] = (),
         progress: bool = True) -> dict:
     """Train one run to the end, resuming it if it was interrupted; skip it if it has finished.
 
-    Every setting that changes the result comes from ``spec`` (:func:`helpers.training.runs.make_spec`
-    fills it from the run config); the keyword arguments only say how to run it.
+    Every setting that changes the result is in ``spec`` (from :func:`helpers.training.runs.make_spec`);
+    the keyword arguments only say how to run it.
 
     Args:
-        spec: the run.
-        prepared: the prepared dataset the spec names.
+        spec, prepared: the run, and the prepared dataset it names.
         num_workers: DataLoader worker processes.
-        checkpoint_dir: where last.pt / best.pt go (e.g. on Drive); default ``<run folder>/checkpoints``.
-            A failed write there is retried, then stops training with :class:`CheckpointWriteError`.
-        checkpoint_minutes: also save last.pt within an epoch this often (resumes mid-epoch).
+        checkpoint_dir, checkpoint_minutes, keep_last, local_fallback, callbacks: how checkpoints are
+            saved and who hears of each epoch (:class:`~helpers.training.checkpointer.Checkpointer`).
         restart: start the run over, deleting its history and checkpoints, instead of resuming or skipping it.
-        keep_last: keep last.pt when the run has finished (default: best.pt only, a third of the size).
-        local_fallback: go on with checkpoints on local disk only when writes to ``checkpoint_dir`` keep failing.
-        gpu_memory_gb: on CUDA, use at most this many GB of GPU memory (15: a T4's; None: no cap; ignored on the CPU).
-        callbacks: called on rank 0 after every epoch as ``callback(run_id, history)``.
+        gpu_memory_gb: on CUDA, use at most this many GB of GPU memory (15: a T4's; None: no cap).
         progress: show progress bars.
 
     Returns:
@@ -146,57 +114,37 @@ def fit(spec: runs.RunSpec, prepared, *, num_workers: int = 0, checkpoint_dir: s
 
     Raises:
         TrainingDiverged: the loss became NaN/inf (checkpoints of earlier epochs stay as they were).
-        SettingsChanged: the run folder holds a result or checkpoint made with other settings
-            (``restart=True`` starts it over).
+        SettingsChanged: the run folder holds a result or checkpoint made with other settings.
         CheckpointWriteError: a checkpoint could not be written (e.g. Drive full), and no ``local_fallback``.
     """
-    folder, num_epochs = runs.run_dir(spec), spec.num_epochs
+    saver = Checkpointer(spec, checkpoint_dir=checkpoint_dir, checkpoint_minutes=checkpoint_minutes,
+                         keep_last=keep_last, local_fallback=local_fallback, callbacks=callbacks)
     if restart:
-        start_over(folder, checkpoint_dir)
-    if runs.is_finished(folder):
-        if changed := runs.differing_settings(runs.load_run_config(folder), spec):
-            raise SettingsChanged(f"{folder} holds a finished run made with other settings ({', '.join(changed)}); "
-                                  f"start it over (RESTART = True, or --restart) or ask for the recorded settings.")
-        return _skip(spec, callbacks)
-    run = start_run(spec, prepared, checkpoint_dir, num_workers, checkpoint_minutes, local_fallback, gpu_memory_gb)
-    status, main = "resumed" if run.history or run.skip else "trained", run.dist.is_main
-    epochs = range(run.start_epoch, 1 if run.finished else num_epochs + 1)
-    bar = tqdm(epochs, desc=run.config["run_id"], disable=not (progress and main), initial=run.start_epoch - 1,
-               total=num_epochs)
+        saver.start_over()
+    if (earlier := saver.finished_earlier()) is not None:
+        return earlier
+    run = build_run(spec, prepared, checkpoint_dir=saver.checkpoint_dir, num_workers=num_workers,
+                    gpu_memory_gb=gpu_memory_gb)
+    so_far = saver.resume(run)  # epochs done, their history and best Dice (none for a fresh start)
+    if spec.pretrained and not so_far.started:
+        init_from_imagenet(run.model)
+    show = progress and run.dist.is_main
+    epochs = range(so_far.epochs_done + 1, 1 if so_far.finished else spec.num_epochs + 1)
+    bar = tqdm(epochs, desc=run.run_id, disable=not show, initial=so_far.epochs_done, total=spec.num_epochs)
     for epoch in bar:
         started = time.perf_counter()
         devices.reset_peak_memory(run.device)
-        train_loss, images_per_s = _train_epoch(run, epoch, progress and main)
-        val_loss, val_dice = _validate(run)
-        if not math.isfinite(val_loss):  # e.g. NaN weights after a finite last training loss
-            raise _diverged(run, epoch, "validation")
-        run.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice,
-                            "lr": run.scheduler.get_last_lr()[0], "epoch_seconds": time.perf_counter() - started,
-                            "images_per_s": images_per_s, "peak_gpu_gb": devices.peak_memory_gb(run.device)})
-        improved, run.best = val_dice > run.best, max(run.best, val_dice)
-        stale = epoch - runs.summarize(run.history, False)["best_epoch"]
-        patience = spec.early_stopping
-        run.finished = epoch == num_epochs or (patience is not None and not improved and stale >= patience)
-        if main:
-            if improved:  # best.pt before last.pt: a crash in between only repeats this epoch
-                run.save_best(val_dice, epoch)
-            run.checkpoint(epoch)
-            runs.write_history(run.folder, run.history)
-            for callback in callbacks:
-                callback(run.config["run_id"], run.history)
-        bar.set_postfix(val_dice=f"{val_dice:.4f}", best=f"{run.best:.4f}")
-        if run.finished:
+        train_loss, images_per_s = train_one_epoch(run, saver, epoch, show)
+        val_loss, val_dice = validate(run)
+        check_finite(run, saver, val_loss, f"epoch {epoch} (validation)")  # NaN weights after a finite loss
+        so_far.history.append({
+            "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice,
+            "lr": run.scheduler.get_last_lr()[0], "epoch_seconds": time.perf_counter() - started,
+            "images_per_s": images_per_s, "peak_gpu_gb": devices.peak_memory_gb(run.device)})
+        so_far.finished = epoch == spec.num_epochs or out_of_patience(so_far.history, spec.early_stopping)
+        saver.end_epoch(run)  # best.pt when the Dice is the best so far, last.pt, history.csv
+        bar.set_postfix(val_dice=f"{val_dice:.4f}", best=f"{so_far.best:.4f}")
+        if so_far.finished:
             break
     bar.close()
-    done = runs.summarize(run.history, len(run.history) < num_epochs)
-    if main:
-        runs.write_history(run.folder, run.history)
-        if run.local_only:  # LOCAL_FALLBACK was used: say so where notebook 04 and a later runtime look
-            done["checkpoints"] = f"local only, in {run.local_dir or run.folder / 'checkpoints'}: copy them to " \
-                                  f"{run.checkpoint_dir} before this runtime ends"
-            print(f"⚠ {run.config['run_id']}: {done['checkpoints']}.")
-        runs.write_json(run.folder / "done.json", done)
-        if not keep_last and not run.local_only:
-            run.drop_last()
-    devices.barrier(run.dist)
-    return {"run_id": run.config["run_id"], "run_dir": str(run.folder), **done, "status": status}
+    return saver.finish(run)  # done.json

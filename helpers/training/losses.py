@@ -68,7 +68,7 @@ class DiceBCELoss(nn.Module):
     """``dice_weight · soft Dice loss + bce_weight · BCEWithLogits``, in fp32.
 
     Call it with ``(logits, masks)``; logits may be one tensor or a list/tuple of tensors (deep
-    supervision heads, e.g. UNet++), whose losses are averaged.
+    supervision heads, e.g. UNet++), whose losses are averaged: ``head_losses`` gives each head's.
 
     Args:
         dice_weight: weight of the soft Dice loss (per image, averaged over the batch).
@@ -93,10 +93,22 @@ class DiceBCELoss(nn.Module):
         Returns:
             Scalar fp32 tensor.
         """
+        return self.head_losses(logits, masks).mean()
+
+    def head_losses(self, logits: Logits, masks: torch.Tensor) -> torch.Tensor:
+        """The loss of each output: ``forward`` is their mean (deep supervision weighs every head equally).
+
+        Args:
+            logits: one output or a list/tuple of them (UNet++'s heads ``x_0_1`` ... ``x_0_4`` in training).
+            masks: as for ``forward``.
+
+        Returns:
+            fp32 tensor (heads,): ``dice_weight · soft Dice loss + bce_weight · BCE`` of each output.
+        """
         heads = list(logits) if isinstance(logits, (list, tuple)) else [logits]
         if not heads:
             raise ValueError("DiceBCELoss got an empty list of logits: pass at least one output.")
-        return torch.stack([self._one_head(head, masks) for head in heads]).mean()
+        return torch.stack([self._one_head(head, masks) for head in heads])
 
     def _one_head(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=logits.device.type, enabled=False):

@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from torch import nn
 
 from helpers import paths
 from helpers.data.prep import Prepared, load_prepared
+from helpers.models import build_model, list_configs
 from helpers.profiles import PER_RUN, SETTINGS, RunConfig
 from helpers.training.checkpoints import CheckpointError, load_checkpoint, load_latest, restore_state
 
@@ -320,8 +322,6 @@ def load_run_model(folder: str | os.PathLike, which: str = "best", map_location:
     Raises:
         FileNotFoundError: no such checkpoint (e.g. Drive not mounted, or the run never saved one).
     """
-    from helpers.models import build_model
-
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last', got {which!r}")
     config = load_run_config(folder)
@@ -357,9 +357,6 @@ def _misfit(folder, which: str, weights: dict, model: nn.Module, config: dict) -
 
 def _identify(weights: dict) -> str | None:
     """Which registered model and config a checkpoint's weights are (names and shapes match), else None."""
-    import torch
-
-    from helpers.models import build_model, list_configs
 
     shapes = {k: tuple(v.shape) for k, v in weights.items()}
     for name, configs in list_configs().items():

@@ -1,13 +1,13 @@
 """One prepared window on a lent GPU: the T4 check, the benchmark rows, the recipe comparison and the grid, each
 within its share of the minutes, then a compact bundle of what was measured.
 
-    python -m helpers.data.shrink /path/to/isic2018 data/isic2018_task1_256 --size 256    # once, to take the data
-    python -m helpers.gpu_window --out OUT --minutes 9 --data-dir data/isic2018_task1_256 [--previous DIR ...]
-    python -m helpers.gpu_window --out /tmp/window --dry-run     # tiny models, synthetic data, CPU, seconds
+    python -m helpers.tools.shrink /path/to/isic2018 data/isic2018_task1_256 --size 256    # once, to take the data
+    python -m helpers.tools.gpu_window --out OUT --minutes 9 --data-dir data/isic2018_task1_256 [--previous DIR ...]
+    python -m helpers.tools.gpu_window --out /tmp/window --dry-run     # tiny models, synthetic data, CPU, seconds
 
 This module holds the command line, the window's budget and the bundle; the steps themselves, the window's
-settings and its clock are in :mod:`helpers.gpu_window_steps`. First the data is prepared (``data``); then the
-steps, in priority order (``t4``: the T4 path emulated in fp16 within 15 GB; ``bench``: :mod:`helpers.bench`'s
+settings and its clock are in :mod:`helpers.tools.gpu_window_steps`. First the data is prepared (``data``); then the
+steps, in priority order (``t4``: the T4 path emulated in fp16 within 15 GB; ``bench``: :mod:`helpers.tools.bench`'s
 rows on this device; ``recipes``: ``seed`` against ``kit`` on UNet++; ``grid``: the ``t4`` profile's grid), each
 within a share of the window (:data:`SHARES`), what one leaves going on to the next.
 
@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers import paths
-from helpers.gpu_window_steps import Window, step_bench, step_data, step_grid, step_recipes, step_t4
+from helpers.tools.gpu_window_steps import Window, step_bench, step_data, step_grid, step_recipes, step_t4
 
 STEPS = ("t4", "bench", "recipes", "grid")
 SHARES = {"data": 0.25, "t4": 0.2, "bench": 0.2, "recipes": 0.5, "grid": 1.0}  # the most of the window each may use
@@ -47,7 +47,7 @@ SKIPPED_FILES = ("test_preds.npz",)  # recomputable from a checkpoint, and too l
 
 def bring_back(w: Window) -> list[str]:
     """Copy the finished run folders of earlier windows' bundles into this window's results; returns their names."""
-    from helpers.training import runs
+    from helpers.training import runs  # torch: only once --dry-run has hidden the GPU
 
     dest, found = w.work / "results" / "runs", []
     dest.mkdir(parents=True, exist_ok=True)
@@ -119,11 +119,11 @@ class _Tee(io.TextIOBase):
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m helpers.gpu_window``."""
-    parse = argparse.ArgumentParser(prog="python -m helpers.gpu_window", description=__doc__.split("\n\n")[0])
+    """The command line of ``python -m helpers.tools.gpu_window``."""
+    parse = argparse.ArgumentParser(prog="python -m helpers.tools.gpu_window", description=__doc__.split("\n\n")[0])
     parse.add_argument("--out", required=True, help="folder for the bundle (an earlier bundle there is built on)")
     parse.add_argument("--minutes", type=float, default=9.0, help="the window's length, writing the bundle included")
-    parse.add_argument("--data-dir", default=None, help="ISIC 2018 copy made with helpers.data.shrink (default: synthetic)")
+    parse.add_argument("--data-dir", default=None, help="ISIC 2018 copy made with helpers.tools.shrink (default: synthetic)")
     parse.add_argument("--previous", nargs="*", default=[], help="earlier bundles (folders with runs.tar.gz or runs/)")
     parse.add_argument("--only", default=",".join(STEPS), help=f"steps to run, of {','.join(STEPS)}")
     parse.add_argument("--t4-steps", type=int, default=None, help="training steps per model in the t4 check "
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.dry_run and "torch" not in sys.modules:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the dry run is the CPU path, also on a GPU machine
-    import torch
+    import torch  # torch: only once --dry-run has hidden the GPU
 
     if args.dry_run:
         torch.set_num_threads(1)  # tiny models run fastest, and steadiest on a shared CPU, with one thread

@@ -1,6 +1,6 @@
 """The benchmark's ``step`` section and what it compares against: a model's training step on a resident batch.
 
-    python -m helpers.bench --sections step --compile      # part of helpers.bench; the rows go to results/bench.csv
+    python -m helpers.tools.bench --sections step --compile      # part of helpers.tools.bench; the rows go to results/bench.csv
 
 What the device alone can do, without data loading: images/s of AdamW training steps with mixed precision,
 channels_last and torch.compile switched on and off (mixed precision only on CUDA: on the CPU those rows

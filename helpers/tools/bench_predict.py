@@ -1,6 +1,6 @@
 """Benchmark predicting on your own images: images/s and peak memory for 512-px and 6,000-px JPEGs.
 
-    python -m helpers.bench_predict [RUN] [--device cpu]
+    python -m helpers.tools.bench_predict [RUN] [--device cpu]
 
 RUN is a run folder or an exported model (default: the newest run under ``results/runs`` with a checkpoint).
 Every case runs in a fresh Python process, so its peak memory (resident set) is its own: first a process that
@@ -87,7 +87,7 @@ def bench_predict(run: str | Path, device: str = "cpu") -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the prediction benchmark, print the table, append the rows to results/bench.csv."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.bench_predict", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m helpers.tools.bench_predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", nargs="?", help="a run folder or an exported model (default: the newest run)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args(argv)

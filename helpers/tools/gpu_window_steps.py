@@ -1,10 +1,10 @@
-"""The steps of a GPU window (:mod:`helpers.gpu_window`) and the window they share: its settings, its clock and
+"""The steps of a GPU window (:mod:`helpers.tools.gpu_window`) and the window they share: its settings, its clock and
 the runs it trains, each step within the deadline it is given.
 
 - ``data``: the study's data prepared once (the ``--data-dir`` copy, else the synthetic sample).
 - ``t4``: the T4 path emulated: each ``t4`` model trained in fp16 within 15 GB (``fit(gpu_memory_gb=15)``), a few
   hundred steps at batch 16 and 256 px: images/s, peak GPU memory, last loss, or the out-of-memory error.
-- ``bench``: :mod:`helpers.bench`'s sections on this device (data with a worker sweep, train, step, infer),
+- ``bench``: :mod:`helpers.tools.bench`'s sections on this device (data with a worker sweep, train, step, infer),
   then torch.compile rows of UNet if 90 s are to spare.
 - ``recipes``: ``seed`` against ``kit`` on UNet++ at 100 %, both scored on the test split; with fewer epochs
   than the recipes' when the time left asks for it (both alike, and said so in the notes).
@@ -70,7 +70,7 @@ class Window:
 
     def data(self, config):
         """The prepared data of ``config``: the ``--data-dir`` copy, else the synthetic sample."""
-        from helpers.data import sources
+        from helpers.data import sources  # torch: only once --dry-run has hidden the GPU
 
         return sources.ensure_prepared(config, "folder" if self.data_dir else "synthetic", self.data_dir)
 
@@ -102,7 +102,7 @@ def _label(config) -> str:
 
 def run_row(step: str, config, prepared, status: str = "") -> dict:
     """One run of a step: its settings, done.json, peak memory and the mean test Dice (when scored)."""
-    from helpers.training import runs
+    from helpers.training import runs  # torch: only once --dry-run has hidden the GPU
 
     spec = runs.make_spec(config.models[0], config.fractions[0], config.seeds[0], prepared, config)
     folder = runs.run_dir(spec)
@@ -116,8 +116,8 @@ def run_row(step: str, config, prepared, status: str = "") -> dict:
 
 def train_cells(w: Window, step: str, cells: list, deadline: float, entry: dict) -> list[dict]:
     """Train one-run configs in order, each scored on the test split when it finishes; notes what was left."""
-    from helpers.evaluation import scoring
-    from helpers.training import grid, runs
+    from helpers.evaluation import scoring  # torch: only once --dry-run has hidden the GPU
+    from helpers.training import grid, runs  # torch: only once --dry-run has hidden the GPU
 
     rows = []
     for k, (config, prepared) in enumerate(cells):
@@ -147,9 +147,9 @@ def train_cells(w: Window, step: str, cells: list, deadline: float, entry: dict)
 
 def step_t4(w: Window, deadline: float, entry: dict) -> None:
     """fp16 within 15 GB, a few hundred steps of each ``t4`` model (restarted each window: a check, not a result)."""
-    import torch
+    import torch  # torch: only once --dry-run has hidden the GPU
 
-    from helpers.training import devices, loop, runs
+    from helpers.training import devices, loop, runs  # torch: only once --dry-run has hidden the GPU
 
     device, kept = devices.pick_device(), _earlier_rows(w, "t4_check.csv", lambda r: r["status"] == "ok")
     config = w.study(amp="fp16", fractions="1.0")
@@ -189,7 +189,7 @@ def step_t4(w: Window, deadline: float, entry: dict) -> None:
 
 def _earlier_rows(w: Window, name: str, keep) -> list[dict]:
     """Rows of an earlier window's ``name`` measured on this hardware that ``keep`` accepts."""
-    from helpers.training import devices
+    from helpers.training import devices  # torch: only once --dry-run has hidden the GPU
 
     path, here = w.earlier(name), devices.hardware(devices.pick_device(), devices.DistInfo())
     table = pd.read_csv(path) if path else pd.DataFrame(columns=["hardware"])
@@ -204,8 +204,8 @@ def step_data(w: Window, deadline: float, entry: dict) -> None:
 
 
 def _bench(w: Window, *options: str) -> list[dict]:
-    """Rows of ``python -m helpers.bench`` with ``options`` on the study's profile and data."""
-    from helpers import bench
+    """Rows of ``python -m helpers.tools.bench`` with ``options`` on the study's profile and data."""
+    from helpers.tools import bench  # torch: only once --dry-run has hidden the GPU
 
     source = ["--data-source", "folder", "--data-dir", w.data_dir] if w.data_dir else []
     scratch = Path(tempfile.mkdtemp(prefix="bench-", dir=w.work))
@@ -215,7 +215,7 @@ def _bench(w: Window, *options: str) -> list[dict]:
 
 
 def step_bench(w: Window, deadline: float, entry: dict) -> None:
-    """helpers.bench's sections one by one, then torch.compile rows of UNet when 90 s are to spare."""
+    """helpers.tools.bench's sections one by one, then torch.compile rows of UNet when 90 s are to spare."""
     rows = w.tables.setdefault("bench", _earlier_rows(w, "bench.csv", lambda r: True))
     sizes = ["--images", "16", "--batches", "2", "--steps", "1", "--workers", "0", "--models", "unet"] if w.dry_run \
         else ["--steps", "20"]
@@ -235,7 +235,7 @@ def step_bench(w: Window, deadline: float, entry: dict) -> None:
 
 def step_recipes(w: Window, deadline: float, entry: dict) -> None:
     """``seed`` vs ``kit`` on UNet++ at 100 %, with the same (possibly fewer) epochs."""
-    from helpers.training import runs
+    from helpers.training import runs  # torch: only once --dry-run has hidden the GPU
 
     base = w.study(models="unetpp", fractions="1.0")
     prepared = w.data(base)

@@ -1,8 +1,8 @@
 """Benchmarks that print figures: data path, training throughput, inference latency.
 
-    python -m helpers.bench                      # this machine, the profile for its device
-    python -m helpers.bench --profile t4 --data-source folder --data-dir /path/to/isic
-    python -m helpers.bench --sections step --compile     # on a GPU: TFLOP/s against its peak, torch.compile
+    python -m helpers.tools.bench                      # this machine, the profile for its device
+    python -m helpers.tools.bench --profile t4 --data-source folder --data-dir /path/to/isic
+    python -m helpers.tools.bench --sections step --compile     # on a GPU: TFLOP/s against its peak, torch.compile
 
 Every row goes to ``results/bench.csv`` (appended) with the hardware, torch version and
 settings. Sections:
@@ -11,7 +11,7 @@ settings. Sections:
   decodes a JPEG and a PNG per item every epoch, resizes, and runs a heavy albumentations
   chain (shift-scale-rotate, one of elastic/grid/optical distortion, one of noise/blur, one of
   colour jitters, normalise). The *kit* reads the cached uint8 arrays and runs
-  :func:`helpers.data.train_transform`, normalising on the device. Each with 0, 2, 4 and 8 loader
+  :func:`helpers.data.loaders.train_transform`, normalising on the device. Each with 0, 2, 4 and 8 loader
   workers, as many as there are CPUs (``--workers 0,2`` to choose).
 - ``train``: end-to-end training images/s, the naive recipe (the study's loader with 2 workers, its fp16
   AMP on CUDA and fp32 elsewhere, ``loss.item()`` every batch) beside the kit's
@@ -19,7 +19,7 @@ settings. Sections:
   backward estimate).
 - ``step``: one model's training step on a resident batch, with AMP, channels_last and
   torch.compile switched where the device has them, TFLOP/s and their share of the GPU's peak
-  (what the GPU alone can do; :mod:`helpers.bench_gpu`).
+  (what the GPU alone can do; :mod:`helpers.tools.bench_gpu`).
 - ``infer``: ms/image at batch 1 and at the evaluation batch size.
 """
 from __future__ import annotations
@@ -39,11 +39,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from helpers import paths
-from helpers.bench_gpu import bench_steps, worker_counts
 from helpers.data.loaders import LesionDataset, seed_worker, single_threaded_opencv, to_model_input, train_transform
+from helpers.data.sources import ensure_prepared
+from helpers.evaluation.inference import iter_probs
 from helpers.models import build_model
 from helpers.models.summary import count_flops
 from helpers.profiles import resolve_config
+from helpers.tools.bench_gpu import bench_steps, worker_counts
+from helpers.training import loop, runs
 from helpers.training.devices import DistInfo, amp_dtype, grad_scaler, hardware, pick_device
 from helpers.training.losses import DiceBCELoss
 
@@ -155,8 +158,6 @@ def naive_train(prepared, model_name: str, config: str, size: int, batch_size: i
 
 def kit_train(prepared, profile, model_name: str) -> float:
     """Images/s of the kit's own ``fit`` for one epoch (training part only, from history.csv)."""
-    from helpers.training import loop, runs
-
     spec = runs.make_spec(model_name, 1.0, 0, prepared, profile.with_(num_epochs=1))
     result = loop.fit(spec, prepared, num_workers=profile.num_workers, progress=False)
     return float(pd.read_csv(Path(result["run_dir"]) / "history.csv")["images_per_s"].iloc[-1])
@@ -182,8 +183,6 @@ def bench_train(prepared, profile, steps: int) -> list[dict]:
 
 def bench_inference(prepared, profile) -> list[dict]:
     """ms/image of each model at batch 1 and at the evaluation batch size (the profile's batch size)."""
-    from helpers.evaluation.inference import iter_probs
-
     device, rows, out = pick_device(), prepared.indices("test"), []
     for name in profile.models:
         config = profile.model_configs[name]
@@ -200,8 +199,6 @@ def bench_inference(prepared, profile) -> list[dict]:
 
 def run_sections(profile, args) -> list[dict]:
     """The rows of the sections named in ``args.sections``."""
-    from helpers.data.sources import ensure_prepared
-
     sections, rows = args.sections.split(","), []
     if "data" in sections:
         data_profile = resolve_config(profile.name, image_size=DATA_SIZE, synthetic_count=args.images)
@@ -217,7 +214,8 @@ def run_sections(profile, args) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks, print the table, append the rows to results/bench.csv."""
-    parser = argparse.ArgumentParser(description="Benchmark the data path, training and inference.")
+    parser = argparse.ArgumentParser(prog="python -m helpers.tools.bench",
+                                     description="Benchmark the data path, training and inference.")
     parser.add_argument("--profile", default="", help="profile (default: t4 with a GPU, cpu without)")
     parser.add_argument("--data-source", default="synthetic")
     parser.add_argument("--data-dir", default=None)

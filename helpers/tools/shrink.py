@@ -1,6 +1,6 @@
 """A smaller copy of a folder in the official ISIC 2018 layout: every pair resized, the same names.
 
-    python -m helpers.data.shrink /path/to/isic2018 data/isic2018_task1_256 --size 256
+    python -m helpers.tools.shrink /path/to/isic2018 data/isic2018_task1_256 --size 256
 
 Use it to take the data where the full copy cannot go: a GPU machine that sees only your working
 tree, a Google Drive with little space, a class's laptops. Images are resized by area averaging and
@@ -68,7 +68,8 @@ def shrink_folder(source: str | Path, dest: str | Path, size: int, protocol: str
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(description="Write a resized copy of an ISIC 2018 Task 1 folder.")
+    parser = argparse.ArgumentParser(prog="python -m helpers.tools.shrink",
+                                     description="Write a resized copy of an ISIC 2018 Task 1 folder.")
     parser.add_argument("source", help="folder with the official ISIC 2018 Task 1 folders")
     parser.add_argument("dest", help="folder for the copy")
     parser.add_argument("--size", type=int, required=True, help="side of the square copies, in pixels")
