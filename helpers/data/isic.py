@@ -11,7 +11,8 @@ top folder is fine; images may also be PNG, BMP or TIFF, masks JPEG, BMP or TIFF
 image and mask folders) are found by :mod:`helpers.data.layouts`, which pairs them into the
 same :class:`Pair` and validates them with :func:`load_pair` (``lenient=True``).
 Nothing is skipped silently: every orphan, broken or odd file becomes a :class:`Problem`
-naming the file and what is wrong.
+naming the file and what is wrong. Photos are read upright (:func:`upright`: their EXIF orientation applied, as
+a phone or viewer shows them), so a mask drawn on the photo as you see it pairs with it.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 SPLIT_DIRS = {
     "train": ("ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth"),
@@ -137,15 +138,45 @@ def pair_files(images_dir: str | Path, masks_dir: str | Path) -> tuple[list[Pair
     return pairs, problems
 
 
+ORIENTATION = 0x0112  # the EXIF tag that says how the stored pixels are turned (1: as stored; 6, 8: by 90°)
+
+
+def orientation(image: Image.Image) -> int:
+    """An image's EXIF orientation (1 to 8; 1 when it has none)."""
+    return int(image.getexif().get(ORIENTATION, 1) or 1)
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image as a phone or viewer shows it: turned (and mirrored) by its EXIF orientation; itself when upright.
+
+    The one way the kit turns photos, for preparing data and for predicting alike.
+    """
+    return image if orientation(image) == 1 else ImageOps.exif_transpose(image)
+
+
 def _open(path: Path, kind: str) -> Image.Image:
-    """Open and fully decode an image file, or raise DataError naming it."""
+    """Open and fully decode an image file (its EXIF read too), or raise DataError naming it."""
     try:
         with Image.open(path) as im:
             im.load()
+            orientation(im)
             return im.copy()
     except Exception as err:  # PIL raises many types for broken files
         raise BadFile(path, f"corrupt or unreadable {kind} ({err}); re-extract or re-download it, "
                             f"or remove the pair.") from err
+
+
+def open_pair(pair: Pair) -> tuple[Image.Image, Image.Image, str]:
+    """Decode a pair upright (:func:`upright`), and a note when that could not be done.
+
+    A mask is taken as drawn on the upright photo. Only where the upright sizes differ but the stored ones match
+    (a mask drawn on the stored pixels by a tool that ignores EXIF) are both used as stored, with a note.
+    """
+    image, mask = _open(pair.image_path, "image"), _open(pair.mask_path, "mask")
+    image_up, mask_up = upright(image), upright(mask)
+    if image_up.size != mask_up.size and image.size == mask.size:
+        return image, mask, f"EXIF orientation {orientation(image)} not applied: the mask fits the stored pixels"
+    return image_up, mask_up, ""
 
 
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")
@@ -200,7 +231,7 @@ def grayscale_mask(mask: Image.Image, path: Path) -> tuple[np.ndarray, str]:
 
 
 def load_pair(pair: Pair, lenient: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
-    """Decode and validate one pair.
+    """Decode (upright: see :func:`open_pair`) and validate one pair.
 
     Args:
         pair: the files.
@@ -216,8 +247,8 @@ def load_pair(pair: Pair, lenient: bool = False) -> tuple[np.ndarray, np.ndarray
         BadFile: naming the file and the problem (corrupt, not RGB, mask not single-channel,
             sizes differ, mask with no value above 127).
     """
-    image, mask = _open(pair.image_path, "image"), _open(pair.mask_path, "mask")
-    notes = []
+    image, mask, turned = open_pair(pair)
+    notes = [turned] if turned else []
     if image.mode != "RGB":
         if not lenient:
             raise BadFile(pair.image_path, f"image mode is {image.mode}, expected RGB; convert it to an RGB JPEG.")
@@ -228,7 +259,8 @@ def load_pair(pair: Pair, lenient: bool = False) -> tuple[np.ndarray, np.ndarray
                                       f"(grayscale) PNG with values 0 and 255.")
     if mask.size != image.size:
         raise BadFile(pair.mask_path, f"mask is {mask.size[0]}x{mask.size[1]} but its image "
-                                      f"{pair.image_path.name} is {image.size[0]}x{image.size[1]}; they must match.")
+                                      f"{pair.image_path.name} is {image.size[0]}x{image.size[1]} (both upright, "
+                                      f"EXIF orientation applied); they must match.")
     values, converted = grayscale_mask(mask, pair.mask_path)
     notes += [converted] if converted else []
     counts = np.bincount(values.ravel(), minlength=256)

@@ -38,10 +38,10 @@ from tqdm.auto import tqdm
 from helpers import paths
 from helpers.data import layouts
 from helpers.data.folders import normal_suffix
-from helpers.data.isic import BadFile, DataError, Pair, Problem, format_problems, grayscale_mask, load_pair
+from helpers.data.isic import BadFile, DataError, Pair, Problem, format_problems, grayscale_mask, load_pair, upright
 from helpers.paths import write_atomic
 
-PREP_VERSION = 2  # 2: originals.zip
+PREP_VERSION = 3  # 2: originals.zip; 3: photos upright (EXIF orientation applied)
 FILES = ("images.npy", "masks.npy", "splits.csv", "originals.zip", "prepared.json")  # prepared.json: written last
 ORIGINALS = "originals.zip"
 SEED_RATIOS = (0.70, 0.15, 0.15)
@@ -78,9 +78,10 @@ class Prepared:
                                 f"{archive}: prepare the data again (notebook 01) to store it there.")
 
     def original_mask(self, row: int) -> np.ndarray:
-        """The original ground truth of an image as bool (H, W), lesion where > 127 (as preparing binarises)."""
+        """The original ground truth of an image as bool (H, W), lesion where > 127 (as preparing binarises);
+        upright, as it was prepared (:func:`~helpers.data.isic.upright`)."""
         with Image.open(io.BytesIO(self.original_mask_png(row))) as mask:
-            return np.asarray(mask.convert("L")) > 127
+            return np.asarray(upright(mask).convert("L")) > 127
 
     def has_originals(self, rows) -> bool:
         """True when the original mask of every row can be read (raw file or originals.zip)."""
@@ -234,7 +235,7 @@ def _zip_originals(path: Path, table: pd.DataFrame) -> None:
                 zipped.write(mask_path, f"{isic_id}.png")
             else:
                 with Image.open(mask_path) as mask:
-                    values, _ = grayscale_mask(mask, Path(mask_path))
+                    values, _ = grayscale_mask(upright(mask), Path(mask_path))
                 png = io.BytesIO()
                 Image.fromarray(values).save(png, format="PNG")
                 zipped.writestr(f"{isic_id}.png", png.getvalue())
