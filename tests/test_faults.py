@@ -1,6 +1,6 @@
-"""The fault table (docs/faults.md): one test per bad input or broken folder, each checking what the kit does.
+"""The fault table (tests/FAULTS.md): one test per bad input or broken folder, each checking what the kit does.
 
-Cases of issue 25 whose test lives beside its feature are named in docs/faults.md (tests/test_predict.py,
+Cases of issue 25 whose test lives beside its feature are named in tests/FAULTS.md (tests/test_predict.py,
 tests/test_external.py, tests/test_export.py); the ones here are those that cross modules: broken run folders,
 errors reaching the command line, notebook 04's helpers on a broken run, and two processes on a fresh home.
 """
