@@ -93,3 +93,22 @@ def test_isic2018_source_downloads_extracts_and_prepares_both_protocols(tmp_path
     assert official.table["split"].value_counts().to_dict() == {"train": 20, "test": 6, "val": 4}
     assert len(server.requests) == 6                                   # train zips reused, not fetched again
     assert (paths.data_dir() / "downloads" / "ISIC2018_Task1-2_Test_Input.zip").is_file()
+
+
+def test_a_training_folder_whose_files_changed_is_prepared_again(tmp_path, capsys):
+    src = make_dataset(tmp_path / "mine", 10)
+    assert len(ensure_prepared(SMOKE, "folder", str(src)).table) == 10
+    assert len(ensure_prepared(SMOKE, "folder", str(src)).table) == 10 and "preparing it again" not in \
+        capsys.readouterr().out  # unchanged: reused
+    make_dataset(src, 3, start=10)  # three more pairs
+    assert len(ensure_prepared(SMOKE, "folder", str(src)).table) == 13
+    assert f"{src.resolve()} changed since it was prepared" in capsys.readouterr().out
+
+
+def test_two_training_folders_with_one_name_are_not_mixed_up(tmp_path):
+    first = make_dataset(tmp_path / "a" / "data", 10)
+    other = make_dataset(tmp_path / "b" / "data", 12)
+    assert len(ensure_prepared(SMOKE, "folder", str(first)).table) == 10
+    with pytest.raises(DataError, match=r"b/data has the folder name of .*a/data, which is already prepared"):
+        ensure_prepared(SMOKE, "folder", str(other))
+    assert len(ensure_prepared(SMOKE, "folder", str(first)).table) == 10  # the first one's preparation is untouched

@@ -21,6 +21,7 @@ the first ``round(f * n_train)`` of them, so 10 % ⊂ 25 % ⊂ 50 % ⊂ 100 %.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -311,6 +312,36 @@ def load_prepared(out_dir: str | Path) -> Prepared:
         raise DataError(f"{out_dir}: images.npy/masks.npy/splits.csv disagree in length; delete the folder "
                         f"and prepare again.")
     return Prepared(out_dir, images, masks, table, json.loads((out_dir / "prepared.json").read_text()), read_from)
+
+
+STAMP = "source_stamp.json"  # in a preparation of a folder or zip: what its source files were
+
+
+def source_stamp(given: Path) -> dict:
+    """What a folder's (or zip's) files are: their count and a hash of their names, sizes and modification times."""
+    files = sorted(p for p in given.rglob("*") if p.is_file()) if given.is_dir() else [given]
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        name = path.relative_to(given) if given.is_dir() else path.name
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return {"source": str(given.resolve()), "files": len(files), "hash": digest.hexdigest()}
+
+
+def stale_source(out_dir: Path, stamp: dict) -> bool:
+    """True when a preparation exists but was made from other files than ``stamp`` says are there now."""
+    if not (Path(out_dir) / "prepared.json").is_file():
+        return False
+    try:
+        stored = json.loads((Path(out_dir) / STAMP).read_text())
+        return {key: stored.get(key) for key in stamp} != stamp
+    except (OSError, ValueError, AttributeError):
+        return True  # no stamp (an earlier version, or interrupted): not known to match
+
+
+def write_stamp(out_dir: Path, stamp: dict) -> None:
+    """Record what a preparation's source files were (read by :func:`stale_source`)."""
+    paths.write_atomic(Path(out_dir) / STAMP, lambda tmp: tmp.write_text(json.dumps(stamp, indent=1)))
 
 
 def prepared_name(dataset: str, protocol: str, image_size: int, seed: int) -> str:

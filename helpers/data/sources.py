@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -20,7 +21,18 @@ from helpers import paths
 from helpers.data.archives import safe_extract
 from helpers.data.download import fetch_official
 from helpers.data.isic import DataError
-from helpers.data.prep import Prepared, is_prepared, load_prepared, prepare, prepared_name, settings
+from helpers.data.prep import (
+    STAMP,
+    Prepared,
+    is_prepared,
+    load_prepared,
+    prepare,
+    prepared_name,
+    settings,
+    source_stamp,
+    stale_source,
+    write_stamp,
+)
 from helpers.data.synthetic import generate_sample
 from helpers.profiles import RunConfig
 
@@ -133,12 +145,39 @@ def ensure_prepared(config: RunConfig, data_source: str = "synthetic", data_dir:
     name = prepared_name(dataset_name(data_source, data_dir, config, sample_seed), protocol,
                          config.image_size, config.split_seed)
     out_dir, source = paths.prepared_root() / name, expected_source(data_source, data_dir, config, sample_seed)
+    given = _existing(data_dir) if data_source in ("folder", "zip") else None
+    stamp = source_stamp(given) if given is not None else None
+    if given is not None:
+        _refuse_a_namesake(out_dir, source if data_source == "folder" else given)
+        if stale_source(out_dir, stamp):
+            print(f"{given} changed since it was prepared ({stamp['files']} files now): preparing it again. Runs "
+                  f"trained on the earlier files keep their folders (RESTART trains them again).")
+            (out_dir / "prepared.json").unlink()
     if source is not None and is_prepared(out_dir, settings(source, config.image_size, protocol, config.split_seed,
                                                             on_bad_file, layout, mask_suffix)):
         return load_prepared(out_dir)
     root = get_source(data_source, data_dir, config, sample_seed, splits, mirror)
-    return prepare(root, out_dir, config.image_size, protocol, config.split_seed, on_bad_file, layout=layout,
-                   mask_suffix=mask_suffix)
+    prepared = prepare(root, out_dir, config.image_size, protocol, config.split_seed, on_bad_file, layout=layout,
+                       mask_suffix=mask_suffix)
+    if stamp is not None:
+        write_stamp(out_dir, {**stamp, "given": str(given)})
+    return prepared
+
+
+def _refuse_a_namesake(out_dir: Path, given: Path) -> None:
+    """Refuse a dataset whose folder has the name of another one already prepared here (its runs would share ids).
+
+    Raises:
+        DataError: names both folders and what to do.
+    """
+    try:
+        earlier = json.loads((out_dir / STAMP).read_text()).get("given")
+    except (OSError, ValueError):
+        return
+    if earlier and Path(earlier).resolve() != Path(given).resolve() and Path(earlier).exists():
+        raise DataError(f"{given} has the folder name of {earlier}, which is already prepared in {out_dir}: a dataset "
+                        f"is known by its folder's name (in the prepared data and in run ids), so the two would be "
+                        f"mixed up. Rename one of the folders, or use another KIT_HOME for this one.")
 
 
 def notebook_data(config: RunConfig, data_source: str = "synthetic", data_dir: str | None = None,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -44,7 +43,6 @@ EXTERNAL_DIR = "external"
 EXTERNAL_FILE = "external.csv"
 SYNTHETIC_SEED = 1  # a synthetic "external" set: another draw of the offline sample (same generator: no real shift)
 SCORES = ("dice", "jaccard_thresholded")
-STAMP = "source_stamp.json"  # in a preparation of a folder or zip: what its source files were
 
 
 def external_dir(run_dir: str | Path, test_dataset: str) -> Path:
@@ -85,27 +83,6 @@ def source_name(given: Path) -> str:
     return f"{base}-{hashlib.sha256(str(given.resolve()).encode()).hexdigest()[:6]}"
 
 
-def source_stamp(given: Path) -> dict:
-    """What a folder's (or zip's) files are: their count and a hash of their names, sizes and modification times."""
-    files = sorted(p for p in given.rglob("*") if p.is_file()) if given.is_dir() else [given]
-    digest = hashlib.sha256()
-    for path in files:
-        stat = path.stat()
-        digest.update(f"{path.relative_to(given) if given.is_dir() else path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
-                      .encode())
-    return {"source": str(given.resolve()), "files": len(files), "hash": digest.hexdigest()}
-
-
-def _stale(out_dir: Path, stamp: dict) -> bool:
-    """True when a preparation exists but was made from other files than ``stamp`` says are there now."""
-    if not (out_dir / "prepared.json").is_file():
-        return False
-    try:
-        return json.loads((out_dir / STAMP).read_text()) != stamp
-    except (OSError, ValueError):
-        return True  # no stamp (an earlier version, or interrupted): not known to match
-
-
 def _prepare_given(config: RunConfig, data_source: str, data_dir: str, on_bad_file: str, mask_suffix: str | None):
     """Prepare a folder or zip as an external test set under :func:`source_name`, again when its files changed."""
     given = sources.expected_source("folder", data_dir, config)
@@ -113,15 +90,15 @@ def _prepare_given(config: RunConfig, data_source: str, data_dir: str, on_bad_fi
         sources.get_source("folder", data_dir, config)  # raises DataError: the folder or zip is not there
     name = source_name(given)
     out_dir = paths.prepared_root() / prep.prepared_name(name, "external", config.image_size, config.split_seed)
-    stamp = source_stamp(given)
-    if _stale(out_dir, stamp):
+    stamp = prep.source_stamp(given)
+    if prep.stale_source(out_dir, stamp):
         print(f"{given} changed since it was prepared ({stamp['files']} files now): preparing it again.")
         (out_dir / "prepared.json").unlink()
         shutil.rmtree(paths.raw_dir(name), ignore_errors=True)  # a zip's earlier extraction
     root = given if data_source == "folder" else _extract(given, paths.raw_dir(name))
     prepared = prep.prepare(root, out_dir, config.image_size, "external", config.split_seed, on_bad_file,
                             mask_suffix=mask_suffix)
-    paths.write_atomic(out_dir / STAMP, lambda tmp: tmp.write_text(json.dumps(stamp, indent=1)))
+    prep.write_stamp(out_dir, stamp)
     return prepared
 
 

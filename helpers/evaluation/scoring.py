@@ -38,6 +38,8 @@ def _checked(read, path: Path):
     try:
         value = read(path)
     except (OSError, ValueError, TypeError) as err:
+        if str(path) in str(err):  # the reader's own message already names the file
+            raise ValueError(str(err)) from None
         raise ValueError(f"{path} is unreadable ({type(err).__name__}: {err})") from None
     if value is not None and not isinstance(value, dict):
         raise ValueError(f"{path} holds a {type(value).__name__}, not a JSON object")
