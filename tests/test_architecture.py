@@ -1,14 +1,11 @@
-"""The shape of helpers/: subpackages by stage, lower layers never import higher ones, no import cycles."""
+"""The shape of helpers/: subpackages by stage, lower layers never import higher ones, no import cycles (the command
+lines: tests/test_commands.py)."""
 import ast
 import importlib
 import importlib.util
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPERS = ROOT / "helpers"
@@ -238,25 +235,3 @@ def test_imports_inside_functions_say_why():
 def test_every_module_starts_with_a_docstring():
     missing = [name for name, path in MODULES.items() if not ast.get_docstring(ast.parse(path.read_text()))]
     assert not missing
-
-
-TOOLS = ["helpers.tools.bench", "helpers.tools.bench_predict", "helpers.tools.gpu_window", "helpers.tools.shrink",
-         "helpers.tools.fork", "helpers.tools.publish"]
-
-
-@pytest.mark.parametrize("module", ["helpers.training", "helpers.pipeline", "helpers.evaluation.predict",
-                                    "helpers.evaluation.export", "helpers.evaluation.external",
-                                    "helpers.reporting.snapshot", *TOOLS])
-def test_command_lines_answer_help(module):
-    done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "usage:" in done.stdout
-    if module in TOOLS:  # the usage line names the command to type
-        assert f"usage: python -m {module}" in done.stdout
-
-
-def test_every_tool_with_a_main_is_a_command_line_tested_above():
-    commands = {name for name, path in MODULES.items()
-                if name.startswith("helpers.tools.") and "def main(" in path.read_text()}
-    assert commands == set(TOOLS)

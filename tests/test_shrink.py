@@ -25,7 +25,7 @@ def test_copy_keeps_layout_and_prepares_like_the_original(tmp_path):
     copied = prepare(tmp_path / "copy", tmp_path / "p2", 16, progress=False)
     assert np.array_equal(original.masks, copied.masks)
     assert original.table["split"].tolist() == copied.table["split"].tolist()
-    assert np.abs(original.images.astype(int) - copied.images.astype(int)).mean() < 8  # JPEG at quality 95
+    assert np.abs(original.images.astype(int) - copied.images.astype(int)).mean() < 8  # JPEG at the default quality 90
 
 
 def test_resumes_without_rewriting(tmp_path):

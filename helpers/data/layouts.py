@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers.data import folders, isic
-from helpers.data.folders import FOLDER_DEPTH, IMAGE_DIRS, MASK_DIRS, list_entries, list_files, levels, subdirs
+from helpers.data.folders import FOLDER_DEPTH, IMAGE_DIRS, MASK_DIRS, levels, list_entries, list_files, subdirs
 from helpers.data.folders import MASK_SUFFIXES as MASK_SUFFIXES  # re-exported: this module's API before the split
 from helpers.data.folders import ONE_FOLDER_HELP as ONE_FOLDER_HELP
 from helpers.data.folders import SUFFIX_HELP as SUFFIX_HELP

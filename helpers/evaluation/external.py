@@ -36,7 +36,7 @@ from helpers.data.archives import safe_extract
 from helpers.data.isic import DataError
 from helpers.data.sources import SOURCES, ensure_prepared
 from helpers.evaluation import inference, scoring, stats
-from helpers.profiles import RunConfig, resolve_config
+from helpers.profiles import PROFILES, RunConfig, resolve_config
 from helpers.training import devices, runs
 
 EXTERNAL_DIR = "external"
@@ -324,7 +324,8 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--data-source", default="folder", choices=SOURCES)
     parser.add_argument("--data-dir", help="the dataset's folder or zip (ISIC, PH2 or a generic images/masks layout)")
     parser.add_argument("--results", help="results folder (default: the kit's results/)")
-    parser.add_argument("--profile", default=None, help="profile whose split seed to use (default: the kit's default)")
+    parser.add_argument("--profile", default="", choices=["", *PROFILES], help="profile whose split seed to use "
+                        "(default: $KIT_PROFILE, else t4 on Colab or with a GPU and cpu otherwise)")
     parser.add_argument("--overwrite", action="store_true", help="score runs again that were scored on it already")
     parser.add_argument("--on-bad-file", default="raise", choices=("raise", "skip"))
     parser.add_argument("--mask-suffix", default="auto", help="plain image/mask folders: how mask names end (auto: detected)")
@@ -333,14 +334,14 @@ def _main(argv: list[str]) -> int:
     done = score_on(resolve_config(args.profile), args.data_source, args.data_dir, root, overwrite=args.overwrite,
                     on_bad_file=args.on_bad_file, mask_suffix=args.mask_suffix)
     if done.empty:
-        print(f"{scoring.runs_dir(root)}: no evaluated run with its checkpoint to score (train, then run notebook 04).",
+        print(f"✗ {scoring.runs_dir(root)}: no evaluated run with its checkpoint to score (train, then run notebook 04).",
               file=sys.stderr)
         return 1
     print(done.to_string(index=False))
     path = write_external(root)
     if path:
         print(readable(pd.read_csv(path)).to_string(index=False))
-        print(f"\nwritten: {path} (notebook 04 or report.write_report() adds it to the report)")
+        print(f"\nwritten: {path} (notebook 04 adds it to the report: python -m helpers.pipeline --only 04)")
     return 1 if done["action"].str.startswith("failed").all() else 0
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import paths
+from helpers import cli, paths
 from helpers.evaluation import external, scoring
 from helpers.reporting import tables
 from helpers.training import runs
@@ -93,8 +93,8 @@ def snapshot(name: str | None = None, results_root: str | Path | None = None, de
     """
     root = Path(results_root or paths.results_dir())
     if not (root / "report.md").is_file() or not (root / tables.SUMMARY_FILE).is_file():
-        raise FileNotFoundError(f"{root} has no report.md and summary.csv yet: run notebook 04 "
-                                f"(or helpers.reporting.report.write_report()) first.")
+        raise FileNotFoundError(f"{root} has no report.md and summary.csv yet: run notebook 04 first "
+                                f"(python -m helpers.pipeline --only 04).")
     summary = pd.read_csv(root / tables.SUMMARY_FILE)
     dest = Path(dest_root or root) / (name or study_name(summary))
     dest.mkdir(parents=True, exist_ok=True)
@@ -129,19 +129,19 @@ def snapshot(name: str | None = None, results_root: str | Path | None = None, de
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
+    """Command-line entry point; errors as one line (:func:`helpers.cli.run`)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.reporting.snapshot",
                                      description="Copy a study's report, tables, figures and per-image scores "
                                                  "into results/<name>/ to commit.")
     parser.add_argument("--name", default=None, help="folder name (default: dataset_protocol_profile_hardware)")
     parser.add_argument("--results", default=None, help="results folder (default: $KIT_RESULTS_DIR or results/)")
     parser.add_argument("--dest", default=None, help="where the study folder goes (default: the results folder)")
-    args = parser.parse_args(argv)
-    try:
-        folder = snapshot(args.name, args.results, args.dest)
-    except FileNotFoundError as err:
-        print(f"✗ {err}", file=sys.stderr)
-        return 1
+    args = cli.add_debug(parser).parse_args(argv)
+    folder = snapshot(args.name, args.results, args.dest)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     print(f"✓ {folder}: {len(files)} files, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB")
     return 0

@@ -38,19 +38,20 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from helpers import paths
+from helpers import cli, paths
 from helpers.data.loaders import LesionDataset, seed_worker, single_threaded_opencv, to_model_input, train_transform
-from helpers.data.sources import ensure_prepared
+from helpers.data.sources import SOURCES, ensure_prepared
 from helpers.evaluation.inference import iter_probs
 from helpers.models import build_model
 from helpers.models.summary import count_flops
-from helpers.profiles import resolve_config
+from helpers.profiles import PROFILES, resolve_config
 from helpers.tools.bench_gpu import bench_steps, worker_counts
 from helpers.training import loop, runs
 from helpers.training.devices import DistInfo, amp_dtype, grad_scaler, hardware, pick_device
 from helpers.training.losses import DiceBCELoss
 
 DATA_SIZE = 256
+SECTIONS = ("data", "train", "step", "infer")
 NAIVE_WORKERS = 2  # the original study's loader on Colab (2 CPU cores)
 
 
@@ -213,21 +214,34 @@ def run_sections(profile, args) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmarks, print the table, append the rows to results/bench.csv."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.tools.bench",
-                                     description="Benchmark the data path, training and inference.")
-    parser.add_argument("--profile", default="", help="profile (default: t4 with a GPU, cpu without)")
-    parser.add_argument("--data-source", default="synthetic")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--images", type=int, default=160, help="synthetic images to generate")
-    parser.add_argument("--batches", type=int, default=24, help="batches timed per data-path row")
-    parser.add_argument("--steps", type=int, default=4, help="steps timed per training row")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile in the step section")
-    parser.add_argument("--sections", default="data,train,step,infer")
-    parser.add_argument("--models", default=None, help="models to time, e.g. unet,unetpp (default: the profile's)")
-    parser.add_argument("--workers", default=None, help="loader workers the data section sweeps, e.g. 0,2 "
-                                                        "(default: 0, 2, 4, 8 up to the CPU count)")
-    args = parser.parse_args(argv)
+    """Run the benchmarks, print the table, append the rows to results/bench.csv; errors as one line
+    (:func:`helpers.cli.run`)."""
+    return cli.run(_main, argv)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m helpers.tools.bench``."""
+    parse = argparse.ArgumentParser(prog="python -m helpers.tools.bench",
+                                    description="Benchmark the data path, training and inference.")
+    parse.add_argument("--profile", default="", choices=["", *PROFILES],
+                       help="the profile (default: $KIT_PROFILE, else t4 on Colab or with a GPU and cpu otherwise)")
+    parse.add_argument("--data-source", default="synthetic", choices=SOURCES)
+    parse.add_argument("--data-dir", default=None, help="the dataset's folder or zip (with --data-source folder)")
+    parse.add_argument("--images", type=int, default=160, help="synthetic images to generate")
+    parse.add_argument("--batches", type=int, default=24, help="batches timed per data-path row")
+    parse.add_argument("--steps", type=int, default=4, help="steps timed per training row")
+    parse.add_argument("--compile", action="store_true", help="also time torch.compile in the step section")
+    parse.add_argument("--sections", default=",".join(SECTIONS), help=f"of {','.join(SECTIONS)} (default: all)")
+    parse.add_argument("--models", default=None, help="models to time, e.g. unet,unetpp (default: the profile's)")
+    parse.add_argument("--workers", default=None, help="loader workers the data section sweeps, e.g. 0,2 "
+                                                       "(default: 0, 2, 4, 8 up to the CPU count)")
+    return cli.add_debug(parse)
+
+
+def _main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    if unknown := sorted(set(args.sections.split(",")) - set(SECTIONS)):
+        raise cli.BadValue(f"--sections names unknown section(s) {unknown}; choose from {','.join(SECTIONS)}.")
     results = paths.results_dir()
     profile = resolve_config(args.profile or None, synthetic_count=args.images, models=args.models)
     with tempfile.TemporaryDirectory(prefix="kit-bench-") as scratch, paths.scoped_env(**{paths.RESULTS_ENV: scratch}):

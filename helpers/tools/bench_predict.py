@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from helpers import paths
+from helpers import cli, paths
 from helpers.training import runs
 
 CASES = (("512 px JPEGs", 20, (512, 512)), ("6000 px JPEGs", 5, (6000, 4000)))
@@ -86,16 +86,20 @@ def bench_predict(run: str | Path, device: str = "cpu") -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the prediction benchmark, print the table, append the rows to results/bench.csv."""
+    """Run the prediction benchmark, print the table, append the rows to results/bench.csv; errors as one line
+    (:func:`helpers.cli.run`)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.tools.bench_predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", nargs="?", help="a run folder or an exported model (default: the newest run)")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    args = parser.parse_args(argv)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu (default) or cuda")
+    args = cli.add_debug(parser).parse_args(argv)
     run = Path(args.run) if args.run else newest_run()
     if run is None or not run.exists():
-        print(f"{args.run or paths.results_dir() / 'runs'}: no run with a checkpoint (train one, e.g. make demo) "
-              f"and no exported model given.", file=sys.stderr)
-        return 1
+        raise FileNotFoundError(f"{args.run or paths.results_dir() / 'runs'}: no run with a checkpoint and no "
+                                f"exported model given; train one (e.g. make demo) or give a run folder.")
     model = runs.load_run_config(run).get("run_id", run.name) if run.is_dir() else run.name
     table = pd.DataFrame(bench_predict(run, args.device)).assign(model=model, device=args.device,
                                                                  date=time.strftime("%Y-%m-%d"))

@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from helpers import paths
+from helpers import cli, paths
 
 GITHUB = "https://github.com/"
 
@@ -75,17 +75,21 @@ def fork(repo_url: str, ref: str = "main", root: str | os.PathLike | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m helpers.tools.fork URL [--ref REF]``: point this copy of the kit at a fork."""
+    """``python -m helpers.tools.fork URL [--ref REF]``: point this copy of the kit at a fork; errors as one line
+    (:func:`helpers.cli.run`)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.tools.fork",
                                      description="Point the badges and the notebooks' clone at another repository.")
     parser.add_argument("url", help="https://github.com/<owner>/<name> of the fork")
     parser.add_argument("--ref", default="main", help="branch or tag the notebooks clone (default main)")
-    args = parser.parse_args(argv)
+    args = cli.add_debug(parser).parse_args(argv)
     try:
         changed = fork(args.url, args.ref)
-    except ValueError as err:
-        print(f"✗ {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:  # the address or the ref: wrong where it enters
+        raise cli.BadValue(str(err)) from None
     for file in changed:
         print(f"updated {file.relative_to(paths.repo_root())}")
     print("Commit these files; the badges now open the fork's notebooks, which clone it at", args.ref)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import paths
+from helpers import cli, paths
 from helpers.tools.gpu_window_steps import Window, step_bench, step_data, step_grid, step_recipes, step_t4
 
 STEPS = ("t4", "bench", "recipes", "grid")
@@ -130,16 +130,20 @@ def parser() -> argparse.ArgumentParser:
                                                                     "(default 300; dry run 4)")
     parse.add_argument("--grid-recipe", default=None, help="recipe of the grid (default: the t4 profile's, seed)")
     parse.add_argument("--dry-run", action="store_true", help="tiny models, the smoke profile's synthetic data, seconds")
-    return parse
+    return cli.add_debug(parse)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the window's steps in order and write the bundle; 0 even when a step stopped or failed (see window.json)."""
+    """Run the window's steps in order and write the bundle; 0 even when a step stopped or failed (see window.json).
+    Errors before the window starts as one line (:func:`helpers.cli.run`)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     steps = [s.strip() for s in args.only.split(",") if s.strip()]
     if unknown := sorted(set(steps) - set(STEPS)):
-        print(f"✗ --only names unknown step(s) {unknown}; choose from {list(STEPS)}.", file=sys.stderr)
-        return 2
+        raise cli.BadValue(f"--only names unknown step(s) {unknown}; choose from {list(STEPS)}.")
     if args.dry_run and "torch" not in sys.modules:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the dry run is the CPU path, also on a GPU machine
     import torch  # torch: only once --dry-run has hidden the GPU
@@ -148,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)  # tiny models run fastest, and steadiest on a shared CPU, with one thread
 
     if not (args.dry_run or torch.cuda.is_available()):
-        print("✗ No CUDA GPU here: this script is for a lent GPU. Try it on the CPU with --dry-run.", file=sys.stderr)
-        return 2
+        raise cli.BadValue("No CUDA GPU here: this script is for a lent GPU. Try it on the CPU with --dry-run.")
     out, data_dir = Path(args.out).resolve(), str(Path(args.data_dir).resolve()) if args.data_dir else None
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="kit-gpu-window-"))

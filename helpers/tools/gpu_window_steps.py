@@ -210,7 +210,8 @@ def _bench(w: Window, *options: str) -> list[dict]:
     source = ["--data-source", "folder", "--data-dir", w.data_dir] if w.data_dir else []
     scratch = Path(tempfile.mkdtemp(prefix="bench-", dir=w.work))
     with paths.scoped_env(**{paths.RESULTS_ENV: scratch}):
-        bench.main(["--profile", w.study().name, *source, *options])
+        if bench.main(["--profile", w.study().name, *source, *options]) != 0:
+            raise RuntimeError("python -m helpers.tools.bench failed (its message is above)")
     return pd.read_csv(scratch / "bench.csv").to_dict("records")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from helpers import paths
+from helpers import cli, paths
 
 JPEG_ABOVE = 100_000  # base64 characters: a PNG output larger than this is published as a JPEG
 
@@ -99,17 +99,17 @@ def publish_notebooks(executed: str | os.PathLike, dest: str | os.PathLike) -> l
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m helpers.tools.publish FOLDER [--dest DEST]``."""
+    """``python -m helpers.tools.publish FOLDER [--dest DEST]``; errors as one line (:func:`helpers.cli.run`)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.tools.publish", description=__doc__.split("\n\n")[0])
     parser.add_argument("executed", metavar="FOLDER", help="folder of executed notebooks, e.g. results/notebooks/demo")
     parser.add_argument("--dest", default=None,
                         help="where the copies go (default: <results>/notebooks-published)")
-    args = parser.parse_args(argv)
-    try:
-        written = publish_notebooks(args.executed, args.dest or paths.results_dir() / "notebooks-published")
-    except FileNotFoundError as err:
-        print(f"✗ {err}", file=sys.stderr)
-        return 1
+    args = cli.add_debug(parser).parse_args(argv)
+    written = publish_notebooks(args.executed, args.dest or paths.results_dir() / "notebooks-published")
     print(f"✓ {len(written)} notebook(s) in {written[0].parent}")
     return 0
 

@@ -4,7 +4,7 @@
 
 Use it to take the data where the full copy cannot go: a GPU machine that sees only your working
 tree, a Google Drive with little space, a class's laptops. Images are resized by area averaging and
-saved as JPEG (quality 95 by default), masks by nearest neighbour as 0/255 PNG, exactly as the
+saved as JPEG (quality 90 by default), masks by nearest neighbour as 0/255 PNG, exactly as the
 preparation step resizes them, so preparing the copy at that size changes nothing more. Point
 ``DATA_SOURCE = "folder"`` and ``DATA_DIR`` at the copy. Scores computed "at the original resolution"
 on such a copy are at the copy's resolution.
@@ -21,12 +21,15 @@ from pathlib import Path
 
 from PIL import Image
 
+from helpers import cli
 from helpers.data.isic import SPLIT_DIRS, DataError, Problem, format_problems
 from helpers.data.prep import _load_resized, collect_pairs
 from helpers.paths import write_atomic
 
+QUALITY = 90  # JPEG quality: 36 MB for the 2,594 training pairs at 256 px (the README's figure)
 
-def shrink_folder(source: str | Path, dest: str | Path, size: int, protocol: str = "seed", quality: int = 95,
+
+def shrink_folder(source: str | Path, dest: str | Path, size: int, protocol: str = "seed", quality: int = QUALITY,
                   workers: int = 2) -> dict:
     """Write a resized copy of ``source`` to ``dest`` in the same layout.
 
@@ -42,10 +45,11 @@ def shrink_folder(source: str | Path, dest: str | Path, size: int, protocol: str
         ``{"pairs": n, "written": files written now, "bytes": size of the copy}``.
 
     Raises:
+        BadValue: ``size`` is below 16 (a ValueError).
         DataError: a file is unreadable or invalid (all such files are listed); nothing was written.
     """
     if size < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size}")
+        raise cli.BadValue(f"size {size} is too small for a copy to train on: give at least 16 pixels, e.g. 256.")
     dest = Path(dest)
     entries, problems = collect_pairs(source, protocol)
     with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -67,7 +71,11 @@ def shrink_folder(source: str | Path, dest: str | Path, size: int, protocol: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
+    """Command-line entry point; errors as one line (:func:`helpers.cli.run`)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.tools.shrink",
                                      description="Write a resized copy of an ISIC 2018 Task 1 folder.")
     parser.add_argument("source", help="folder with the official ISIC 2018 Task 1 folders")
@@ -75,13 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, required=True, help="side of the square copies, in pixels")
     parser.add_argument("--protocol", default="seed", choices=("seed", "official"),
                         help="seed: the training split only; official: train, val and test")
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
-    args = parser.parse_args(argv)
-    try:
-        done = shrink_folder(args.source, args.dest, args.size, args.protocol, args.quality)
-    except DataError as err:
-        print(f"✗ {err}", file=sys.stderr)
-        return 1
+    parser.add_argument("--quality", type=int, default=QUALITY, help=f"JPEG quality (default {QUALITY})")
+    args = cli.add_debug(parser).parse_args(argv)
+    done = shrink_folder(args.source, args.dest, args.size, args.protocol, args.quality)
     print(f"✓ {done['pairs']} pairs at {args.size} px in {args.dest} ({done['bytes'] / 1e6:.1f} MB; "
           f"{done['written']} files written now)")
     return 0

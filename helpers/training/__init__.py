@@ -10,7 +10,9 @@
 - ``checkpointer``: the one object the loop calls to resume, checkpoint (Drive copies) and record a run.
 - ``loop``: ``train_one_epoch``, ``validate`` and ``fit`` — one run, trained, resumed or skipped.
 - ``grid``: ``run_grid`` — models × fractions × seeds — and the command line.
+- ``claims``: one worker per run when several share a grid (a claim file with a heartbeat; ``--shard``).
 - ``live``: training curves redrawn after every epoch in a notebook.
+- ``tensorboard``: each run's TensorBoard event files (history.csv's numbers, a few predictions), where installed.
 - ``exercises``: the checks of the exercises in which the student writes code (right, not yet, not done yet).
 - ``model_exercises``: the checks of notebooks 02 and 03's code exercises (Dice from counts, a pruned UNet++).
 

@@ -8,7 +8,8 @@
   a checkpoint made with other settings is never resumed silently (:class:`SettingsChanged`);
 - ``start_epoch`` and ``maybe_save_mid_epoch``: where an epoch starts, and ``last.pt`` every
   ``checkpoint_minutes`` within it;
-- ``end_epoch``: ``best.pt`` when the validation Dice is the best so far, then ``last.pt``, ``history.csv``;
+- ``end_epoch``: ``best.pt`` when the validation Dice is the best so far, then ``last.pt``, ``history.csv``, and
+  TensorBoard event files where ``tensorboard`` is installed (:mod:`helpers.training.tensorboard`);
 - ``finish``: ``done.json``; a finished run keeps ``best.pt`` only (``keep_last`` keeps ``last.pt`` too).
 
 Each file is written atomically (:mod:`helpers.training.checkpoints`), through a local copy when the folder
@@ -18,6 +19,7 @@ copies only, loudly. Under torchrun only rank 0 writes.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -37,6 +39,7 @@ from helpers.training.checkpoints import (
     save_weights_atomic,
 )
 from helpers.training.state import EpochProgress, RunProgress, RunState
+from helpers.training.tensorboard import EpochBoard
 
 Callback = Callable[[str, list[dict]], object]  # called as callback(run_id, history) after every epoch
 
@@ -69,6 +72,7 @@ class Checkpointer:
         self.keep_last = keep_last
         self.local_fallback = local_fallback
         self.callbacks = tuple(callbacks)
+        self.board = EpochBoard(self.folder)  # TensorBoard event files, where tensorboard is installed
         self.progress = RunProgress()
         self.local_only = False    # a checkpoint went to local disk only (local_fallback): keep them all
         self.status = "trained"    # or "resumed"
@@ -80,6 +84,7 @@ class Checkpointer:
         """Delete the run's history, result and checkpoints, local copies too (config.json is rewritten)."""
         for name in ("history.csv", "done.json"):
             (self.folder / name).unlink(missing_ok=True)
+        shutil.rmtree(self.board.folder, ignore_errors=True)  # TensorBoard's event files
         places = {self.folder / "checkpoints", self.checkpoint_dir}
         for where in places | {paths.mirror(p) for p in places if paths.mirror(p)}:
             for file in where.glob("*.pt") if where.is_dir() else ():
@@ -186,7 +191,7 @@ class Checkpointer:
 
     def end_epoch(self, run: RunState) -> None:
         """After an epoch (its row appended to the history): best.pt if its Dice is the best so far, then
-        last.pt and history.csv, then the callbacks (rank 0)."""
+        last.pt and history.csv, then the TensorBoard event files and the callbacks (rank 0)."""
         so_far = self.progress
         row = so_far.history[-1]
         so_far.epochs_done = row["epoch"]
@@ -199,6 +204,7 @@ class Checkpointer:
                 run.model, path, metric=row["val_dice"], epoch=row["epoch"], local_copy=local))
         self._save_last(run, row["epoch"])
         runs.write_history(self.folder, so_far.history)
+        self.board.log_epoch(run, row, last=so_far.finished)  # after last.pt: a logged epoch never trains again
         for callback in self.callbacks:
             callback(self.run_id, so_far.history)
 
@@ -245,6 +251,7 @@ class Checkpointer:
                                        f"this runtime ends")
                 print(f"⚠ {self.run_id}: {done['checkpoints']}.")
             runs.write_json(self.folder / "done.json", done)
+            self.board.close()
             if not self.keep_last and not self.local_only:
                 self._drop_last()
         devices.barrier(run.dist)

@@ -52,7 +52,7 @@ def run_cases(student, cases: list[tuple]) -> tuple[list | None, Verdict | None]
 
 def kit_fraction_sizes(n_images: int, fractions) -> list[int]:
     """Training images in each nested fraction of ``n_images`` under the seed protocol, as the kit prepares them."""
-    from helpers.data import prep
+    from helpers.data import prep  # here, not at the top: the answer key only, when a check runs
 
     n_train = list(prep.seed_split([str(k) for k in range(n_images)], seed=0).values()).count("train")
     return [prep.fraction_size(n_train, f) for f in fractions]

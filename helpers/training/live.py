@@ -58,7 +58,7 @@ def plot_runs(run_ids) -> Figure:
 
 def _in_kernel() -> bool:
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # optional: outside Jupyter there may be no IPython
     except ImportError:
         return False
     shell = get_ipython()
@@ -82,7 +82,7 @@ class LiveCurves:
         """Record a run's history so far (called by ``fit`` after every epoch)."""
         self.histories[run_id] = pd.DataFrame(history)
         if self.live:
-            from IPython.display import display
+            from IPython.display import display  # optional: only in a notebook kernel
 
             self._fig = draw_histories(self.histories, self._fig)
             if self._handle is None:

@@ -243,7 +243,7 @@ def load_run_config(folder: str | os.PathLike) -> dict:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: {folder} is not a run folder, or the run never started. "
-                                f"List the runs with runs.list_runs().")
+                                f"Give one of the folders that `ls {paths.results_dir() / 'runs'}` lists.")
     return read_json(path)
 
 
