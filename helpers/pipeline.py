@@ -233,6 +233,9 @@ def run_notebooks(profile: str, parameters: dict | None = None, only: list[str] 
     """
     parameters = dict(parameters or {})
     declared = {notebook: notebook_parameters(notebook) for notebook in selected_notebooks(only)}
+    if not declared:
+        raise ValueError(f"--only {' '.join(only or [])}: no notebook's name starts with that; the notebooks are "
+                         f"{', '.join(nb.name for nb in notebooks_present())}.")
     check_parameters(parameters, declared, only)
     check_values(profile, parameters, any(nb.name == NOTEBOOKS[0] for nb in declared))
 

@@ -188,3 +188,8 @@ def test_notebook_04_discusses_a_committed_study_without_training(tmp_path, monk
     shown = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
                     for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
     assert f"study: {opened}" in shown and "No finished run with its checkpoint" in shown
+
+
+def test_an_only_prefix_that_matches_no_notebook_is_refused(recorded, capsys):
+    assert pipeline.main(["--only", "09"]) == 2
+    assert "--only 09: no notebook's name starts with that" in capsys.readouterr().err and recorded == []

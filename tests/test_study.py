@@ -144,3 +144,8 @@ def test_a_diverged_run_makes_the_training_cli_exit_non_zero(home, monkeypatch, 
     assert "1 run(s) diverged (loss not finite): unet-tiny_f100_x; lower --lr" in capsys.readouterr().err
     monkeypatch.setattr(grid, "run_grid", lambda config, data, **kwargs: table.iloc[1:])
     assert grid.main(["--profile", "smoke"]) == 0
+
+
+def test_a_bad_shard_is_refused_before_the_study_is_recorded(home, capsys):
+    assert grid.main(["--profile", "smoke", "--shard", "3/2"]) == 2
+    assert "--shard '3/2' is not I/N" in capsys.readouterr().err and study.read() is None

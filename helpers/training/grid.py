@@ -288,15 +288,12 @@ def _choice(args: argparse.Namespace) -> study.Choice:
 def _main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
+        shard = claims.parse_shard(args.shard)  # every value checked before the study is read or recorded
         choice = _choice(args)
     except ValueError as err:
         raise cli.BadValue(str(err)) from None
     config = choice.config
     check_sizes(config)
-    try:
-        shard = claims.parse_shard(args.shard)
-    except ValueError as err:
-        raise cli.BadValue(str(err)) from None
     info = devices.setup()
     for turn in ("main", "others"):  # rank 0 prepares the cache first, the others then reuse it
         if info.is_main == (turn == "main"):
