@@ -20,6 +20,7 @@ import contextlib
 import os
 import shutil
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -114,6 +115,9 @@ def prepared_root() -> Path:
 def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     """Write a file via a temporary sibling and a rename, so a killed process never leaves half a file.
 
+    The temporary name is this process's own (pid and a random part): two processes writing the same file never
+    share, or remove, each other's temporary file; the last rename wins.
+
     Args:
         path: the final file.
         write: called with the temporary path (same suffix as ``path``), writes the content there.
@@ -123,7 +127,7 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
         write(tmp)
         os.replace(tmp, path)

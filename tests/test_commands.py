@@ -33,6 +33,8 @@ COMMANDS = {
     "helpers.tools.shrink": (["{tmp}/no-data", "{tmp}/copy", "--size", "64"], "no-data", 1),
     "helpers.tools.fork": (["ftp://example.org/kit"], "ftp://example.org/kit", 2),
     "helpers.tools.publish": (["{tmp}/no-notebooks"], "no-notebooks", 1),
+    "helpers.tools.recipe_table": (["{tmp}/no-results"], "no-results", 1),
+    "helpers.tools.ship": (["{tmp}/no-run", "{tmp}/no-study-run"], "no-run", 1),
 }
 PROFILE_CHOICES = "{" + ",".join(["", *PROFILES]) + "}"  # how argparse shows choices ["", *PROFILES]
 

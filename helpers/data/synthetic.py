@@ -22,14 +22,14 @@ and each process checks that every pair is there before it marks the sample fini
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
+
+from helpers import paths
 
 IMAGE_DIR = "ISIC2018_Task1-2_Training_Input"
 MASK_DIR = "ISIC2018_Task1_Training_GroundTruth"
@@ -190,18 +190,6 @@ def sample_id(seed: int, index: int) -> str:
     return f"ISIC_{FIRST_ID + 100_000 * (seed % 10) + index:07d}"
 
 
-def write_unique(path: Path, write) -> Path:
-    """Write a file via a temporary sibling whose name no other process uses, then rename it into place (two
-    processes writing the same file never share, or remove, each other's temporary file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def _read_marker(path: Path) -> dict | None:
     """A sample's ``sample.json`` / ``sample.partial.json`` (None: absent, or being replaced)."""
     try:
@@ -218,8 +206,8 @@ def _write_case(root: Path, seed: int, index: int) -> None:
     if image_path.exists() and mask_path.exists():
         return
     image, mask = make_case(seed, index)
-    write_unique(image_path, lambda tmp: Image.fromarray(image).save(tmp, format="JPEG", quality=90))
-    write_unique(mask_path, lambda tmp: Image.fromarray(mask).save(tmp, format="PNG"))
+    paths.write_atomic(image_path, lambda tmp: Image.fromarray(image).save(tmp, format="JPEG", quality=90))
+    paths.write_atomic(mask_path, lambda tmp: Image.fromarray(mask).save(tmp, format="PNG"))
 
 
 def generate_sample(root: str | Path, count: int = 200, seed: int = 0, progress: bool = True,
@@ -251,7 +239,7 @@ def generate_sample(root: str | Path, count: int = 200, seed: int = 0, progress:
                 old.unlink(missing_ok=True)
     for folder in (IMAGE_DIR, MASK_DIR):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    write_unique(started, lambda tmp: tmp.write_text(json.dumps(wanted)))
+    paths.write_atomic(started, lambda tmp: tmp.write_text(json.dumps(wanted)))
     done.unlink(missing_ok=True)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         jobs = pool.map(lambda i: _write_case(root, seed, i), range(count))
@@ -259,8 +247,8 @@ def generate_sample(root: str | Path, count: int = 200, seed: int = 0, progress:
             pass
     for index in range(count):  # every pair there (another process may have been clearing old files meanwhile)
         _write_case(root, seed, index)
-    write_unique(root / "README.txt", lambda tmp: tmp.write_text("Synthetic dermoscopy-like sample made by "
+    paths.write_atomic(root / "README.txt", lambda tmp: tmp.write_text("Synthetic dermoscopy-like sample made by "
                                                                  "helpers/synthetic.py; not real patient data.\n"))
-    write_unique(done, lambda tmp: tmp.write_text(json.dumps(wanted)))
+    paths.write_atomic(done, lambda tmp: tmp.write_text(json.dumps(wanted)))
     started.unlink(missing_ok=True)
     return root

@@ -12,6 +12,10 @@ Each module is a command (``python -m helpers.tools.<module> --help``):
 - ``gpu_window_steps``: the window's steps, its settings and its clock.
 - ``shrink``: a resized copy of a dataset in the official layout, to take it to a GPU machine or Drive.
 - ``fork``: point a copy of the kit (its Colab badges and the notebooks' clone) at a fork's GitHub address.
+- ``recipe_table``: test Dice per recipe with CIs and paired differences to ``seed``; and the test-time choices
+  (flip TTA, post-processing, a threshold tuned on validation) of a run.
+- ``ship``: a run's best weights in fp16 with a model card into a committed study (the models in the box), and
+  their Dice through ``predict``.
 - ``publish``: executed notebooks, their paths made relative and large images made JPEGs, to commit beside a study.
 
 Layer: the highest; a tool may import any course module (``tests/test_architecture.py`` checks the reverse).

@@ -1,0 +1,73 @@
+"""Models in the box (helpers.tools.ship): fp16 weights that load like any best.pt into a committed study's run
+folder, a model card, refusal of another run's weights, and the Dice through predict on the test images."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.evaluation import inference
+from helpers.tools import ship
+from helpers.training import runs
+from tests.builders import make_run
+
+
+def _study_copy(run_dir, root):
+    """The run's folder as a committed study holds it: its small files, no checkpoint."""
+    study_run = root / "study" / "runs" / run_dir.name
+    study_run.mkdir(parents=True)
+    for name in ("config.json", "done.json", "history.csv"):
+        shutil.copy2(run_dir / name, study_run / name)
+    config = json.loads((study_run / "config.json").read_text())
+    (study_run / "config.json").write_text(json.dumps({**config, "checkpoint_dir": "checkpoints"}))
+    return study_run
+
+
+def test_half_weights_halves_floats_and_keeps_integer_buffers():
+    weights = {"w": torch.randn(3, 3), "n": torch.tensor(7, dtype=torch.long)}
+    halved = ship.half_weights(weights)
+    assert halved["w"].dtype == torch.float16 and halved["n"].dtype == torch.long and int(halved["n"]) == 7
+    assert torch.allclose(halved["w"].float(), weights["w"], atol=1e-3)
+
+
+def test_shipped_weights_load_like_any_best_pt_and_predict_the_same(shifted, tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
+    run = make_run(tmp_path / "results", "unetpp-run", "unetpp", 1.0, shifted.root)
+    study_run = _study_copy(run, tmp_path)
+    target = ship.ship_model(run, study_run)
+    assert target == study_run / "checkpoints" / "best.pt"
+    full = (run / "checkpoints" / "best.pt").stat().st_size
+    assert target.stat().st_size < 0.7 * full  # fp16: about half the bytes
+    assert torch.load(target, weights_only=True)["weights_dtype"] == "float16"
+    original, shipped = runs.load_run_model(run), runs.load_run_model(study_run)
+    assert all(p.dtype == torch.float32 for p in shipped.parameters())
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        gap = (torch.sigmoid(original(images)) - torch.sigmoid(shipped(images))).abs().max()
+    assert 0 < gap < 1e-2  # fp16 rounding, nothing more
+    card = (study_run / "MODEL_CARD.md").read_text()
+    assert "fp16 state dict" in card and "Not for diagnosis" in card and "unetpp" in card
+
+
+def test_weights_of_another_run_are_refused_and_nothing_is_written(shifted, tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
+    run = make_run(tmp_path / "results", "unet-run", "unet", 1.0, shifted.root)
+    study_run = _study_copy(run, tmp_path)
+    config = json.loads((study_run / "config.json").read_text())
+    (study_run / "config.json").write_text(json.dumps({**config, "lr": 1e-3}))
+    with pytest.raises(ValueError, match=r"lr: 0.0001 here, 0.001 in the study"):
+        ship.ship_model(run, study_run)
+    assert not (study_run / "checkpoints").exists()
+    assert ship.main([str(run)]) == 2  # no study run and no --check-predict: a bad call
+
+
+def test_dice_through_predict_matches_the_evaluation_at_the_original_size(shifted, tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
+    run = make_run(tmp_path / "results", "unet-run", "unet", 1.0, shifted.root)
+    found = ship.predict_dice(run)
+    evaluated = inference.evaluate(runs.load_run_model(run), shifted, "test", progress=False, with_hd95=False)
+    expected = evaluated.table.set_index("isic_id")["dice_orig"]
+    assert found["n"] == len(shifted.indices("test")) == len(expected)
+    assert found["dice_ci_low"] <= found["dice_mean"] <= found["dice_ci_high"]
+    np.testing.assert_allclose(found["scores"][expected.index].to_numpy(), expected.to_numpy(), atol=0.02)
