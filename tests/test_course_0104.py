@@ -242,7 +242,7 @@ CLAIMS = {NB01: [claim_01_fraction_sizes, claim_01_profiles_sample_sizes, claim_
 # Numbers that name or define rather than claim: what they are
 NAMES = {NB01: {"1": "Task 1 of ISIC 2018", "2018": "ISIC 2018", "2019": "a year", "4.0": "the licence's version",
                 "5": "a journal volume", "180161": "an article number"},
-         NB04: {"1": "Dice 1 is perfect", "2018": "ISIC 2018"}}
+         NB04: {"1": "Dice 1 is perfect", "2018": "ISIC 2018", "512": "the name of the 512-px copy of ISIC 2018"}}
 
 
 @pytest.mark.parametrize("claim", [c for claims in CLAIMS.values() for c in claims], ids=lambda c: c.__name__)

@@ -1,5 +1,6 @@
 """Exporting a run's best model to TorchScript and ONNX: parity with PyTorch, metadata, the model card, the command,
-the errors, and predict.py on an exported model."""
+the errors, predict.py on an exported model, and which ONNX exporter wrote the file (dynamo by default, the legacy
+one on request or as a named fallback)."""
 import importlib
 import json
 
@@ -11,11 +12,11 @@ from PIL import Image
 
 from helpers.data.loaders import IMAGENET_MEAN, IMAGENET_STD
 from helpers.evaluation import inference, predict
-from helpers.evaluation.export import export_run, main
+from helpers.evaluation.export import DYNAMO, LEGACY, export_onnx, export_run, main
 from helpers.evaluation.exported import ExportError, load_exported, read_metadata
 from helpers.evaluation.model_card import data_licence
 from helpers.evaluation.stats import bootstrap_ci
-from helpers.models import build_model
+from helpers.models import build_model, transunet
 from helpers.training import runs
 from helpers.training.checkpoints import save_weights_atomic
 from tests.builders import make_run
@@ -75,7 +76,10 @@ def test_the_export_gives_pytorchs_probabilities_at_two_batch_sizes_and_two_size
     print(model, fmt, figures)
     assert max(figures.values()) < 1e-4
     assert {"random 1x3x32x32", "random 3x3x32x32", "real 3x3x32x32"} <= set(figures)  # two batch sizes, real images
-    assert ("random 2x3x64x64" in figures) == (model != "transunet")  # a second size where the model allows it
+    # a second size where the file allows it: TransUNet's traced grid is fixed, its dynamo ONNX graph is not
+    assert ("random 2x3x64x64" in figures) == (model != "transunet" or fmt == "onnx")
+    if fmt == "onnx":  # the default exporter wrote it, no fallback
+        assert (exports[model][1]["exporter"], exports[model][1]["fallback"]) == (DYNAMO, None)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
@@ -99,7 +103,9 @@ def test_metadata_round_trip(exports, fmt):
         torch.jit.load(str(result["files"]["torchscript"]), _extra_files=extra)
         assert json.loads(extra["kit.json"])["threshold"] == 0.5
     assert read_metadata(exports["unet"][1]["files"][fmt])["threshold"] == 0.45  # the run's eval.json
-    assert not read_metadata(exports["transunet"][1]["files"][fmt])["dynamic_size"]
+    transunet_meta = read_metadata(exports["transunet"][1]["files"][fmt])
+    assert transunet_meta["dynamic_size"] == (fmt == "onnx") and transunet_meta["size_multiple"] == 16
+    assert (meta["exporter"], meta.get("exporter_fallback")) == ((DYNAMO, None) if fmt == "onnx" else ("torch.jit.trace", None))
 
 
 def test_the_graph_maps_normalised_images_to_the_probabilities_of_the_pruned_head(exports):
@@ -129,6 +135,9 @@ def test_the_model_card_says_data_licence_metrics_and_intended_use(exports, shif
     assert f"parameters: {params:,}" in unet and f"training fraction 1.0, 32 px; training images: {n_train}" in unet
     assert "`seed` protocol" in unet and "num_epochs 2, batch_size 4, lr 0.0001" in unet
     assert "32 × 32 px only" in transunet and "multiples of 16" in unet and "pruned at depth L2" in unetpp
+    if HAS_ONNX:  # TransUNet's ONNX file (dynamo exporter) takes other sizes, its TorchScript file does not
+        assert "`model.onnx`: any height and width that are multiples of 16" in transunet
+        assert "`model.pt`: 32 × 32 px only" in transunet and f"opset 18, by {DYNAMO}" in unet
     assert data_licence("isic2018_task1_256") == data_licence("isic2018")
 
 
@@ -185,12 +194,79 @@ def test_predict_on_an_export_gives_the_run_folders_masks(exports, tmp_path, fmt
     assert np.allclose(by_run["mean_confidence"], by_file["mean_confidence"], atol=1e-5)
 
 
-def test_the_dynamo_exporter_works_too(exports, tmp_path):
+def test_legacy_onnx_on_request_keeps_transunet_at_its_size(exports, tmp_path, capsys):
+    _format("onnx")
+    folder = exports["transunet"][0]
+    assert main([str(folder), str(tmp_path / "cli"), "--format", "onnx", "--legacy-onnx"]) == 0
+    out = capsys.readouterr().out
+    assert f", {LEGACY})" in out.splitlines()[0] and "⚠" not in out  # asked for: no fallback line
+    meta = read_metadata(tmp_path / "cli" / "model.onnx")
+    assert (meta["exporter"], meta["exporter_fallback"], meta["dynamic_size"]) == (LEGACY, None, False)
+    result = export_run(folder, tmp_path / "api", ["onnx"], check=True, legacy=True)
+    assert (result["exporter"], result["fallback"]) == (LEGACY, None)
+    assert max(result["parity"]["onnx"].values()) < 1e-4 and "random 2x3x64x64" not in result["parity"]["onnx"]
+
+
+def test_the_legacy_exporter_stands_in_when_the_dynamo_one_fails_and_says_so(exports, tmp_path, capsys, monkeypatch):
+    _format("onnx")
+    real_export = torch.onnx.export
+
+    def dynamo_fails(*args, dynamo=True, **kwargs):
+        if dynamo:
+            raise RuntimeError("unsupported operator aten::fancy\n(a long trace)")
+        return real_export(*args, dynamo=dynamo, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", dynamo_fails)
+    folder = exports["unet"][0]
+    assert main([str(folder), str(tmp_path / "cli"), "--format", "onnx", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "⚠ ONNX written by the legacy exporter" in out and "RuntimeError: unsupported operator aten::fancy" in out
+    assert "a long trace" not in out and "parity onnx random 2x3x64x64" in out  # one line; still checked
+    meta = read_metadata(tmp_path / "cli" / "model.onnx")
+    assert meta["exporter"] == LEGACY and "the dynamo exporter failed (RuntimeError" in meta["exporter_fallback"]
+    monkeypatch.setitem(__import__("sys").modules, "onnxscript", None)  # as if onnxscript were not installed
+    result = export_run(folder, tmp_path / "api", ["onnx"], check=True)
+    assert result["exporter"] == LEGACY and "onnxscript is not installed" in result["fallback"]
+    assert max(result["parity"]["onnx"].values()) < 1e-4 and "random 2x3x64x64" in result["parity"]["onnx"]
+    assert f"by {LEGACY}" in result["card"].read_text()
+
+
+class BranchesOnItsSize(torch.nn.Module):
+    """What TransUNet did before it resized its position embeddings on every call: a branch on the input's size."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 1)
+
+    def forward(self, images):
+        out = self.conv(images)
+        return out + 1 if int(images.shape[-1]) == 32 else out
+
+
+def test_a_graph_the_dynamo_exporter_pinned_to_one_size_is_refused_and_the_legacy_one_named(tmp_path):
     pytest.importorskip("onnxscript")
     _format("onnx")
-    result = export_run(exports["unet"][0], tmp_path, ["onnx"], check=True, dynamo=True)
-    assert max(result["parity"]["onnx"].values()) < 1e-4 and "random 2x3x64x64" in result["parity"]["onnx"]
-    assert read_metadata(result["files"]["onnx"])["exporter"] == "torch.onnx.export(dynamo=True)"
+    metadata = {"dynamic_size": True, "size_multiple": 16, "image_size": 32}
+    written = export_onnx(BranchesOnItsSize().eval(), tmp_path / "m.onnx", metadata, torch.zeros(2, 3, 32, 32))
+    assert written["exporter"] == LEGACY and "branches on its input size, which the graph pinned" in written["exporter_fallback"]
+    assert read_metadata(tmp_path / "m.onnx")["exporter_fallback"] == written["exporter_fallback"]
+
+
+def test_transunet_resizes_its_position_embeddings_on_every_call_and_exactly_not_at_its_own_grid(monkeypatch):
+    """What keeps its ONNX graph's size symbolic (no branch on the grid) changes no eager output or gradient."""
+    torch.manual_seed(0)
+    model, x = build_model("transunet", "tiny").train(), torch.randn(2, 3, 64, 64)  # tiny stores a 64-px grid
+
+    def run():
+        torch.manual_seed(1)  # the same dropout masks
+        model.zero_grad()
+        out = model(x)
+        out.square().mean().backward()
+        return out.detach(), model.transformer.pos_embed.grad.clone()
+
+    resized = run()
+    monkeypatch.setattr(transunet, "resize_pos_embed", lambda pos_embed, new, old: pos_embed)  # the old branch
+    assert all(torch.equal(a, b) for a, b in zip(resized, run()))
 
 
 def test_an_edited_image_size_in_config_json_is_refused_not_exported(shifted, tmp_path, capsys):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.evaluation import inference
+from helpers.evaluation import inference, predict, scoring
 from helpers.tools import ship
 from helpers.training import runs
 from tests.builders import make_run
@@ -71,3 +71,36 @@ def test_dice_through_predict_matches_the_evaluation_at_the_original_size(shifte
     assert found["n"] == len(shifted.indices("test")) == len(expected)
     assert found["dice_ci_low"] <= found["dice_mean"] <= found["dice_ci_high"]
     np.testing.assert_allclose(found["scores"][expected.index].to_numpy(), expected.to_numpy(), atol=0.02)
+
+
+def test_a_study_model_without_predictions_gets_them_from_its_checkpoint(shifted, tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
+    run = make_run(tmp_path / "results", "unet-run", "unet", 1.0, shifted.root)
+    scoring.evaluate_run(run, prepared=shifted, progress=False)
+    ids, preds = inference.load_predictions(run)
+    (run / inference.PREDS_FILE).unlink()  # a committed study keeps scores, not predictions
+    scores_before = (run / inference.METRICS_FILE).read_bytes()
+    made_ids, made = scoring.predictions(run)
+    assert list(made_ids) == list(ids) and np.array_equal(made, preds)
+    assert (run / inference.PREDS_FILE).is_file() and (run / inference.METRICS_FILE).read_bytes() == scores_before
+    shutil.rmtree(run / "checkpoints")
+    (run / inference.PREDS_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match="test_preds.npz is missing"):
+        scoring.predictions(run)
+
+
+def test_try_inputs_falls_back_to_the_offline_sample_without_the_data(shifted, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
+    run = make_run(tmp_path / "results", "unet-run", "unet", 1.0, shifted.root)
+    assert runs.has_data(run)
+    here = predict.try_inputs(run, tmp_path / "yours", count=2)
+    assert [p.parent for p in here] == [tmp_path / "yours"] * 2
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "prepared_dir": str(tmp_path / "gone")}))
+    assert not runs.has_data(run)
+    sample = predict.try_inputs(run, tmp_path / "yours2", count=3)
+    assert len(sample) == 3 and all(p.suffix == ".jpg" and p.is_file() for p in sample)
+    assert not (tmp_path / "yours2").exists()  # your folder stays yours: the sample goes beside it
+    assert "not on this machine" in capsys.readouterr().out
+    done = predict.predict(run, sample, tmp_path / "out", progress=False)
+    assert len(done) == 3

@@ -59,6 +59,8 @@ def test_names_and_errors(reported, tmp_path, capsys):
 def test_report_without_predictions_or_data_says_so_instead_of_crashing(reported, tmp_path):
     copy = tmp_path / "results"  # a study folder elsewhere: no predictions, no prepared data
     shutil.copytree(reported, copy, ignore=shutil.ignore_patterns("checkpoints", "*.npz"))
+    for config in copy.glob("runs/*/config.json"):  # as committed: checkpoints in the run's own (absent) folder
+        config.write_text(json.dumps({**json.loads(config.read_text()), "checkpoint_dir": "checkpoints"}))
     text = report.write_report(copy, n_boot=50).read_text()  # no warning: a study without predictions is normal
     assert "## Where the best run fails\n\n_(not available for `unet" in text and "test_preds.npz" in text
     assert "## Test results" in text and "figures/cases.png" not in text

@@ -1,6 +1,7 @@
 """Export a run's best model to TorchScript and ONNX, with its preprocessing as metadata and a model card.
 
     python -m helpers.evaluation.export results/runs/<run id> exported/ [--format onnx torchscript] [--depth N] [--check]
+                                        [--legacy-onnx]
 
 writes ``model.onnx`` and/or ``model.pt`` and ``MODEL_CARD.md`` (:mod:`helpers.evaluation.model_card`) into the
 output folder; ``--check`` prints the parity figures. Read an export back with
@@ -14,17 +15,22 @@ head x_0_L of the network pruned as :func:`helpers.evaluation.inference.pruned_c
 nodes that head needs). Thresholding, flip TTA and post-processing stay outside; the metadata says which.
 
 **Sizes.** The batch is dynamic. UNet and UNet++ are fully convolutional: height and width are dynamic too, any
-multiple of 2 ** depth. TransUNet is exported at the run's image size only: tracing fixes its token grid (the
-position embeddings are resized in Python for other grids), so the metadata says ``"dynamic_size": false``.
+multiple of 2 ** depth. TransUNet's ONNX file from the dynamo exporter takes any multiple of 16 as well: the model
+resizes its position embeddings to the input's token grid on every call (the identity at its own grid), and
+torch.export keeps that resize symbolic. Tracing (TorchScript, the legacy ONNX exporter) turns the grid into
+constants, so those TransUNet files take the run's image size only: their metadata says ``"dynamic_size": false``.
 
-**Exporters.** TorchScript by ``torch.jit.trace`` (the models have no data-dependent control flow). ONNX by
-``torch.onnx.export(..., dynamo=False)``, the TorchScript-based exporter, opset 18: with torch 2.14 it exports all
-three models with dynamic batch (and height and width) in about 0.2 s each, needs only ``onnx``, and matches
-PyTorch to ~6e-8 (TransUNet: ~3e-6 tiny, ~5e-5 ``small`` at 128 px, fp32 summation order in its attention). The
-dynamo exporter (``dynamo=True``, ``--dynamo``, needs ``onnxscript``) works here too, with the same parity, but
-takes 4-7 s per tiny model and needs ``torch.export.Dim`` bounds for the sizes: use it when a later torch drops
-the legacy one (torch.jit and the legacy exporter are deprecated in 2.14 and only warn). ``onnx``, ``onnxruntime``
-and ``onnxscript`` are an optional extra: ``pip install -r requirements-export.txt``.
+**Exporters.** ONNX by ``torch.onnx.export(..., dynamo=True)`` (torch.export, then onnxscript), opset 18, with
+``torch.export.Dim`` for the batch and the sizes (multiples of ``size_multiple``): 5-13 s per tiny model, 23 s
+for TransUNet ``cpu``, 28 s for ``small`` on 2 busy cores. If onnxscript is not installed, the dynamo exporter
+raises, or its graph does not follow the model at twice the size (:func:`_check_symbolic`), the legacy
+TorchScript-based exporter (``dynamo=False``: ~0.2 s, needs only ``onnx``) writes the file instead, and says so:
+the metadata's ``exporter`` and ``exporter_fallback`` (why), ``export_run(...)["fallback"]`` and one line of the
+command. ``--legacy-onnx`` (``legacy=True``) asks for it outright. Both match PyTorch to ~6e-8 for UNet and UNet++
+(TransUNet: ~4e-6 tiny, ~2e-5 ``small`` at 128 and 256 px: fp32 summation order in its attention). TorchScript by
+``torch.jit.trace`` (the models have no data-dependent control flow): torch.jit is deprecated by torch (2.14
+warns); it stays for now because Colab's package list has no onnx, so notebook 04 exports TorchScript there.
+``onnx``, ``onnxruntime`` and ``onnxscript`` are an optional extra: ``pip install -r requirements-export.txt``.
 """
 from __future__ import annotations
 
@@ -54,6 +60,7 @@ from helpers.training import runs
 
 FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
 OPSET = 18
+DYNAMO, LEGACY = "torch.onnx.export(dynamo=True)", "torch.onnx.export(dynamo=False)"  # the metadata's "exporter"
 NAMES = (["images"], ["probs"])
 
 
@@ -109,47 +116,111 @@ def _settings(run_dir: Path) -> dict:
     return {"threshold": settings["threshold"], "tta": settings["tta"], "postprocess": settings["post"]}
 
 
-def export_torchscript(module: nn.Module, path: str | Path, metadata: dict, example: torch.Tensor) -> Path:
-    """Trace ``module`` on ``example`` (B, 3, H, W) and save it with the metadata as the extra file ``kit.json``."""
+def export_torchscript(module: nn.Module, path: str | Path, metadata: dict, example: torch.Tensor) -> dict:
+    """Trace ``module`` on ``example`` (B, 3, H, W) and save it with the metadata as the extra file ``kit.json``.
+
+    Returns:
+        The metadata written (``metadata`` with its format and exporter).
+    """
     metadata = {**metadata, "format": "torchscript", "exporter": "torch.jit.trace", "opset": None}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarning on the models' size checks; jit's deprecation warnings
         traced = torch.jit.trace(module, example)
         torch.jit.save(traced, str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
-    return Path(path)
+    return metadata
 
 
 def export_onnx(module: nn.Module, path: str | Path, metadata: dict, example: torch.Tensor, opset: int = OPSET,
-                dynamo: bool = False) -> Path:
-    """Export ``module`` to ONNX with a dynamic batch (and height/width if ``metadata["dynamic_size"]``), and
-    write the metadata into ``metadata_props`` (one entry per key, JSON values).
+                legacy: bool = False) -> dict:
+    """Export ``module`` to ONNX with the dynamo exporter (or the legacy one: ``legacy``, or as a fallback when the
+    dynamo one cannot), and write the metadata into ``metadata_props`` (one entry per key, JSON values).
+
+    The batch is dynamic; height and width too under the dynamo exporter, and under the legacy one where
+    ``metadata["dynamic_size"]`` (what tracing allows).
+
+    Returns:
+        The metadata written: ``metadata`` with ``format``, ``opset``, ``exporter`` (the one that wrote the file),
+        ``exporter_fallback`` (why the legacy exporter stood in for the dynamo one, or None) and the file's own
+        ``dynamic_size``.
 
     Raises:
-        ExportError: onnx (or, with ``dynamo``, onnxscript) is not installed.
+        ExportError: onnx is not installed.
     """
     onnx = require("onnx")
-    sizes = {2: "height", 3: "width"} if metadata["dynamic_size"] else {}
-    exporter = "torch.onnx.export(dynamo=True)" if dynamo else "torch.onnx.export(dynamo=False)"
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the exporters' deprecation and tracer warnings
-        if dynamo:
-            require("onnxscript")
-            dim = torch.export.Dim
-            step = metadata["size_multiple"]
-            shape = {0: dim("batch", max=4096), **{a: dim(n, min=1, max=512) * step for a, n in sizes.items()}}
-            program = torch.onnx.export(module, (example,), None, dynamo=True, opset_version=opset, input_names=NAMES[0],
-                                        output_names=NAMES[1], dynamic_shapes={"images": shape}, verbose=False)
-            proto = program.model_proto
-        else:
-            buffer = io.BytesIO()
-            axes = {0: "batch", **sizes}
-            torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=opset, input_names=NAMES[0],
-                              output_names=NAMES[1], dynamic_axes={NAMES[0][0]: axes, NAMES[1][0]: axes})
-            proto = onnx.load_from_string(buffer.getvalue())
-    for key, value in {**metadata, "format": "onnx", "exporter": exporter, "opset": opset}.items():
+    fallback = None
+    if not legacy:
+        try:
+            proto = _dynamo_proto(module, metadata, example, opset)
+        except Exception as err:  # noqa: BLE001 (torch.export and the translation to ONNX raise many kinds)
+            fallback, legacy = _fallback_reason(err), True
+    if legacy:
+        proto = _legacy_proto(onnx, module, metadata, example, opset)
+    written = {**metadata, "format": "onnx", "exporter": LEGACY if legacy else DYNAMO, "exporter_fallback": fallback,
+               "opset": opset, "dynamic_size": metadata["dynamic_size"] or not legacy}
+    for key, value in written.items():
         proto.metadata_props.add(key=key, value=json.dumps(value))
     onnx.save(proto, str(path))
-    return Path(path)
+    return written
+
+
+def _dynamo_proto(module: nn.Module, metadata: dict, example: torch.Tensor, opset: int):
+    """The ONNX ModelProto of the dynamo exporter: batch, height and width symbolic (sizes multiples of
+    ``metadata["size_multiple"]``).
+
+    Raises:
+        ExportError: onnxscript is not installed, or the graph pinned a size (:func:`_check_symbolic`).
+        Exception: anything torch.export or the translation to ONNX raises.
+    """
+    require("onnxscript")
+    dim, step = torch.export.Dim, metadata["size_multiple"]
+    shape = {0: dim("batch", max=4096), 2: dim("height", min=1, max=512) * step, 3: dim("width", min=1, max=512) * step}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.export's and onnxscript's warnings
+        program = torch.onnx.export(module, (example,), None, dynamo=True, opset_version=opset, input_names=NAMES[0],
+                                    output_names=NAMES[1], dynamic_shapes={NAMES[0][0]: shape}, verbose=False)
+    _check_symbolic(program, module, example)
+    return program.model_proto
+
+
+def _check_symbolic(program, module: nn.Module, example: torch.Tensor) -> None:
+    """Refuse a captured graph that does not follow the model at another batch and twice the example's size: torch.onnx
+    turns a guard on a size (``int(x.shape[-1])``, ``if size == ...``) into a runtime assert that ONNX drops, so such
+    a graph keeps its input axes named yet computes the traced size only (its range constraints do not show it).
+
+    Raises:
+        ExportError: the graph raised, or its output differs from the model's by 1e-4 or more.
+    """
+    other = torch.randn(1, 3, 2 * example.shape[-2], 2 * example.shape[-1], generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            gap = float((program.exported_program.module()(other) - module(other)).abs().max())
+    except Exception as err:  # noqa: BLE001 (a shape mismatch surfaces as whatever the pinned op raises)
+        gap, why = float("inf"), f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:120]}"
+    else:
+        why = f"max |difference| {gap:.1e}"
+    if not gap < 1e-4:
+        raise ExportError(f"the dynamo exporter's graph does not follow the model at {tuple(other.shape)} ({why}): "
+                          f"the model branches on its input size, which the graph pinned to the traced one")
+
+
+def _legacy_proto(onnx, module: nn.Module, metadata: dict, example: torch.Tensor, opset: int):
+    """The ONNX ModelProto of the legacy TorchScript-based exporter: batch dynamic, height and width where
+    ``metadata["dynamic_size"]``."""
+    axes = {0: "batch", **({2: "height", 3: "width"} if metadata["dynamic_size"] else {})}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
+        torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=opset, input_names=NAMES[0],
+                          output_names=NAMES[1], dynamic_axes={NAMES[0][0]: axes, NAMES[1][0]: axes})
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _fallback_reason(err: Exception) -> str:
+    """Why the dynamo exporter did not write the file, in one line: a missing onnxscript, or its error's first line."""
+    if isinstance(err, ExportError):
+        return str(err)
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"the dynamo exporter failed ({type(err).__name__}: {first[:200]})"
 
 
 def parity_inputs(metadata: dict, real: np.ndarray | None = None, batch_sizes=(1, 3), seed: int = 0) -> dict:
@@ -191,7 +262,7 @@ def available_formats() -> tuple[str, ...]:
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, formats=("onnx", "torchscript"), *, depth: int | None = None,
-               check: bool = False, opset: int = OPSET, dynamo: bool = False) -> dict:
+               check: bool = False, opset: int = OPSET, legacy: bool = False) -> dict:
     """Export a run's best model (see the module docstring) and write the model card next to it.
 
     Args:
@@ -200,10 +271,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats=("onnx", "torch
         formats: ``onnx`` and/or ``torchscript``.
         depth: UNet++ with deep supervision only: export the network pruned at this depth.
         check: measure parity (:func:`parity`) on random inputs and a few of the run's images.
-        opset, dynamo: see :func:`export_onnx`.
+        opset, legacy: see :func:`export_onnx`.
 
     Returns:
-        ``{"files": {format: path}, "card": path, "metadata": dict, "parity": {format: {label: max |Δp|}}}``.
+        ``{"files": {format: path}, "card": path, "metadata": dict, "written": {format: the file's metadata},
+        "parity": {format: {label: max |Δp|}}, "exporter": the ONNX exporter used (None without ONNX),
+        "fallback": why the legacy ONNX exporter stood in for the dynamo one (None if it did not)}``.
 
     Raises:
         FileNotFoundError: not a run folder, or no best checkpoint.
@@ -218,20 +291,20 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats=("onnx", "torch
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, 3, metadata["image_size"], metadata["image_size"])
-    files = {}
-    for fmt in dict.fromkeys(formats):
-        path = out_dir / FILES[fmt]
-        files[fmt] = (export_onnx(module, path, metadata, example, opset, dynamo) if fmt == "onnx"
-                      else export_torchscript(module, path, metadata, example))
-    card = write_model_card(run_dir, {**metadata, "opset": opset}, files, out_dir)
-    inputs = parity_inputs(metadata, real_images(run_dir)) if check else {}
-    checked = {fmt: parity(module, path, inputs) for fmt, path in files.items()} if check else {}
-    return {"files": files, "card": card, "metadata": metadata, "parity": checked}
+    files = {fmt: out_dir / FILES[fmt] for fmt in dict.fromkeys(formats)}
+    written = {fmt: export_onnx(module, path, metadata, example, opset, legacy) if fmt == "onnx"
+               else export_torchscript(module, path, metadata, example) for fmt, path in files.items()}
+    card = write_model_card(run_dir, {**metadata, "opset": opset}, files, out_dir, written)
+    real = real_images(run_dir) if check else None
+    checked = {fmt: parity(module, path, parity_inputs(written[fmt], real)) for fmt, path in files.items()} if check else {}
+    onnx = written.get("onnx", {})
+    return {"files": files, "card": card, "metadata": metadata, "written": written, "parity": checked,
+            "exporter": onnx.get("exporter"), "fallback": onnx.get("exporter_fallback")}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m helpers.evaluation.export RUN OUT_DIR [--format ...] [--depth N] [--check]``: errors as one line
-    (:func:`helpers.cli.run`)."""
+    """``python -m helpers.evaluation.export RUN OUT_DIR [--format ...] [--depth N] [--check] [--legacy-onnx]``: errors
+    as one line (:func:`helpers.cli.run`)."""
     return cli.run(_main, argv)
 
 
@@ -244,12 +317,15 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--depth", type=int, default=None, help="UNet++ with deep supervision: prune at this depth")
     parser.add_argument("--check", action="store_true", help="compare the export with PyTorch and print the difference")
     parser.add_argument("--opset", type=int, default=OPSET)
-    parser.add_argument("--dynamo", action="store_true", help="ONNX with the dynamo exporter (needs onnxscript)")
+    parser.add_argument("--legacy-onnx", action="store_true",
+                        help="ONNX with torch's legacy TorchScript-based exporter instead of the dynamo one (default)")
     args = cli.add_debug(parser).parse_args(argv)
     done = export_run(args.run, args.out_dir, args.format, depth=args.depth, check=args.check, opset=args.opset,
-                      dynamo=args.dynamo)
+                      legacy=args.legacy_onnx)
     for fmt, path in done["files"].items():
-        print(f"✓ {fmt}: {path} ({path.stat().st_size / 1024:.0f} kB)")
+        print(f"✓ {fmt}: {path} ({path.stat().st_size / 1024:.0f} kB, {done['written'][fmt]['exporter']})")
+    if done["fallback"]:
+        print(f"⚠ ONNX written by the legacy exporter (dynamo=False) instead of the dynamo one: {done['fallback']}")
     for fmt, figures in done["parity"].items():
         for label, diff in figures.items():
             print(f"  parity {fmt} {label}: max |p_torch - p_export| = {diff:.2e}")

@@ -239,11 +239,16 @@ def save_evaluation(result: Evaluation, run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     info = {**result.info, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     runs.write_json(run_dir / EVAL_FILE, info)
-    packed = np.packbits(result.preds, axis=-1)
-    write_atomic(run_dir / PREDS_FILE, lambda p: np.savez_compressed(
-        p, packed=packed, width=result.preds.shape[-1], isic_id=result.table["isic_id"].to_numpy(str)))
+    save_predictions(result.preds, result.table["isic_id"].to_numpy(str), run_dir)
     write_atomic(run_dir / METRICS_FILE, lambda p: result.table.to_csv(p, index=False, float_format="%.6g"))
     return run_dir / METRICS_FILE
+
+
+def save_predictions(preds: np.ndarray, isic_ids: np.ndarray, run_dir: str | Path) -> Path:
+    """Write final predictions, bool (N, S, S), bit-packed with their image ids, as ``test_preds.npz``."""
+    packed = np.packbits(np.asarray(preds, bool), axis=-1)
+    return write_atomic(Path(run_dir) / PREDS_FILE, lambda p: np.savez_compressed(
+        p, packed=packed, width=preds.shape[-1], isic_id=np.asarray(isic_ids, str)))
 
 
 def load_predictions(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:

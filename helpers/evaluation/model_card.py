@@ -61,26 +61,39 @@ def metrics_section(run_dir: str | Path) -> list[str]:
     return lines
 
 
-def model_card(run_dir: str | Path, metadata: dict, files: dict[str, Path]) -> str:
+def _sizes(meta: dict, files: dict[str, Path], written: dict[str, dict]) -> str:
+    """The input sizes the files take, per file where they differ (TransUNet: ONNX by the dynamo exporter is
+    dynamic, traced TorchScript is not)."""
+    def text(dynamic: bool) -> str:
+        return (f"any height and width that are multiples of {meta['size_multiple']} (trained at {meta['image_size']} "
+                f"px)" if dynamic else f"{meta['image_size']} × {meta['image_size']} px only (fixed token grid)")
+
+    dynamic = {fmt: written.get(fmt, meta)["dynamic_size"] for fmt in files}
+    if len(set(dynamic.values())) <= 1:
+        return text(next(iter(dynamic.values()), meta["dynamic_size"]))
+    return "; ".join(f"`{Path(files[fmt]).name}`: {text(flag)}" for fmt, flag in dynamic.items())
+
+
+def model_card(run_dir: str | Path, metadata: dict, files: dict[str, Path], written: dict[str, dict] | None = None) -> str:
     """The card's markdown.
 
     Args:
         run_dir: the run folder exported.
         metadata: the export's metadata (see :mod:`helpers.evaluation.export`).
         files: ``{format: path}`` of the exported files.
+        written: ``{format: the metadata written into that file}`` where known (its exporter and sizes).
     """
     run_dir = Path(run_dir)
     config, done = runs.load_run_config(run_dir), runs.load_done(run_dir) or {}
-    meta = metadata
-    sizes = (f"any height and width that are multiples of {meta['size_multiple']} (trained at {meta['image_size']} px)"
-             if meta["dynamic_size"] else f"{meta['image_size']} × {meta['image_size']} px only (fixed token grid)")
+    meta, written = metadata, written or {}
+    sizes = _sizes(meta, files, written)
     recipe = ", ".join(f"{k} {config[k]}" for k in ("num_epochs", "batch_size", "lr", "weight_decay", "warmup_epochs",
                                                     "schedule", "augment", "amp", "early_stopping") if k in config)
     pruned = f", pruned at depth L{meta['prune_depth']}" if meta.get("prune_depth") else ""
     lines = [
         f"# Model card: {meta['model']} ({meta['model_config']}) — run {meta['run_id']}", "",
         "## Files", "", *(f"- `{Path(p).name}`: {fmt}" + (f", opset {meta['opset']}" if fmt == "onnx" else "")
-                          for fmt, p in files.items()), "",
+                          + (f", by {written[fmt]['exporter']}" if fmt in written else "") for fmt, p in files.items()), "",
         "## Architecture", "",
         f"- {meta['model']}, configuration `{meta['model_config']}`{pruned}, overrides {meta['model_overrides']}",
         f"- config: `{json.dumps(meta['config'])}`",
@@ -107,8 +120,9 @@ def model_card(run_dir: str | Path, metadata: dict, files: dict[str, Path]) -> s
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_model_card(run_dir: str | Path, metadata: dict, files: dict[str, Path], out_dir: str | Path) -> Path:
-    """Write ``MODEL_CARD.md`` into ``out_dir`` and return its path."""
+def write_model_card(run_dir: str | Path, metadata: dict, files: dict[str, Path], out_dir: str | Path,
+                     written: dict[str, dict] | None = None) -> Path:
+    """Write ``MODEL_CARD.md`` into ``out_dir`` and return its path (arguments: :func:`model_card`)."""
     path = Path(out_dir) / "MODEL_CARD.md"
-    path.write_text(model_card(run_dir, metadata, files), encoding="utf-8")
+    path.write_text(model_card(run_dir, metadata, files, written), encoding="utf-8")
     return path

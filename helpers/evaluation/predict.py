@@ -39,6 +39,7 @@ from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from helpers import cli
+from helpers.data import synthetic
 from helpers.data.isic import to_rgb
 from helpers.evaluation import exported, inference
 from helpers.evaluation.predict_files import (  # noqa: F401 (MANIFEST, OutputClash, read_manifest: part of predict's API)
@@ -291,6 +292,19 @@ def example_inputs(prepared, out_dir: str | Path, count: int = 4, split: str = "
             Image.fromarray(np.asarray(prepared.images[row])).save(target)
         written.append(target)
     return written
+
+
+def try_inputs(run_dir: str | Path, out_dir: str | Path, count: int = 4) -> list[Path]:
+    """Images to try a run's model on, as files in ``out_dir``: a few test images of its data where that is prepared
+    here (:func:`example_inputs`), else a few images of the offline sample, made in seconds in the folder
+    ``offline_sample`` beside ``out_dir`` (a line says so: a committed study's model on a machine without its
+    data)."""
+    if runs.has_data(run_dir):
+        return example_inputs(runs.load_run_data(run_dir), out_dir, count)
+    sample = synthetic.generate_sample(Path(out_dir).with_name("offline_sample"), count=count, progress=False)
+    print(f"The data of {Path(run_dir).name} is not on this machine: trying it on {count} images of the offline "
+          f"sample instead (drawn lesions, not photographs); put your own photos in {out_dir} to predict on them.")
+    return sorted((sample / synthetic.IMAGE_DIR).glob("*.jpg"))
 
 
 def main(argv: list[str] | None = None) -> int:

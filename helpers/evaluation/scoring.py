@@ -124,6 +124,31 @@ def evaluate_run(run_dir: str | Path, *, load_model=None, to_input=None, device:
     return inference.save_evaluation(result, run_dir)
 
 
+def predictions(run_dir: str | Path, prepared=None) -> tuple:
+    """A run's final test predictions ``(isic_ids, preds bool (N, S, S))``: its ``test_preds.npz``, or, for a run
+    whose scores were copied without it (a committed study with its model), made now from its checkpoint with the
+    settings its ``eval.json`` records and saved beside them (its scores are left as they are).
+
+    Raises:
+        FileNotFoundError: no predictions and no checkpoint, or the run's data is not here (the message says so).
+        ValueError: ``test_preds.npz`` or ``eval.json`` is unreadable (named).
+    """
+    run_dir = Path(run_dir)
+    try:
+        return inference.load_predictions(run_dir)
+    except FileNotFoundError:
+        if not runs.has_checkpoint(run_dir):
+            raise
+    used = read_eval(run_dir)
+    prepared = prepared or runs.load_run_data(run_dir)
+    model = runs.load_run_model(run_dir).to(devices.pick_device())
+    result = inference.evaluate(model, prepared, "test", tta=bool(used.get("tta")), post=bool(used.get("postprocess")),
+                                threshold=float(used.get("threshold", 0.5)), original_resolution=False,
+                                with_hd95=False, progress=False)
+    inference.save_predictions(result.preds, result.table["isic_id"].to_numpy(str), run_dir)
+    return result.table["isic_id"].to_numpy(str), result.preds
+
+
 def evaluate_runs(results_root: str | Path | None = None, *, overwrite: bool = False, progress: bool = True,
                   **options) -> pd.DataFrame:
     """Evaluate every finished run that has no ``test_metrics.csv`` yet (all finished ones if ``overwrite``).

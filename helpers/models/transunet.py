@@ -16,7 +16,9 @@ concatenation with the 1/8, 1/4 and 1/2 encoder skips, two 3x3 conv-BN-ReLU)
 with (256, 128, 64, 16) channels reach full size; a 3x3 convolution gives the
 logits. The paper configuration has 105.3 M parameters (105.28 M at 224 px,
 as published). Position embeddings are stored for the grid of `img_size` and
-resized bicubically on the fly for any other input grid.
+resized bicubically on the fly to the input's grid, on every call: at the stored
+grid the bicubic resize is exactly the identity (weights 0, 1, 0, 0), and with no
+branch on the size torch.export keeps height and width symbolic (ONNX export).
 """
 
 from __future__ import annotations
@@ -189,9 +191,9 @@ class TransformerEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Encode the (B, C, h, w) feature map into tokens (B, h*w, D)."""
-        grid = (int(features.shape[-2]), int(features.shape[-1]))
+        grid = (features.shape[-2], features.shape[-1])  # symbolic under torch.export: no int(), no branch
         tokens = self.patch_embed(features).flatten(2).transpose(1, 2)  # (B, h*w, D)
-        pos_embed = self.pos_embed if grid == self.grid else resize_pos_embed(self.pos_embed, grid, self.grid)
+        pos_embed = resize_pos_embed(self.pos_embed, grid, self.grid)  # exactly pos_embed at self.grid
         tokens = self.dropout(tokens + pos_embed)
         for layer in self.layers:
             tokens = layer(tokens)

@@ -173,7 +173,8 @@ def load_histories(summary: pd.DataFrame, results_root=None) -> pd.DataFrame:
 def best_run_gallery(summary: pd.DataFrame, results_root=None, per_group: int = 3):
     """Best / median / worst test cases of the evaluated run with the highest mean Dice (None if none).
 
-    A run whose predictions or prepared data are not here (a committed study) gives a line that says so.
+    A run with its checkpoint but without its predictions (a committed study's model in the box) gets them made
+    now; one whose prepared data or model is not here gives a line that says so.
     """
     ok = summary[summary["status"] == "ok"]
     if ok.empty:
@@ -182,7 +183,7 @@ def best_run_gallery(summary: pd.DataFrame, results_root=None, per_group: int = 
     run_dir = scoring.runs_dir(results_root) / best["run_id"]
     try:
         prepared = runs.load_run_data(run_dir)
-        ids, preds = inference.load_predictions(run_dir)
+        ids, preds = scoring.predictions(run_dir, prepared)  # made from its checkpoint if only the scores came
     except (FileNotFoundError, ValueError) as err:  # DataError is a ValueError
         return f"No pictures of {best['run_id']}'s test cases: {err}"
     rows = prepared.table.reset_index().set_index("isic_id").loc[ids, "index"].to_numpy()

@@ -305,6 +305,15 @@ def load_run_data(folder: str | os.PathLike) -> Prepared:
     return load_prepared(prepared_dir(load_run_config(folder)))
 
 
+def has_data(folder: str | os.PathLike) -> bool:
+    """True when the prepared dataset a run was trained on is on this machine (a committed study's runs name data
+    that only a machine which prepared the same source has)."""
+    try:
+        return (prepared_dir(load_run_config(folder)) / "prepared.json").is_file()
+    except (FileNotFoundError, ValueError, KeyError):
+        return False
+
+
 def has_checkpoint(folder: str | os.PathLike) -> bool:
     """True when the run's ``best.pt`` is reachable (a results folder copied without checkpoints has none)."""
     return any((d / "best.pt").is_file() for d in checkpoint_dirs(folder))
