@@ -47,14 +47,17 @@ def test_rows_carry_cis_and_paired_differences_to_the_baseline(tmp_path):
     _run(tmp_path, "c", "kit", lr=2e-3, dice=base + rng.normal(0, 0.02, len(IDS)))  # noise around the baseline
     _run(tmp_path, "d", "kit", fraction=0.1, dice=base - 0.05)  # no baseline at 10 %
     table = rt.recipe_table([tmp_path]).set_index("run_id")
-    assert table.loc["a", "recipe"] == "seed" and table.loc["a", "verdict"] == ""
-    assert table.loc["b", "verdict"] == "better"
-    assert table.loc["b", "diff_to_baseline"] == pytest.approx(0.03, abs=0.003)
-    assert table.loc["b", "diff_ci_low"] > 0 and table.loc["b", "dice_ci_low"] < table.loc["b", "dice_mean"]
-    assert table.loc["c", "recipe"] == "kit lr=0.002" and table.loc["c", "verdict"] == "inside CI"
-    assert table.loc["c", "diff_ci_low"] < 0 < table.loc["c", "diff_ci_high"]
-    assert np.isnan(table.loc["d", "diff_to_baseline"])
+    assert table.loc["a", "recipe"] == "seed" and table.loc["a", "verdict_seed"] == ""
+    assert table.loc["b", "verdict_seed"] == "better"
+    assert table.loc["b", "diff_to_seed"] == pytest.approx(0.03, abs=0.003)
+    assert table.loc["b", "diff_seed_ci_low"] > 0 and table.loc["b", "dice_ci_low"] < table.loc["b", "dice_mean"]
+    assert table.loc["c", "recipe"] == "kit lr=0.002" and table.loc["c", "verdict_seed"] == "inside CI"
+    assert table.loc["c", "diff_seed_ci_low"] < 0 < table.loc["c", "diff_seed_ci_high"]
+    assert np.isnan(table.loc["d", "diff_to_seed"])
     assert rt.verdict(-0.03, -0.01) == "worse"
+    against_kit = rt.recipe_table([tmp_path], baselines=("seed", "kit")).set_index("run_id")
+    assert against_kit.loc["a", "diff_to_kit"] == pytest.approx(-table.loc["b", "diff_to_seed"])  # seed − kit
+    assert np.isnan(against_kit.loc["b", "diff_to_kit"])  # kit against itself: no row
 
 
 def test_runs_of_other_images_are_refused(tmp_path):

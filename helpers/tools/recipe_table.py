@@ -8,9 +8,10 @@ RESULTS is a results folder (its ``runs/`` holds finished, evaluated runs; ``pyt
 them, :func:`helpers.evaluation.scoring.evaluate_runs` scores them). A run's recipe is the one its ``config.json``
 names (``custom`` when none), followed by every setting that differs from that recipe, e.g. ``kit lr=0.002``.
 
-**Recipe rows.** ``dice_mean`` and its 95 % percentile-bootstrap CI over the test images; ``diff_to_baseline`` is
-this run minus the baseline run on the same images (paired bootstrap CI, Wilcoxon p). ``verdict`` is ``better`` or
-``worse`` only when the CI of the difference leaves 0; ``inside CI`` otherwise: not a win.
+**Recipe rows.** ``dice_mean`` and its 95 % percentile-bootstrap CI over the test images; per baseline recipe B
+(``--baseline``, default ``seed``), ``diff_to_B`` is this run minus B's run of the same model and fraction on the
+same images (``diff_B_ci_low``/``_high``: paired bootstrap CI; ``p_B``: Wilcoxon). ``verdict_B`` is ``better``
+or ``worse`` only when the CI of the difference leaves 0; ``inside CI`` otherwise: not a win.
 
 **Test-time rows** (``--test-time``). On the run's test split: the plain prediction (threshold 0.5), flip TTA,
 post-processing (largest component, holes filled), a threshold tuned on the *validation* split (the best mean
@@ -68,18 +69,18 @@ def verdict(low: float, high: float) -> str:
     return "better" if low > 0 else "worse" if high < 0 else "inside CI"
 
 
-def paired_columns(dice: pd.Series, baseline: pd.Series | None) -> dict:
-    """The paired difference of ``dice`` to ``baseline`` on the images both scored (NaN without a baseline)."""
+def paired_columns(dice: pd.Series, baseline: pd.Series | None, name: str) -> dict:
+    """The paired difference of ``dice`` to recipe ``name``'s run on the same images (NaN without one)."""
+    keys = [f"diff_to_{name}", f"diff_{name}_ci_low", f"diff_{name}_ci_high", f"p_{name}", f"verdict_{name}"]
     if baseline is None:
-        return {"diff_to_baseline": np.nan, "diff_ci_low": np.nan, "diff_ci_high": np.nan, "p_wilcoxon": np.nan,
-                "verdict": ""}
+        return dict(zip(keys, [np.nan] * 4 + [""]))
     common = dice.index.intersection(baseline.index)
     if len(common) != len(dice) or len(common) != len(baseline):
         raise ValueError(f"the runs scored different test images ({len(dice)} and {len(baseline)}, {len(common)} "
                          f"in common): compare runs of one study (same data, protocol and split seed).")
     diff = stats.paired_difference(dice[common].to_numpy(), baseline[common].to_numpy())
-    return {"diff_to_baseline": diff["mean_diff"], "diff_ci_low": diff["ci_low"], "diff_ci_high": diff["ci_high"],
-            "p_wilcoxon": diff["p_wilcoxon"], "verdict": verdict(diff["ci_low"], diff["ci_high"])}
+    return dict(zip(keys, [diff["mean_diff"], diff["ci_low"], diff["ci_high"], diff["p_wilcoxon"],
+                           verdict(diff["ci_low"], diff["ci_high"])]))
 
 
 def finished_runs(roots) -> list[Path]:
@@ -94,13 +95,16 @@ def finished_runs(roots) -> list[Path]:
     return found
 
 
-def recipe_table(roots, baseline: str = "seed") -> pd.DataFrame:
-    """Every evaluated run under ``roots``, one row each, with the paired difference to the ``baseline`` recipe's
-    run of the same model and fraction (sorted by model, fraction, recipe)."""
+def recipe_table(roots, baselines=("seed",)) -> pd.DataFrame:
+    """Every evaluated run under ``roots``, one row each, with the paired difference to each baseline recipe's run
+    of the same model and fraction (sorted by model, fraction, recipe)."""
     rows, scores = zip(*(run_row(d) for d in finished_runs(roots)))
-    bases = {(r["model"], r["fraction"]): s for r, s in zip(rows, scores) if r["recipe"] == baseline}
-    table = [{**r, **paired_columns(s, None if r["recipe"] == baseline else bases.get((r["model"], r["fraction"])))}
-             for r, s in zip(rows, scores)]
+    table = [dict(r) for r in rows]
+    for name in baselines:
+        bases = {(r["model"], r["fraction"]): s for r, s in zip(rows, scores) if r["recipe"] == name}
+        for row, dice in zip(table, scores):
+            base = None if row["recipe"] == name else bases.get((row["model"], row["fraction"]))
+            row.update(paired_columns(dice, base, name))
     return pd.DataFrame(table).sort_values(["model", "fraction", "recipe"], ignore_index=True)
 
 
@@ -155,7 +159,8 @@ def _main(argv: list[str]) -> int:
                                      description="Test Dice per recipe with CIs and paired differences to a baseline "
                                                  "recipe; or (--test-time) TTA, post-processing and a tuned threshold.")
     parser.add_argument("paths", nargs="+", help="results folders (or run folders); with --test-time: run folders")
-    parser.add_argument("--baseline", default="seed", help="the recipe every other one is compared with (default seed)")
+    parser.add_argument("--baseline", nargs="+", default=["seed"],
+                        help="the recipe(s) every other one is compared with (default seed)")
     parser.add_argument("--test-time", action="store_true", help="measure the test-time choices of each RUN")
     parser.add_argument("--evaluate", action="store_true", help="first score the finished runs that have no test "
                                                                     "scores yet (as notebook 04 does)")
