@@ -10,7 +10,7 @@ notebooks' ``SETTINGS`` and the parameter table (:mod:`helpers.data.study`). Add
     cfg = resolve_config(PROFILE, image_size=IMAGE_SIZE, lr=LR)   # None means "not set"; 0 is a value
     cfg = resolve_config("t4", recipe="kit")    # a named recipe's values, under any explicit setting
 
-A recipe (:data:`~helpers.recipes.RECIPES`: ``seed``, the original study's; ``kit``, the tuned candidate) is
+A recipe (:data:`~helpers.recipes.RECIPES`: ``seed``, the original study's; ``kit``, the kit's own) is
 named apart from the profiles: it sets the optimisation settings, the profile the rest (sizes, models, hardware).
 Unknown fields are refused with the list of known ones, and values are checked and converted
 (``"unet,unetpp"`` and ``["unet", "unetpp"]`` are the same models; ``"0.1,1.0"`` the same fractions).
@@ -112,7 +112,8 @@ class RunConfig:
     checkpoint_minutes: float | None = setting("also save last.pt within an epoch this often, in minutes (None: "
                                                "after each epoch only)", default=None, result=False, minimum=0)
     recipe: str = setting("where the optimisation settings come from: seed (the original study's), kit (the "
-                          "tuned candidate) or custom (the profile's own values); a label in each run's config",
+                          "kit's: a warm-up and a higher rate) or custom (the profile's own values); a label in each "
+                          "run's config",
                           default="custom", result=False, per_run=True, choices=RECIPE_NAMES)
 
     def __post_init__(self) -> None:
@@ -314,9 +315,13 @@ PROFILES: dict[str, RunConfig] = {
         # Sized so the 12-run grid on the real data takes about 75 minutes on 2 CPU cores
         # (training at 128 px: UNet 32, UNet++ 23, TransUNet 64 images/s there).
         model_configs={"unet": "cpu", "unetpp": "cpu", "transunet": "cpu"},
+        # the `kit` recipe, chosen from the measured recipe table (results/benchmarks/recipes-cpu.csv): peak lr 1e-3
+        # after a 1-epoch warm-up, cosine to 0; these small models, trained from scratch, need more than 1e-4
+        recipe="kit",
         num_epochs=12,
         batch_size=16,
-        lr=1e-3,  # these small models, trained from scratch for 12 epochs, need more than 1e-4
+        lr=1e-3,
+        warmup_epochs=1.0,
         amp="off",
         num_workers=0,
     ),
@@ -338,9 +343,10 @@ PROFILES: dict[str, RunConfig] = {
 
 
 # The class path: the cpu profile's models and recipe, measured on the real data (test Dice 0.77-0.79 at 10 %,
-# 0.87-0.89 at 100 %), at two fractions (they keep the data-efficiency lesson), with mixed precision and loader
-# workers for a GPU. Its 6 runs trained in 43 minutes on 2 CPU cores (the cpu study); on a T4 about 15 minutes (an
-# estimate, not measured: small models at 128 px wait on Colab's 2 loading cores).
+# 0.87-0.89 at 100 %; with the kit recipe UNet++ 0.791 at 10 %), at two fractions (they keep the data-efficiency
+# lesson), with mixed precision and loader workers for a GPU. Its 6 runs trained in 43 minutes on 2 CPU cores (the
+# cpu study); on a T4 about 15 minutes (an estimate, not measured: small models at 128 px wait on Colab's 2 loading
+# cores).
 PROFILES["class"] = dataclasses.replace(
     PROFILES["cpu"], name="class", fractions=(0.10, 1.00), amp="auto", num_workers=2,
     description="A 90-minute class on a Colab T4: the cpu profile's models and recipe at 10 % and 100 % of the data.")

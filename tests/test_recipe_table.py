@@ -1,6 +1,7 @@
 """The recipe table (helpers.tools.recipe_table): labels, paired differences and verdicts on run folders written
 here, and the test-time choices on a small run."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -94,3 +95,18 @@ def test_test_time_choices_are_paired_with_the_plain_prediction(shifted, tmp_pat
     for name, row in table.iterrows():
         assert row["dice_ci_low"] <= row["dice_mean"] <= row["dice_ci_high"]
         assert row["kept"] == (name != "plain" and row["diff_ci_low"] > 0)
+
+
+def test_the_readme_quotes_the_committed_recipe_table():
+    root = Path(__file__).resolve().parents[1]
+    table = pd.read_csv(root / "results" / "benchmarks" / "recipes-cpu.csv")
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("### Recipes, measured on the CPU"):readme.index("**Test-time choices**")]
+    for row in table.itertuples():
+        if row.model == "unetpp":
+            assert f"{row.dice_mean:.3f} [{row.dice_ci_low:.3f}, {row.dice_ci_high:.3f}]" in section, row.recipe
+        if row.recipe == "kit" and row.fraction == 0.1:
+            assert f"+{row.diff_to_custom:.3f} [{row.diff_custom_ci_low:.3f}, {row.diff_custom_ci_high:.3f}]" in section
+    kit = table[(table["recipe"] == "kit") & (table["fraction"] == 1.0)].set_index("model")
+    for model in ("unet", "transunet"):
+        assert f"{kit.loc[model, 'dice_mean']:.3f} [{kit.loc[model, 'dice_ci_low']:.3f}" in section

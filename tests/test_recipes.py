@@ -21,8 +21,8 @@ def test_seed_is_the_original_studys_recipe():
 
 
 def test_profiles_keep_their_values_and_say_where_they_came_from():
-    assert PROFILES["t4"].recipe == "seed"
-    assert {name for name, p in PROFILES.items() if p.recipe == "custom"} == {"smoke", "demo", "cpu", "class"}
+    assert PROFILES["t4"].recipe == "seed" and PROFILES["cpu"].recipe == PROFILES["class"].recipe == "kit"
+    assert {name for name, p in PROFILES.items() if p.recipe == "custom"} == {"smoke", "demo"}
     for profile in PROFILES.values():  # a profile that names a recipe holds exactly its values
         if profile.recipe != "custom":
             assert all(getattr(profile, k) == v for k, v in recipe_settings(profile.recipe, profile).items())

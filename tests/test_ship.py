@@ -2,6 +2,7 @@
 folder, a model card, refusal of another run's weights, and the Dice through predict on the test images."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,3 +105,27 @@ def test_try_inputs_falls_back_to_the_offline_sample_without_the_data(shifted, t
     assert "not on this machine" in capsys.readouterr().out
     done = predict.predict(run, sample, tmp_path / "out", progress=False)
     assert len(done) == 3
+
+
+MODELS_STUDY = Path(__file__).resolve().parents[1] / "results" / "isic2018-task1-512_seed_cpu-kit_cpu-2-cores"
+
+
+@pytest.mark.parametrize("model", ["unet", "unetpp", "transunet"])
+def test_the_models_in_the_box_load_predict_and_carry_their_card(model, tmp_path):
+    found = sorted((MODELS_STUDY / "runs").glob(f"{model}-cpu*_f100_*"))
+    assert len(found) == 1, f"one committed {model} run at 100 % with its model, found {found}"
+    run = found[0]
+    weights = run / "checkpoints" / "best.pt"
+    assert weights.stat().st_size < 5e6  # fp16: a few MB
+    state = torch.load(weights, weights_only=True)
+    assert state["weights_dtype"] == "float16"
+    assert {t.dtype for t in state["model"].values() if t.is_floating_point()} == {torch.float16}
+    net = runs.load_run_model(run)  # the study's config.json rebuilds the model the weights fit
+    with torch.no_grad():
+        probs = torch.sigmoid(net(torch.zeros(1, 3, 128, 128)))
+    assert probs.shape == (1, 1, 128, 128) and torch.isfinite(probs).all()
+    card = (run / "MODEL_CARD.md").read_text()
+    assert "CC BY-NC 4.0" in card and "Not for diagnosis" in card and "| Dice |" in card
+    assert not predict.run_problem(run)
+    done = predict.predict(run, predict.try_inputs(run, tmp_path / "yours", count=2), tmp_path / "out", progress=False)
+    assert len(done) == 2 and done["lesion_fraction"].between(0, 1).all()
