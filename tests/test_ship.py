@@ -1,6 +1,7 @@
 """Models in the box (helpers.tools.ship): fp16 weights that load like any best.pt into a committed study's run
 folder, a model card, refusal of another run's weights, and the Dice through predict on the test images."""
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -129,3 +130,22 @@ def test_the_models_in_the_box_load_predict_and_carry_their_card(model, tmp_path
     assert not predict.run_problem(run)
     done = predict.predict(run, predict.try_inputs(run, tmp_path / "yours", count=2), tmp_path / "out", progress=False)
     assert len(done) == 2 and done["lesion_fraction"].between(0, 1).all()
+
+
+def test_ship_takes_the_newest_best_checkpoint_as_the_kit_loads_it(shifted, tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
+    run = make_run(tmp_path / "results", "unet-run", "unet", 1.0, shifted.root)
+    stale = tmp_path / "drive" / "checkpoints"  # an older copy where the config points, e.g. on Drive
+    stale.mkdir(parents=True)
+    state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    torch.save({**state, "model": {k: torch.zeros_like(v) for k, v in state["model"].items()}}, stale / "best.pt")
+    os.utime(stale / "best.pt", (1_000_000, 1_000_000))
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "checkpoint_dir": str(stale)}))
+    assert runs.best_checkpoint(run) == run / "checkpoints" / "best.pt"
+    target = ship.ship_model(run, _study_copy(run, tmp_path))
+    shipped = torch.load(target, weights_only=True)["model"]
+    assert any(v.abs().sum() > 0 for v in shipped.values() if v.is_floating_point())  # not the stale zeros
+    stale_only = tmp_path / "stale-run"
+    shutil.copytree(run, stale_only, ignore=shutil.ignore_patterns("checkpoints"))
+    assert runs.best_checkpoint(stale_only) == stale / "best.pt"

@@ -64,10 +64,10 @@ def ship_model(run_dir: str | Path, study_run: str | Path) -> Path:
     """
     run_dir, study_run = Path(run_dir), Path(study_run)
     check_same_run(run_dir, study_run)
-    best = [d / "best.pt" for d in runs.checkpoint_dirs(run_dir) if (d / "best.pt").is_file()]
-    if not best:
+    best = runs.best_checkpoint(run_dir)
+    if best is None:
         raise FileNotFoundError(f"{run_dir} has no best.pt: train the run first (python -m helpers.training).")
-    state = load_checkpoint(best[0])
+    state = load_checkpoint(best)
     shipped = {"model": half_weights(state["model"]), "best_metric": state.get("best_metric"),
                "epoch": state.get("epoch"), "weights_dtype": "float16"}
     target = paths.write_atomic(study_run / "checkpoints" / "best.pt", lambda tmp: torch.save(shipped, tmp))

@@ -319,6 +319,12 @@ def has_checkpoint(folder: str | os.PathLike) -> bool:
     return any((d / "best.pt").is_file() for d in checkpoint_dirs(folder))
 
 
+def best_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """A run's ``best.pt``: the newest of its :func:`checkpoint_dirs` copies, or None when it has none."""
+    files = [d / "best.pt" for d in checkpoint_dirs(folder) if (d / "best.pt").is_file()]
+    return max(files, key=lambda f: f.stat().st_mtime, default=None)
+
+
 def load_run_model(folder: str | os.PathLike, which: str = "best", map_location: Any = "cpu") -> nn.Module:
     """Rebuild a run's model from ``config.json`` and load its ``best`` or ``last`` weights.
 
@@ -341,8 +347,8 @@ def load_run_model(folder: str | os.PathLike, which: str = "best", map_location:
         found = [load_latest(d, map_location) for d in dirs]
         state = max((s for s, _ in found if s is not None), key=lambda s: s["epoch"], default=None)
     else:
-        files = sorted((d / "best.pt" for d in dirs if (d / "best.pt").is_file()), key=lambda p: p.stat().st_mtime)
-        state = load_checkpoint(files[-1], "cpu") if files else None  # on the CPU: a missing GPU is not the file's fault
+        best = best_checkpoint(folder)
+        state = load_checkpoint(best, "cpu") if best else None  # on the CPU: a missing GPU is not the file's fault
     if state is None:
         raise FileNotFoundError(f"No {which} checkpoint of run {Path(folder).name} in {', '.join(map(str, dirs))}; "
                                 f"mount Drive if the run kept its checkpoints there, or train it first.")
