@@ -38,6 +38,11 @@ def test_labels_name_the_recipe_and_what_a_run_changed():
                             "warmup_epochs": 0.0, "weight_decay": 1e-4, "schedule": "cosine",
                             "augment": "kit"}) == "seed num_epochs=12"
     assert rt.recipe_label({"lr": 1e-3}) == "custom"  # runs made before recipes were recorded
+    cpu_kit = {"recipe": "kit", "model": "unetpp", "model_config": "cpu", "image_size": 128, "lr": 1e-3,
+               "warmup_epochs": 1.0, "weight_decay": 1e-4, "schedule": "cosine", "augment": "kit"}
+    assert rt.recipe_label({**cpu_kit, "num_epochs": 12}) == "kit"  # the cpu profile's epochs
+    assert rt.recipe_label({**cpu_kit, "num_epochs": 16}) == "kit num_epochs=16"
+    assert rt.profile_epochs({**cpu_kit, "model_config": "tiny", "image_size": 64}) is None  # smoke 1, demo 10
 
 
 def test_rows_carry_cis_and_paired_differences_to_the_baseline(tmp_path):

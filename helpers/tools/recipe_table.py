@@ -6,7 +6,9 @@ model and fraction trained with a baseline recipe; and the test-time choices of 
 
 RESULTS is a results folder (its ``runs/`` holds finished, evaluated runs; ``python -m helpers.training`` trains
 them, :func:`helpers.evaluation.scoring.evaluate_runs` scores them). A run's recipe is the one its ``config.json``
-names (``custom`` when none), followed by every setting that differs from that recipe, e.g. ``kit lr=0.002``.
+names (``custom`` when none), followed by every setting that differs from that recipe, e.g. ``kit lr=0.002``; for
+a recipe that leaves the epochs to the profile, also the epochs when they differ from the profile's
+(``kit num_epochs=16``).
 
 **Recipe rows.** ``dice_mean`` and its 95 % percentile-bootstrap CI over the test images; per baseline recipe B
 (``--baseline``, default ``seed``), ``diff_to_B`` is this run minus B's run of the same model and fraction on the
@@ -28,11 +30,20 @@ import pandas as pd
 
 from helpers import cli
 from helpers.evaluation import inference, scoring, stats
+from helpers.profiles import PROFILES
 from helpers.recipes import RECIPES, SMALL_CONFIGS
 from helpers.training import runs
 
 SHOWN = ("lr", "warmup_epochs", "num_epochs", "weight_decay", "schedule", "augment", "batch_size")
 THRESHOLDS = tuple(np.round(np.arange(0.30, 0.701, 0.05), 2))
+
+
+def profile_epochs(config: dict) -> int | None:
+    """The epochs of the profile that trains this model config at this size (None when no single one does)."""
+    epochs = {p.num_epochs for p in PROFILES.values()
+              if p.image_size == config.get("image_size") and p.model_configs.get(config.get("model")) ==
+              config.get("model_config")}
+    return epochs.pop() if len(epochs) == 1 else None
 
 
 def recipe_label(config: dict) -> str:
@@ -44,6 +55,8 @@ def recipe_label(config: dict) -> str:
     expected = dict(recipe.settings)
     if recipe.small_model_lr is not None and config.get("model_config") in SMALL_CONFIGS:
         expected["lr"] = recipe.small_model_lr
+    if "num_epochs" not in expected and profile_epochs(config) is not None:
+        expected["num_epochs"] = profile_epochs(config)
     changed = [f"{k}={config.get(k):g}" if isinstance(config.get(k), float) else f"{k}={config.get(k)}"
                for k in SHOWN if k in expected and config.get(k) != expected[k]]
     return " ".join([name, *changed])
