@@ -17,9 +17,10 @@ def test_three_profiles_with_design_sizes():
 def test_class_profile_is_the_measured_cpu_recipe_at_two_fractions_with_amp():
     """The class path keeps the recipe whose real-data results are committed (the cpu study), on a GPU."""
     cpu, lesson = PROFILES["cpu"], PROFILES["class"]
-    same = ("image_size", "model_configs", "num_epochs", "batch_size", "lr", "weight_decay", "schedule", "augment")
+    same = ("image_size", "model_configs", "batch_size", "lr", "warmup_epochs", "weight_decay", "schedule", "augment")
     assert all(getattr(lesson, k) == getattr(cpu, k) for k in same)
     assert lesson.fractions == (0.10, 1.00) and lesson.amp == "auto" and lesson.num_workers == 2
+    assert (lesson.num_epochs, cpu.num_epochs) == (12, 16)  # the class keeps 12 epochs to fit a lesson
 
 
 def test_environment_variable_chooses_the_default(monkeypatch):
@@ -42,7 +43,7 @@ def test_auto_picks_cpu_without_cuda_and_t4_with_it(monkeypatch):
 def test_none_keeps_the_profile_value_and_zero_is_a_real_value():
     cfg = resolve_config("cpu", image_size=96, num_epochs=None, weight_decay=0.0, num_workers=0,
                          warmup_epochs=0, early_stopping=0)
-    assert cfg.image_size == 96 and cfg.num_epochs == 12
+    assert cfg.image_size == 96 and cfg.num_epochs == 16
     assert (cfg.weight_decay, cfg.num_workers, cfg.early_stopping) == (0.0, 0, 0)
     assert resolve_config("t4", num_workers=0).num_workers == 0
     assert PROFILES["smoke"].image_size == 64      # the registry itself is untouched

@@ -40,9 +40,10 @@ def test_labels_name_the_recipe_and_what_a_run_changed():
     assert rt.recipe_label({"lr": 1e-3}) == "custom"  # runs made before recipes were recorded
     cpu_kit = {"recipe": "kit", "model": "unetpp", "model_config": "cpu", "image_size": 128, "lr": 1e-3,
                "warmup_epochs": 1.0, "weight_decay": 1e-4, "schedule": "cosine", "augment": "kit"}
-    assert rt.recipe_label({**cpu_kit, "num_epochs": 12}) == "kit"  # the cpu profile's epochs
-    assert rt.recipe_label({**cpu_kit, "num_epochs": 16}) == "kit num_epochs=16"
+    assert rt.recipe_label({**cpu_kit, "num_epochs": 16}) == "kit"  # the cpu profile's epochs
+    assert rt.recipe_label({**cpu_kit, "num_epochs": 12}) == "kit num_epochs=12"
     assert rt.profile_epochs({**cpu_kit, "model_config": "tiny", "image_size": 64}) is None  # smoke 1, demo 10
+    assert rt.profile_epochs({**cpu_kit, "model_config": "cpu", "image_size": 128}) == 16  # cpu's, not class's 12
 
 
 def test_rows_carry_cis_and_paired_differences_to_the_baseline(tmp_path):
@@ -110,8 +111,9 @@ def test_the_readme_quotes_the_committed_recipe_table():
     for row in table.itertuples():
         if row.model == "unetpp":
             assert f"{row.dice_mean:.3f} [{row.dice_ci_low:.3f}, {row.dice_ci_high:.3f}]" in section, row.recipe
-        if row.recipe == "kit" and row.fraction == 0.1:
+        if row.model == "unetpp" and row.recipe.startswith("kit") and row.fraction == 0.1:
+            assert f"+{row.diff_to_seed:.3f} [{row.diff_seed_ci_low:.3f}, {row.diff_seed_ci_high:.3f}]" in section
             assert f"+{row.diff_to_custom:.3f} [{row.diff_custom_ci_low:.3f}, {row.diff_custom_ci_high:.3f}]" in section
-    kit = table[(table["recipe"] == "kit") & (table["fraction"] == 1.0)].set_index("model")
+    kit = table[(table["recipe"] == "kit num_epochs=12") & (table["fraction"] == 1.0)].set_index("model")
     for model in ("unet", "transunet"):
         assert f"{kit.loc[model, 'dice_mean']:.3f} [{kit.loc[model, 'dice_ci_low']:.3f}" in section

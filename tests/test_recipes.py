@@ -33,7 +33,7 @@ def test_profiles_keep_their_values_and_say_where_they_came_from():
 def test_kit_sets_rate_warmup_and_schedule_and_keeps_the_profiles_epochs():
     t4, cpu = resolve_config("t4", recipe="kit"), resolve_config("cpu", recipe="kit")
     assert (t4.recipe, t4.lr, t4.warmup_epochs, t4.schedule, t4.num_epochs) == ("kit", 3e-4, 1.0, "cosine", 20)
-    assert (cpu.lr, cpu.warmup_epochs, cpu.num_epochs) == (1e-3, 1.0, 12)   # small models keep their higher rate
+    assert (cpu.lr, cpu.warmup_epochs, cpu.num_epochs) == (1e-3, 1.0, 16)   # small models keep their higher rate
     assert resolve_config("smoke", recipe="kit").lr == 1e-3
     assert (t4.batch_size, t4.image_size, t4.amp, t4.model_configs) == (16, 256, "auto", PROFILES["t4"].model_configs)
 

@@ -305,7 +305,7 @@ def test_command_line_options_reach_the_run_config_and_zero_is_a_value(capsys):
     config = grid.config_from_args(args)
     assert (config.models, config.fractions, config.seeds) == (("unet", "unetpp"), (0.1, 1.0), (1, 2))
     assert (config.weight_decay, config.num_workers, config.lr, config.amp) == (0.0, 0, 3e-4, "fp16")
-    assert (config.deep_supervision, config.split_seed, config.num_epochs) == (False, 7, 12)  # epochs: the profile's
+    assert (config.deep_supervision, config.split_seed, config.num_epochs) == (False, 7, 16)  # epochs: the profile's
     assert grid.main(["--models", "vnet"]) == 2  # a clear error, nothing trained
     assert "MODELS = 'vnet' is not valid" in capsys.readouterr().err
 

@@ -39,11 +39,14 @@ THRESHOLDS = tuple(np.round(np.arange(0.30, 0.701, 0.05), 2))
 
 
 def profile_epochs(config: dict) -> int | None:
-    """The epochs of the profile that trains this model config at this size (None when no single one does)."""
-    epochs = {p.num_epochs for p in PROFILES.values()
-              if p.image_size == config.get("image_size") and p.model_configs.get(config.get("model")) ==
-              config.get("model_config")}
-    return epochs.pop() if len(epochs) == 1 else None
+    """The epochs of the profile that trains this model config at this size: the one profile that does, or among
+    several the one named after the config (``cpu``: 16, not ``class``'s 12); None when neither picks one."""
+    profiles = [p for p in PROFILES.values()
+                if p.image_size == config.get("image_size") and p.model_configs.get(config.get("model")) ==
+                config.get("model_config")]
+    named = [p for p in profiles if p.name == config.get("model_config")]
+    chosen = named or (profiles if len({p.num_epochs for p in profiles}) == 1 else [])
+    return chosen[0].num_epochs if chosen else None
 
 
 def recipe_label(config: dict) -> str:
