@@ -58,8 +58,9 @@ def recipe_label(config: dict) -> str:
     expected = dict(recipe.settings)
     if recipe.small_model_lr is not None and config.get("model_config") in SMALL_CONFIGS:
         expected["lr"] = recipe.small_model_lr
-    if "num_epochs" not in expected and profile_epochs(config) is not None:
-        expected["num_epochs"] = profile_epochs(config)
+    epochs = profile_epochs(config)
+    if "num_epochs" not in expected and epochs is not None:
+        expected["num_epochs"] = epochs
     changed = [f"{k}={config.get(k):g}" if isinstance(config.get(k), float) else f"{k}={config.get(k)}"
                for k in SHOWN if k in expected and config.get(k) != expected[k]]
     return " ".join([name, *changed])

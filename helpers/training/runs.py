@@ -316,7 +316,7 @@ def has_data(folder: str | os.PathLike) -> bool:
 
 def has_checkpoint(folder: str | os.PathLike) -> bool:
     """True when the run's ``best.pt`` is reachable (a results folder copied without checkpoints has none)."""
-    return any((d / "best.pt").is_file() for d in checkpoint_dirs(folder))
+    return best_checkpoint(folder) is not None
 
 
 def best_checkpoint(folder: str | os.PathLike) -> Path | None:
