@@ -74,6 +74,9 @@ class RunConfig:
                               multiple_of=16)
     synthetic_count: int = setting("how many images the offline (synthetic) sample draws", flag=None, above=0,
                                    default=400)
+    data_subset: int | None = setting("draw this many image/mask pairs of a real data source at random (seeded by the "
+                                      "split seed) before splitting; None: all of them", flag=None, default=None,
+                                      above=0, hint="a whole number above 0, or None for all pairs")
     split_seed: int = setting("seed of the train/val/test split and of the nested fractions", default=42, minimum=0)
     models: tuple = setting("the models the grid trains (a list, or comma-separated)", default=MODELS,
                             choices=MODELS)
@@ -353,21 +356,32 @@ PROFILES["class"] = dataclasses.replace(
     PROFILES["cpu"], name="class", fractions=(0.10, 1.00), amp="auto", num_workers=2, num_epochs=12,
     description="A 90-minute class on a Colab T4: the cpu profile's models and recipe at 10 % and 100 % of the data.")
 
+# The data each profile takes when DATA_SOURCE is empty: the bundled 128-px ISIC archive wherever it can serve the
+# profile's image size, the official download for the 256-px reproduction, the synthetic sample for the tests.
+DEFAULT_DATA = {"smoke": "synthetic", "demo": "bundled", "cpu": "bundled", "class": "bundled", "t4": "isic2018"}
+
+
+def default_data_source(profile: str) -> str:
+    """The data source a profile takes when none is given (:data:`DEFAULT_DATA`; ``bundled`` for others)."""
+    return DEFAULT_DATA.get(profile, "bundled")
+
+
 def default_profile_name() -> str:
     """The profile a notebook takes when its parameter is empty.
 
     Returns:
-        ``$KIT_PROFILE`` when set, else ``t4`` on Colab (whatever the runtime: notebook 01 needs no GPU, but
-        prepares the data for the T4 study) or with a CUDA GPU, and ``cpu`` otherwise.
+        ``$KIT_PROFILE`` when set, else ``class`` on Colab (whatever the runtime: notebook 01 needs no GPU) or
+        with a CUDA GPU: real lesions from the bundled archive in minutes; ``cpu`` otherwise. The paper-scale
+        study is ``t4`` (256 px, the official download).
     """
     name = os.environ.get(PROFILE_ENV, "").strip() or "auto"
     if name != "auto":
         return name
     if importlib.util.find_spec("google") and importlib.util.find_spec("google.colab"):
-        return "t4"  # on Colab the study is the T4 one, even in notebook 01 on a CPU runtime
+        return "class"  # on Colab, even in notebook 01 on a CPU runtime
     import torch  # optional here: reading a profile should not need torch
 
-    return "t4" if torch.cuda.is_available() else "cpu"
+    return "class" if torch.cuda.is_available() else "cpu"
 
 
 def get_profile(name: str | None = None) -> RunConfig:

@@ -13,8 +13,9 @@ On Colab each notebook opened from its badge, and every reconnect, gets a fresh 
 2. installs the runtime requirements Colab lacks, and only those: whatever is installed stays at its
    version (a constraints file pins every installed package), so Colab's torch, kernel and widgets
    are never upgraded;
-3. stops a training notebook on a Colab runtime without a GPU, saying how to get one, unless a CPU
-   profile was chosen (checked first, before anything is mounted or installed).
+3. stops a training notebook on a Colab runtime without a GPU, saying how to get one, unless the study's
+   profile is one made for a CPU: the notebook's ``PROFILE``, else the one notebook 01 recorded in the home
+   (checked once Drive is mounted, before anything is installed).
 
 Elsewhere it changes nothing unless asked: the home is the repository (or ``KIT_HOME``), nothing is
 installed (``make`` does that) and the device is whatever there is. Nothing here runs on import.
@@ -22,6 +23,7 @@ installed (``make`` does that) and the device is whatever there is. Nothing here
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import re
 import subprocess
@@ -159,17 +161,31 @@ def choose_home(home: str | os.PathLike | None, mydrive: Path | None) -> Path:
     return (Path(home) if Path(home).is_absolute() else paths.repo_root() / home).resolve()
 
 
+def recorded_profile() -> str:
+    """The profile of the study notebook 01 recorded in the kit's home ("" when there is none, or unreadable)."""
+    try:
+        record = json.loads((paths.prepared_root() / "study.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return str(record.get("profile", "")) if isinstance(record, dict) else ""
+
+
 def check_gpu(profile: str, colab: bool, needs_gpu: bool, cuda: bool) -> None:
-    """Stop a training notebook on a Colab runtime without a GPU unless a CPU profile was chosen.
+    """Stop a training notebook on a Colab runtime without a GPU unless the study's profile is made for a CPU.
+
+    Args:
+        profile: the notebook's ``PROFILE``; empty: ``$KIT_PROFILE``, else the recorded study's profile.
 
     Raises:
         NoGPU: with what to do.
     """
-    chosen = profile or os.environ.get("KIT_PROFILE", "")
+    chosen = profile or os.environ.get("KIT_PROFILE", "") or recorded_profile()
     if colab and needs_gpu and not cuda and chosen not in CPU_PROFILES:
-        raise NoGPU("This Colab runtime has no GPU. Choose Runtime → Change runtime type → T4 GPU, then run the "
-                    "notebook again from the top (your files on Drive stay). Or, to train the small CPU models "
-                    "here (slow), set PROFILE = \"cpu\" in the parameters cell.")
+        which = f"The study's profile is {chosen!r}, made for a GPU, and this" if chosen else "This"
+        raise NoGPU(f"{which} Colab runtime has no GPU. Choose Runtime → Change runtime type → T4 GPU, then "
+                    f"run the notebook again from the top (your files on Drive stay). Or, to train the small "
+                    f"CPU models here (slow), run notebook 01 with PROFILE = \"cpu\" (it records that study), "
+                    f"then this notebook.")
 
 
 def start(profile: str = "", mount_drive: bool | None = None, home: str | os.PathLike | None = "",
@@ -191,15 +207,15 @@ def start(profile: str = "", mount_drive: bool | None = None, home: str | os.Pat
         RuntimeError: ``mount_drive`` outside Colab.
     """
     colab = paths.in_colab()
-    if colab and needs_gpu:  # first: a runtime without a GPU stops before it mounts or installs anything
-        import torch  # heavy, and imported only once the runtime is known to have it (Colab always does)
-
-        check_gpu(profile, colab, needs_gpu, torch.cuda.is_available())
     mount_drive = colab if mount_drive is None else bool(mount_drive)
     user_home()  # remember the user's own $KIT_HOME before it is set below
     mydrive = paths.mount_drive() if mount_drive else None
     kit_home = choose_home(home, mydrive)
     os.environ[paths.HOME_ENV] = str(kit_home)
+    if colab and needs_gpu:  # once the home (and so the recorded study) is known, before anything is installed
+        import torch  # Colab always has it
+
+        check_gpu(profile, colab, needs_gpu, torch.cuda.is_available())
     on_drive = mydrive is not None and kit_home.is_relative_to(mydrive.resolve())
     local = paths.content_root() / "kit-local" if on_drive else None
     if local is not None:

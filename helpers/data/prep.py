@@ -169,7 +169,7 @@ def _build_table(entries, results, protocol: str, seed: int) -> pd.DataFrame:
 
 def prepare(source: str | Path, out_dir: str | Path, image_size: int, protocol: str = "seed", seed: int = 42,
             on_bad_file: str = "raise", workers: int = 2, progress: bool = True, *, layout: str = "auto",
-            mask_suffix: str | None = "auto") -> Prepared:
+            mask_suffix: str | None = "auto", subset: int | None = None) -> Prepared:
     """Validate, resize and cache a source folder; reuse a finished identical preparation.
 
     Args:
@@ -184,6 +184,7 @@ def prepare(source: str | Path, out_dir: str | Path, image_size: int, protocol: 
         progress: show a progress bar.
         layout: ``auto`` (detected) or ``isic``, ``ph2``, ``folders``.
         mask_suffix: the ``folders`` layout's mask suffix: ``auto``, e.g. ``_mask``, or ``""`` for none.
+        subset: keep this many pairs, drawn at random across the source with ``seed`` (None: all).
 
     Returns:
         The :class:`Prepared` dataset.
@@ -194,11 +195,11 @@ def prepare(source: str | Path, out_dir: str | Path, image_size: int, protocol: 
     if on_bad_file not in ("raise", "skip"):
         raise ValueError(f"on_bad_file must be 'raise' or 'skip', got {on_bad_file!r}")
     source, out_dir = Path(source).resolve(), Path(out_dir)
-    wanted = settings(source, image_size, protocol, seed, on_bad_file, layout, mask_suffix)
+    wanted = settings(source, image_size, protocol, seed, on_bad_file, layout, mask_suffix, subset)
     if is_prepared(out_dir, wanted):
         return load_prepared(out_dir)
     found = layouts.scan(source, protocol, mask_suffix, layout)
-    entries, problems, lenient = found.entries, list(found.problems), found.layout != "isic"
+    entries, problems, lenient = draw(found.entries, subset, seed), list(found.problems), found.layout != "isic"
     with ThreadPoolExecutor(max(1, workers)) as pool:
         results = list(tqdm(pool.map(lambda e: _load_resized(e[1], image_size, lenient), entries), total=len(entries),
                             desc=f"prepare {image_size}px", disable=not progress))
@@ -227,6 +228,17 @@ def prepare(source: str | Path, out_dir: str | Path, image_size: int, protocol: 
     return load_prepared(out_dir)
 
 
+def draw(entries: list, subset: int | None, seed: int) -> list:
+    """``subset`` of the entries, drawn at random with ``seed`` and kept in their order (None, or too few: all).
+
+    A seeded draw across the whole source, not its first files, so a small demo is a fair sample of the data.
+    """
+    if subset is None or subset >= len(entries):
+        return list(entries)
+    keep = np.sort(np.random.default_rng(seed).choice(len(entries), size=int(subset), replace=False))
+    return [entries[k] for k in keep]
+
+
 def _zip_originals(path: Path, table: pd.DataFrame) -> None:
     """Store the original mask PNGs of the validation and test images, as they are (PNG is compressed already);
     masks in another format (JPEG, BMP, TIFF) as grayscale PNGs of the same values."""
@@ -243,7 +255,7 @@ def _zip_originals(path: Path, table: pd.DataFrame) -> None:
 
 
 def settings(source: str | Path, image_size: int, protocol: str, seed: int, on_bad_file: str, layout: str = "auto",
-             mask_suffix: str | None = "auto") -> dict:
+             mask_suffix: str | None = "auto", subset: int | None = None) -> dict:
     """What a preparation is made from and with: the part of ``prepared.json`` that must match to reuse it.
 
     ``layout`` and ``mask_suffix`` are kept as asked (``auto`` included; the suffix normalised, so None, ``""`` and
@@ -251,10 +263,10 @@ def settings(source: str | Path, image_size: int, protocol: str, seed: int, on_b
     """
     return {"version": PREP_VERSION, "source": str(Path(source).resolve()), "image_size": int(image_size),
             "protocol": protocol, "seed": int(seed), "on_bad_file": on_bad_file, "layout": layout,
-            "mask_suffix": normal_suffix(mask_suffix)}
+            "mask_suffix": normal_suffix(mask_suffix), "subset": None if subset is None else int(subset)}
 
 
-SETTING_DEFAULTS = {"layout": "auto", "mask_suffix": "auto"}  # what preparations made before these settings used
+SETTING_DEFAULTS = {"layout": "auto", "mask_suffix": "auto", "subset": None}  # what preparations made before these settings used
 
 
 def is_prepared(out_dir: str | Path, wanted: dict) -> bool:
@@ -317,14 +329,19 @@ def load_prepared(out_dir: str | Path) -> Prepared:
 STAMP = "source_stamp.json"  # in a preparation of a folder or zip: what its source files were
 
 
-def source_stamp(given: Path) -> dict:
-    """What a folder's (or zip's) files are: their count and a hash of their names, sizes and modification times."""
+def source_stamp(given: Path, by_content: bool = False) -> dict:
+    """What a folder's (or zip's) files are: their count and a hash of their names, sizes and modification times.
+
+    ``by_content``: a file's hash is of its bytes instead (the bundled archive, whose modification time is the
+    time of each fresh clone, as on every new Colab runtime).
+    """
     files = sorted(p for p in given.rglob("*") if p.is_file()) if given.is_dir() else [given]
     digest = hashlib.sha256()
     for path in files:
         stat = path.stat()
         name = path.relative_to(given) if given.is_dir() else path.name
-        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        when = hashlib.sha256(path.read_bytes()).hexdigest() if by_content else stat.st_mtime_ns
+        digest.update(f"{name}\0{stat.st_size}\0{when}\n".encode())
     return {"source": str(given.resolve()), "files": len(files), "hash": digest.hexdigest()}
 
 

@@ -2,14 +2,21 @@
 
 ``DATA_SOURCE`` is one of:
 
-- ``"synthetic"`` (default, offline): the procedural sample of :mod:`helpers.data.synthetic`;
+- ``"bundled"`` (the default of the ``demo``, ``cpu`` and ``class`` profiles, offline): the 2,594 real ISIC 2018
+  Task 1 training pairs at 128 px that come with the kit (:mod:`helpers.data.bundled`), read as a zip;
+- ``"synthetic"`` (the ``smoke`` profile's, offline): the procedural sample of :mod:`helpers.data.synthetic`,
+  drawn blobs for tests and for notebook 01's lesson on broken files;
 - ``"folder"``: ``DATA_DIR`` is a dataset folder in a layout of :mod:`helpers.data.layouts`: the official
-  ISIC layout (an unpacked download, your own copy, ``../shared/data/isic2018_task1_512``), PH2 as
+  ISIC layout (an unpacked download, your own copy), PH2 as
   distributed, or images and masks in plain folders (``images/`` and ``masks/``, or side by side);
 - ``"zip"``: ``DATA_DIR`` is a zip file, or a folder of zip files (e.g. on Google Drive),
   extracted safely into ``data/raw/<name>``;
-- ``"isic2018"``: download the official challenge zips (resumable) into ``data/downloads`` (on Colab:
-  the runtime's disk), or ``DATA_DIR`` when given (e.g. a Drive folder kept between runtimes), then extract.
+- ``"isic2018"`` (the ``t4`` profile's): download the official challenge zips (resumable) into ``data/downloads``
+  (on Colab: the runtime's disk), or ``DATA_DIR`` when given (e.g. a Drive folder kept between runtimes), then
+  extract.
+
+An empty ``DATA_SOURCE`` means the profile's (:func:`helpers.profiles.default_data_source`). A profile with
+``data_subset`` draws that many pairs of a real source at random (seeded), e.g. the demo's.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import re
 from pathlib import Path
 
 from helpers import paths
+from helpers.data import bundled
 from helpers.data.archives import safe_extract
 from helpers.data.download import fetch_official
 from helpers.data.isic import DataError
@@ -34,9 +42,9 @@ from helpers.data.prep import (
     write_stamp,
 )
 from helpers.data.synthetic import generate_sample
-from helpers.profiles import RunConfig
+from helpers.profiles import RunConfig, default_data_source
 
-SOURCES = ("synthetic", "folder", "zip", "isic2018")
+SOURCES = ("bundled", "synthetic", "folder", "zip", "isic2018")
 PROTOCOLS = ("seed", "official", "external")
 BOTH = ("seed", "official")  # what PROTOCOL="both" prepares
 
@@ -51,13 +59,34 @@ def protocol_list(protocol: str) -> list[str]:
 
 
 def dataset_name(data_source: str, data_dir: str | None, profile: RunConfig, sample_seed: int = 0) -> str:
-    """Short name of a source, used in cache and result folder names."""
+    """Short name of a source, used in cache and result folder names (``-n300``: a subset of 300 pairs)."""
+    name = _source_name(data_source, data_dir, profile, sample_seed)
+    drawn = data_source != "synthetic" and profile.data_subset is not None
+    return f"{name}-n{profile.data_subset}" if drawn else name
+
+
+def _source_name(data_source: str, data_dir: str | None, profile: RunConfig, sample_seed: int = 0) -> str:
+    """The name of the whole source (its raw folder's name)."""
     if data_source == "synthetic":
         return f"synthetic-{profile.synthetic_count}-s{sample_seed}"
-    if data_source == "isic2018":
-        return "isic2018"
+    if data_source in ("isic2018", "bundled"):
+        return "isic2018" if data_source == "isic2018" else bundled.DATASET
     stem = Path(str(data_dir)).name.removesuffix(".zip") or "data"
     return re.sub(r"[^A-Za-z0-9._-]+", "-", stem)
+
+
+def chosen_source(data_source: str | None, profile: RunConfig) -> str:
+    """``DATA_SOURCE`` as given, or the profile's when empty; checked.
+
+    Raises:
+        DataError: an unknown source, or the bundled archive asked for an image size above its own.
+    """
+    data_source = data_source or default_data_source(profile.name)
+    if data_source not in SOURCES:
+        raise DataError(f"DATA_SOURCE={data_source!r} is not one of {SOURCES}.")
+    if data_source == "bundled":
+        bundled.check_size(profile.image_size, profile.name)
+    return data_source
 
 
 def _extract_zips(data_dir: Path, dest: Path) -> Path:
@@ -88,7 +117,7 @@ def get_source(data_source: str, data_dir: str | None, profile: RunConfig, sampl
     """Make the data available locally and return its root folder (any layout of :mod:`helpers.data.layouts`).
 
     Args:
-        data_source: one of :data:`SOURCES`.
+        data_source: one of :data:`SOURCES` (empty: the profile's).
         data_dir: folder or zip for ``folder``/``zip``; optional download folder for ``isic2018``.
         profile: gives the sample size for ``synthetic``.
         sample_seed: seed of the synthetic sample.
@@ -98,11 +127,12 @@ def get_source(data_source: str, data_dir: str | None, profile: RunConfig, sampl
     Raises:
         DataError: unknown source, or a path that does not exist, with what to do.
     """
-    if data_source not in SOURCES:
-        raise DataError(f"DATA_SOURCE={data_source!r} is not one of {SOURCES}.")
-    name = dataset_name(data_source, data_dir, profile, sample_seed)
+    data_source = chosen_source(data_source, profile)
+    name = _source_name(data_source, data_dir, profile, sample_seed)
     if data_source == "synthetic":
         return generate_sample(paths.raw_dir(name), profile.synthetic_count, sample_seed)
+    if data_source == "bundled":  # the same path as any zip, from the archive in the kit's data/
+        return _extract_zips(bundled.check_archive(), paths.raw_dir(name))
     if data_source == "isic2018":
         download_dir = Path(data_dir) if data_dir else paths.downloads_dir()
         for zip_path in fetch_official(download_dir, splits=splits, base_url=mirror or None):
@@ -122,12 +152,20 @@ def get_source(data_source: str, data_dir: str | None, profile: RunConfig, sampl
 
 def expected_source(data_source: str, data_dir: str | None, profile: RunConfig, sample_seed: int = 0) -> Path | None:
     """The folder :func:`get_source` would return, without fetching anything (None: a folder that is not there)."""
+    data_source = chosen_source(data_source, profile)
     if data_source == "folder":
         return _existing(data_dir)
-    return paths.raw_dir(dataset_name(data_source, data_dir, profile, sample_seed))
+    return paths.raw_dir(_source_name(data_source, data_dir, profile, sample_seed))
 
 
-def ensure_prepared(config: RunConfig, data_source: str = "synthetic", data_dir: str | None = None,
+def _given(data_source: str, data_dir: str | None) -> Path | None:
+    """The file or folder whose contents a preparation is stamped with (None: the synthetic sample, a download)."""
+    if data_source == "bundled":
+        return bundled.archive_path()
+    return _existing(data_dir) if data_source in ("folder", "zip") else None
+
+
+def ensure_prepared(config: RunConfig, data_source: str | None = None, data_dir: str | None = None,
                     protocol: str = "seed", on_bad_file: str = "raise", sample_seed: int = 0,
                     mirror: str | None = None, *, layout: str = "auto", mask_suffix: str | None = "auto") -> Prepared:
     """Get the data and prepare it at the config's image size, split with its split seed (cached: fast
@@ -136,29 +174,33 @@ def ensure_prepared(config: RunConfig, data_source: str = "synthetic", data_dir:
     Every notebook calls this with its parameters, so each one also runs on a fresh runtime. A preparation
     already in the kit's home (e.g. on Drive, made by notebook 01 on another runtime) is used as it is:
     the source is not downloaded, extracted or generated again. ``layout`` and ``mask_suffix`` are passed to
-    :func:`~helpers.data.prep.prepare` (``auto``: detected).
+    :func:`~helpers.data.prep.prepare` (``auto``: detected). An empty ``data_source`` is the profile's.
 
     Returns:
         The :class:`~helpers.data.prep.Prepared` dataset.
     """
+    data_source = chosen_source(data_source, config)
     splits = ("train",) if protocol == "seed" else ("train", "val", "test")
     name = prepared_name(dataset_name(data_source, data_dir, config, sample_seed), protocol,
                          config.image_size, config.split_seed)
     out_dir, source = paths.prepared_root() / name, expected_source(data_source, data_dir, config, sample_seed)
-    given = _existing(data_dir) if data_source in ("folder", "zip") else None
-    stamp = source_stamp(given) if given is not None else None
+    given = _given(data_source, data_dir)
+    if data_source == "bundled":
+        bundled.check_archive(given)
+    stamp = source_stamp(given, by_content=data_source == "bundled") if given is not None else None
     if given is not None:
         _refuse_a_namesake(out_dir, source if data_source == "folder" else given)
         if stale_source(out_dir, stamp):
             print(f"{given} changed since it was prepared ({stamp['files']} files now): preparing it again. Runs "
                   f"trained on the earlier files keep their folders (RESTART trains them again).")
             (out_dir / "prepared.json").unlink()
+    subset = None if data_source == "synthetic" else config.data_subset
     if source is not None and is_prepared(out_dir, settings(source, config.image_size, protocol, config.split_seed,
-                                                            on_bad_file, layout, mask_suffix)):
+                                                            on_bad_file, layout, mask_suffix, subset)):
         return load_prepared(out_dir)
     root = get_source(data_source, data_dir, config, sample_seed, splits, mirror)
     prepared = prepare(root, out_dir, config.image_size, protocol, config.split_seed, on_bad_file, layout=layout,
-                       mask_suffix=mask_suffix)
+                       mask_suffix=mask_suffix, subset=subset)
     if stamp is not None:
         write_stamp(out_dir, {**stamp, "given": str(given)})
     return prepared
@@ -180,7 +222,7 @@ def _refuse_a_namesake(out_dir: Path, given: Path) -> None:
                         f"mixed up. Rename one of the folders, or use another KIT_HOME for this one.")
 
 
-def notebook_data(config: RunConfig, data_source: str = "synthetic", data_dir: str | None = None,
+def notebook_data(config: RunConfig, data_source: str | None = None, data_dir: str | None = None,
                   protocol: str = "seed", on_bad_file: str = "raise", mirror: str | None = None, *,
                   layout: str = "auto", mask_suffix: str | None = "auto") -> Prepared:
     """What notebooks 02 and 03 train on: the prepared data of their parameters (``both`` protocols: the seed one).

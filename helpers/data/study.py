@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from helpers import paths, profiles
-from helpers.data.sources import PROTOCOLS, SOURCES, notebook_data
+from helpers.data.sources import PROTOCOLS, SOURCES, chosen_source, notebook_data
 
 RECORD_NAME = "study.json"
 
@@ -38,9 +38,12 @@ class Study:
     ``image_size`` and ``split_seed`` are RunConfig settings (declared there); the record keeps their values.
     """
 
-    profile: str = _field("", "the profile (smoke, demo, cpu, class, t4); empty: $KIT_PROFILE, else by hardware")
-    data_source: str = _field("synthetic", "where the data comes from: synthetic (the offline sample), folder, zip "
-                                           "or isic2018 (the official download)", SOURCES)
+    profile: str = _field("", "the profile (smoke, demo, cpu, class, t4); empty: $KIT_PROFILE, else class on Colab "
+                              "or with a GPU, cpu otherwise")
+    data_source: str = _field("", "where the data comes from: bundled (the real 128-px ISIC archive in the kit), "
+                                  "synthetic (drawn blobs, for tests), folder, zip or isic2018 (the official "
+                                  "download); empty: the profile's (bundled; isic2018 for t4; synthetic for smoke)",
+                              ("", *SOURCES))
     data_dir: str = _field("", "the folder or zip for folder/zip; where the zips are kept for isic2018")
     protocol: str = _field("seed", "seed: a seeded 70/15/15 split of the training set; official: the official "
                                    "val/test sets; both; external: every image a test image", (*PROTOCOLS, "both"))
@@ -65,8 +68,9 @@ DATA_KEYS = tuple(name for name in STUDY_KEYS if name not in ("profile", "image_
 GRID_OPTIONS = {"restart": "start the runs over (deleting their checkpoints) instead of resuming or skipping them",
                 "keep_last": "keep last.pt of finished runs too (default: best.pt only, a third of the size)",
                 "local_fallback": "if the checkpoint folder (Drive) stops taking writes, go on with local checkpoints"}
-# synthetic_count is left out: it changes which sample is drawn, so it belongs to the profile, not to a notebook
-TRAINING_KEYS = tuple(name for name in profiles.SETTINGS if name not in ("image_size", "split_seed", "synthetic_count"))
+# synthetic_count and data_subset are left out: they change which images are drawn, so they belong to the profile
+PROFILE_ONLY = ("image_size", "split_seed", "synthetic_count", "data_subset")
+TRAINING_KEYS = tuple(name for name in profiles.SETTINGS if name not in PROFILE_ONLY)
 ALL_KEYS = (*STUDY_KEYS, *TRAINING_KEYS, *GRID_OPTIONS)
 
 
@@ -146,6 +150,7 @@ def _checked(name: str, value):
 def _study_of(profile: str, values: dict) -> tuple[profiles.RunConfig, Study]:
     cfg = profiles.resolve_config(profile, image_size=values.get("image_size"), split_seed=values.get("split_seed"))
     data = {name: _checked(name, values[name]) for name in DATA_KEYS if name in values}
+    data["data_source"] = chosen_source(data.get("data_source"), cfg)  # the profile's when empty; sizes checked
     return cfg, Study(profile=cfg.name, image_size=cfg.image_size, split_seed=cfg.split_seed, **data)
 
 

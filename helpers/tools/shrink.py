@@ -11,11 +11,17 @@ on such a copy are at the copy's resolution.
 
 Every pair is validated first (helpers.data.isic); a bad pair stops the copy and is named, nothing is written.
 Files already in the destination are kept, so an interrupted copy resumes.
+
+``--zip`` also packs the copy into one reproducible zip (sorted names, fixed dates): the kit's bundled archive
+``data/isic2018_task1_128.zip`` was made so, from a 512-px copy of the training set::
+
+    python -m helpers.tools.shrink /path/to/isic2018_512 /tmp/isic128 --size 128 --zip data/isic2018_task1_128.zip
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -70,6 +76,21 @@ def shrink_folder(source: str | Path, dest: str | Path, size: int, protocol: str
     return {"pairs": len(entries), "written": written, "bytes": total}
 
 
+def zip_folder(folder: str | Path, zip_path: str | Path) -> Path:
+    """Pack every file of ``folder`` into ``zip_path``, the same bytes for the same files (sorted, fixed dates)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+
+    def pack(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+            for path in files:
+                info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), (1980, 1, 1, 0, 0, 0))
+                info.external_attr, info.compress_type = 0o644 << 16, zipfile.ZIP_DEFLATED
+                archive.writestr(info, path.read_bytes())
+
+    return write_atomic(Path(zip_path), pack)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; errors as one line (:func:`helpers.cli.run`)."""
     return cli.run(_main, argv)
@@ -84,10 +105,14 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--protocol", default="seed", choices=("seed", "official"),
                         help="seed: the training split only; official: train, val and test")
     parser.add_argument("--quality", type=int, default=QUALITY, help=f"JPEG quality (default {QUALITY})")
+    parser.add_argument("--zip", help="also pack the copy into this zip file (reproducible: sorted, fixed dates)")
     args = cli.add_debug(parser).parse_args(argv)
     done = shrink_folder(args.source, args.dest, args.size, args.protocol, args.quality)
     print(f"✓ {done['pairs']} pairs at {args.size} px in {args.dest} ({done['bytes'] / 1e6:.1f} MB; "
           f"{done['written']} files written now)")
+    if args.zip:
+        packed = zip_folder(args.dest, args.zip)
+        print(f"✓ packed into {packed} ({packed.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
