@@ -16,7 +16,9 @@ a phone or viewer shows them), so a mask drawn on the photo as you see it pairs 
 """
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,8 +156,28 @@ def upright(image: Image.Image) -> Image.Image:
     return image if orientation(image) == 1 else ImageOps.exif_transpose(image)
 
 
+def check_regular(path: Path, kind: str = "image") -> None:
+    """Refuse a path that is not a regular file (a named pipe would block the read forever, a device or
+    socket gives no picture).
+
+    Raises:
+        BadFile: naming the path and what it is.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        raise BadFile(path, f"unreadable {kind} ({err.strerror or err}); check that it exists and "
+                            f"that you may read it.") from None
+    if not stat.S_ISREG(mode):
+        what = "a named pipe" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else \
+            "a device or socket"
+        raise BadFile(path, f"is {what}, not a regular {kind} file; replace it by the {kind} file "
+                            f"or remove it.")
+
+
 def _open(path: Path, kind: str) -> Image.Image:
     """Open and fully decode an image file (its EXIF read too), or raise DataError naming it."""
+    check_regular(path, kind)
     try:
         with Image.open(path) as im:
             im.load()
@@ -179,21 +201,54 @@ def open_pair(pair: Pair) -> tuple[Image.Image, Image.Image, str]:
     return image_up, mask_up, ""
 
 
-SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # integer values wider than 8 bits
+WIDE = (*SIXTEEN_BIT, "F")  # one wide value per pixel: scaled to 8 bits by the range it holds
+SEE_THROUGH = ("RGBA", "RGBa", "LA", "La", "PA")
 GREY_TOLERANCE = 8  # an RGB mask is grey when its channels differ by at most this much (JPEG noise)
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A one-value-per-pixel image wider than 8 bits as 8-bit grayscale, scaled by the range it holds:
+    integers up to 255 as they are, up to 65,535 as 16-bit (÷ 257); floats up to 1 as fractions (× 255),
+    up to 255 as they are.
+
+    Raises:
+        ValueError: values that are not finite, negative, or beyond those ranges (the mode named).
+    """
+    values = np.asarray(image, dtype=np.float64)
+    low, top = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if image.mode == "F":
+        scale = 255.0 if top <= 1.0 else 1.0 if top <= 255.0 else None
+    else:
+        scale = 1.0 if top <= 255 else 1 / 257 if top <= 65535 else None
+    if scale is None or low < 0 or not np.isfinite(values).all():
+        kinds = "0 to 1 or 0 to 255" if image.mode == "F" else "0 to 255 or 0 to 65,535"
+        raise ValueError(f"image mode {image.mode} holds values from {low:g} to {top:g}, not {kinds}, "
+                         f"so it is no picture the kit can read; save it as an 8-bit RGB PNG or JPEG.")
+    return Image.fromarray(np.round(values * scale).clip(0, 255).astype(np.uint8))
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB from any PIL mode: 16-bit scaled to 8, transparency on white, CMYK/palette/grayscale converted."""
-    if image.mode in SIXTEEN_BIT:  # 16 bits per value: keep the scale, 65535 → 255
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or values.max() <= 65535 else values.max()
-        image = Image.fromarray(np.clip(values / top * 255, 0, 255).astype(np.uint8))
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+    """8-bit RGB from any mode Pillow opens: the same picture as the image's plain 8-bit version.
+
+    16-bit, 32-bit integer and float values are scaled to 8 bits by the range they hold (:func:`_eight_bit`);
+    transparency goes on white; 1-bit, grayscale, palette, CMYK and YCbCr are converted.
+
+    Raises:
+        ValueError: a mode or a range of values that gives no picture (the message names the mode; the caller
+            names the file).
+    """
+    if image.mode in WIDE:
+        image = _eight_bit(image)
+    if image.mode in SEE_THROUGH or "transparency" in image.info:
         image = image.convert("RGBA")
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, image)
-    return image.convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as err:
+        raise ValueError(f"image mode {image.mode} cannot be turned into RGB ({err}); save it as an 8-bit "
+                         f"RGB PNG or JPEG.") from None
 
 
 def grayscale_mask(mask: Image.Image, path: Path) -> tuple[np.ndarray, str]:
@@ -253,7 +308,10 @@ def load_pair(pair: Pair, lenient: bool = False) -> tuple[np.ndarray, np.ndarray
         if not lenient:
             raise BadFile(pair.image_path, f"image mode is {image.mode}, expected RGB; convert it to an RGB JPEG.")
         notes.append(f"image was {image.mode}, converted to RGB")
-        image = to_rgb(image)
+        try:
+            image = to_rgb(image)
+        except ValueError as err:
+            raise BadFile(pair.image_path, str(err)) from None
     if mask.mode not in ("L", "1") and not lenient:
         raise BadFile(pair.mask_path, f"mask mode is {mask.mode}, expected a single-channel "
                                       f"(grayscale) PNG with values 0 and 255.")

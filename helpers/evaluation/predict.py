@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from helpers import cli
 from helpers.data import synthetic
-from helpers.data.isic import to_rgb
+from helpers.data.isic import check_regular, to_rgb
 from helpers.evaluation import exported, inference
 from helpers.evaluation.predict_files import (  # noqa: F401 (MANIFEST, OutputClash, read_manifest: part of predict's API)
     COLUMNS,
@@ -79,6 +79,7 @@ def load_image(path: str | Path, image_size: int) -> Loaded:
         ValueError: the file is not an image PIL can decode (the message names it).
     """
     path = Path(path)
+    check_regular(path)  # a named pipe would block the read forever
     try:
         with Image.open(path) as image:
             width, height = image.size
