@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= demo
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: demo test bench gpu-window install lab clean-results
+.PHONY: demo test test-fast bench gpu-window install lab clean-results
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-export.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)  ## run the notebooks headlessly on the offline sample (PROFILE=d
 test: $(STAMP)  ## lint (ruff), then unit tests + every notebook under nbval (smoke profile)
 	$(PY) -m ruff check helpers tests
 	$(PY) -m pytest -c tests/pytest.ini --rootdir . tests notebooks $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## the same without the slow tests (notebooks, multi-epoch trainings, pipelines)
+	$(PY) -m ruff check helpers tests
+	$(PY) -m pytest -c tests/pytest.ini --rootdir . tests notebooks -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## benchmarks: data path, training, inference → table + results/bench.csv
 	$(PY) -m helpers.tools.bench $(ARGS)

@@ -1,10 +1,16 @@
 """The shared grid's claims: one worker per run, a heartbeat, stale claims taken over, fixed shards."""
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from helpers.training import claims
+from helpers.profiles import resolve_config
+from helpers.training import claims, grid
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_one_worker_claims_a_run_and_a_second_is_refused_until_it_is_released(tmp_path):
@@ -63,3 +69,19 @@ def test_a_claim_of_a_process_of_this_machine_that_ended_is_stale_at_once(tmp_pa
     (folder / claims.CLAIM_NAME).write_text(f'{{"worker": "{socket.gethostname()}:{ended.stdout.strip()}"}}')
     with claims.claim_run(folder) as taken:  # fresh heartbeat, but its process is gone
         assert taken is not None
+
+
+def test_importing_the_notebooks_training_leaves_the_claims_module_unimported():
+    code = "import sys, helpers.training.live; print('helpers.training.claims' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_a_notebooks_grid_writes_no_claim_file(tiny, results):
+    config = resolve_config("smoke", image_size=32, batch_size=4, num_epochs=1, split_seed=0,
+                            models="unet", fractions="1.0", seeds=0)
+    seen = []  # claim files present while the run trains (after each of its epochs)
+    table = grid.run_grid(config, tiny, progress=False,
+                          callbacks=[lambda run_id, history: seen.extend(results.rglob("claim.json*"))])
+    assert list(table["status"]) == ["trained"] and seen == []

@@ -18,7 +18,7 @@ from helpers.models import build_model, get_config, load_encoder_weights
 from helpers.models.encoder_weights import hub_file
 from helpers.models.summary import count_parameters
 from helpers.profiles import resolve_config
-from helpers.training import loop, runs, state
+from helpers.training import engine, runs, state
 from helpers.training.checkpoints import load_checkpoint
 from helpers.training.losses import DiceBCELoss
 
@@ -211,14 +211,14 @@ def test_pretrained_loads_the_encoder_when_a_run_starts_and_not_on_resume(tiny, 
         original(model)
         loaded.append(_assert_encoder_equals(model, _resnet34_state()))
 
-    monkeypatch.setattr(loop, "init_from_imagenet", init)
+    monkeypatch.setattr(engine, "init_from_imagenet", init)
     with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
         patch.setattr(state, "DiceBCELoss", lambda: _DisconnectAt(6))  # 20 images, batch 4: step 1 of epoch 2
-        loop.fit(spec, tiny, keep_last=True, progress=False)  # no checkpoint yet: a fresh start, from ImageNet
+        engine.fit(spec, tiny, keep_last=True, progress=False)  # no checkpoint yet: a fresh start, from ImageNet
     assert len(loaded) == 1 and loaded[0] > 0
     saved = load_checkpoint(runs.run_dir(spec) / "checkpoints" / "last.pt")
     assert saved["epoch"] == 1
-    result = loop.fit(spec, tiny, keep_last=True, progress=False)  # resumes last.pt: its trained weights
+    result = engine.fit(spec, tiny, keep_last=True, progress=False)  # resumes last.pt: its trained weights
     assert result["status"] == "resumed" and len(loaded) == 1  # no ImageNet weights over them
     assert not torch.equal(saved["model"]["encoder.conv1.weight"], _resnet34_state()["conv1.weight"])
     with pytest.raises(ValueError, match="has no ImageNet weights.*'r34'"):

@@ -11,7 +11,7 @@ import torch
 
 from helpers import paths
 from helpers.profiles import resolve_config
-from helpers.training import loop, runs
+from helpers.training import engine, runs
 from helpers.training.checkpointer import SettingsChanged
 from helpers.training.checkpoints import load_checkpoint
 
@@ -26,7 +26,7 @@ def _config(**changes):
 @pytest.fixture
 def trained(tiny, results):
     spec = runs.make_spec("unet", 0.5, 0, tiny, _config())
-    loop.fit(spec, tiny, progress=False)
+    engine.fit(spec, tiny, progress=False)
     return spec
 
 
@@ -90,10 +90,10 @@ def test_run_folder_follows_the_contract_with_paths_relative_to_the_homes(traine
 
 
 def test_changing_a_setting_after_a_run_finished_trains_a_new_run(trained, tiny, capsys):
-    again = loop.fit(trained, tiny, progress=False)
+    again = engine.fit(trained, tiny, progress=False)
     assert again["status"] == "skipped"
     longer = runs.make_spec("unet", 0.5, 0, tiny, _config(num_epochs=3))  # what a learner changing NUM_EPOCHS does
-    result = loop.fit(longer, tiny, progress=False)
+    result = engine.fit(longer, tiny, progress=False)
     assert result["status"] == "trained" and result["epochs"] == 3 and result["run_id"] != again["run_id"]
 
 
@@ -102,12 +102,12 @@ def test_a_run_folder_with_other_settings_is_never_resumed_or_skipped_silently(t
     folder = runs.run_dir(trained)
     monkeypatch.setattr(runs, "run_id", lambda spec: folder.name)
     with pytest.raises(SettingsChanged, match=r"finished run made with other settings \(lr\)"):
-        loop.fit(other, tiny, progress=False)
-    loop.fit(trained, tiny, restart=True, keep_last=True, progress=False)
+        engine.fit(other, tiny, progress=False)
+    engine.fit(trained, tiny, restart=True, keep_last=True, progress=False)
     (folder / "done.json").unlink()  # interrupted: only its checkpoint remains
     with pytest.raises(SettingsChanged, match=r"last.pt was written with other settings than this run's \(lr\)"):
-        loop.fit(other, tiny, progress=False)
-    result = loop.fit(other, tiny, restart=True, progress=False)
+        engine.fit(other, tiny, progress=False)
+    result = engine.fit(other, tiny, restart=True, progress=False)
     assert result["status"] == "trained" and runs.load_run_config(folder)["lr"] == 1e-2
 
 
@@ -148,7 +148,7 @@ def test_load_run_model_rebuilds_and_loads_best_or_last(trained, tiny):
     folder = runs.run_dir(trained)
     with pytest.raises(FileNotFoundError, match="No last checkpoint"):  # a finished run keeps best.pt only
         runs.load_run_model(folder, which="last")
-    loop.fit(trained, tiny, restart=True, keep_last=True, progress=False)
+    engine.fit(trained, tiny, restart=True, keep_last=True, progress=False)
     best = runs.load_run_model(folder)
     assert not best.training and type(best).__name__ == "UNet"
     stored = load_checkpoint(folder / "checkpoints" / "best.pt")

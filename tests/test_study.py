@@ -7,6 +7,7 @@ import pytest
 
 from helpers import pipeline, profiles
 from helpers.data import study
+from helpers.training import __main__ as training_cli
 from helpers.training import grid, runs
 
 
@@ -89,7 +90,7 @@ def test_a_new_setting_is_one_field(monkeypatch):
     monkeypatch.setitem(profiles.CHOICES, "made_up", ("a", "b"))
     monkeypatch.setattr(profiles, "PROFILES", {name: _with_attr(cfg, "made_up", "a")
                                                for name, cfg in profiles.PROFILES.items()})
-    text = grid.parser().format_help()
+    text = training_cli.parser().format_help()
     assert "--made-up {a,b}" in text and "a made-up setting; one of a, b (default: a)" in " ".join(text.split())
 
 
@@ -101,24 +102,24 @@ def _with_attr(config, name, value):
 
 
 def test_cli_help_shows_choices_and_each_profiles_default():
-    text = " ".join(grid.parser().format_help().split())
+    text = " ".join(training_cli.parser().format_help().split())
     assert "--amp {auto,bf16,fp16,off}" in text and "--profile {,smoke,demo,cpu,t4,class}" in text
     assert "peak AdamW learning rate (default: smoke 0.0001, demo 0.003, cpu 0.001, t4 0.0001, class 0.001)" in text
     assert "usage: python -m helpers.training" in text
 
 
 def test_cli_refuses_bad_values_in_one_line_and_follows_the_study(home, capsys):
-    assert grid.main(["--lr", "inf"]) == 2
+    assert training_cli.main(["--lr", "inf"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("✗ LR = 'inf' is not valid: expected a finite number") and "Traceback" not in err
     assert study.read() is None  # a refused call records nothing
-    assert grid.main(["--profile", "cpu", "--image-size", "70"]) == 2
+    assert training_cli.main(["--profile", "cpu", "--image-size", "70"]) == 2
     assert "IMAGE_SIZE = '70' is not valid: expected a multiple of 16" in capsys.readouterr().err
     r34 = profiles.resolve_config("smoke", image_size=48, models="unet", model_configs={"unet": "r34"})
     with pytest.raises(ValueError, match="IMAGE_SIZE = 48 does not fit unet 'r34': .* multiples of 32 .* e.g. 64"):
         grid.check_sizes(r34)
     study.choose("smoke")
-    assert grid.main(["--data-source", "folder", "--data-dir", "/x"]) == 2
+    assert training_cli.main(["--data-source", "folder", "--data-dir", "/x"]) == 2
     assert "DATA_SOURCE = 'folder', but the study has 'synthetic'" in capsys.readouterr().err
 
 
@@ -140,12 +141,12 @@ def test_a_diverged_run_makes_the_training_cli_exit_non_zero(home, monkeypatch, 
     monkeypatch.setattr(study, "prepare", lambda config, chosen: "prepared")
     table = pd.DataFrame([{"run_id": "unet-tiny_f100_x", "status": "diverged"}, {"run_id": "b", "status": "trained"}])
     monkeypatch.setattr(grid, "run_grid", lambda config, data, **kwargs: table)
-    assert grid.main(["--profile", "smoke", "--lr", "1e6"]) == 1
+    assert training_cli.main(["--profile", "smoke", "--lr", "1e6"]) == 1
     assert "1 run(s) diverged (loss not finite): unet-tiny_f100_x; lower --lr" in capsys.readouterr().err
     monkeypatch.setattr(grid, "run_grid", lambda config, data, **kwargs: table.iloc[1:])
-    assert grid.main(["--profile", "smoke"]) == 0
+    assert training_cli.main(["--profile", "smoke"]) == 0
 
 
 def test_a_bad_shard_is_refused_before_the_study_is_recorded(home, capsys):
-    assert grid.main(["--profile", "smoke", "--shard", "3/2"]) == 2
+    assert training_cli.main(["--profile", "smoke", "--shard", "3/2"]) == 2
     assert "--shard '3/2' is not I/N" in capsys.readouterr().err and study.read() is None

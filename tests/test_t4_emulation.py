@@ -13,7 +13,8 @@ import torch
 
 from helpers.profiles import resolve_config
 from helpers.reporting import report, tables
-from helpers.training import devices, grid, loop, runs, state
+from helpers.training import __main__ as training_cli
+from helpers.training import devices, engine, grid, runs, state
 from helpers.training.checkpointer import Checkpointer
 from helpers.training.checkpoints import load_checkpoint
 
@@ -41,7 +42,7 @@ def test_the_scaler_state_is_checkpointed_and_resumed(tiny, results, monkeypatch
     monkeypatch.setattr(state, "pick_device", lambda: torch.device("cpu"))  # the CPU, also where a GPU is present
     monkeypatch.setattr(state, "amp_dtype", lambda device, amp: torch.float16)
     spec = runs.make_spec("unet", 1.0, 0, tiny, _config())
-    loop.fit(spec, tiny, keep_last=True, progress=False)
+    engine.fit(spec, tiny, keep_last=True, progress=False)
     saved = load_checkpoint(runs.run_dir(spec) / "checkpoints" / "last.pt")["scaler"]
     assert math.isfinite(saved["scale"]) and saved["scale"] > 0
     assert runs.load_run_config(runs.run_dir(spec))["amp_dtype"] == "float16"
@@ -73,8 +74,8 @@ def test_the_memory_cap_does_not_change_the_run(tiny):
     assert resolve_config("smoke", gpu_memory_gb="15").gpu_memory_gb == 15.0 and resolve_config("smoke").gpu_memory_gb is None
     capped, free = (runs.make_spec("unet", 1.0, 0, tiny, _config(gpu_memory_gb=gb)) for gb in (15, None))
     assert "gpu_memory_gb" not in runs.SPEC_FIELDS and capped == free and runs.run_id(capped) == runs.run_id(free)
-    args = grid.parser().parse_args(["--profile", "smoke", "--gpu-memory-gb", "15", "--amp", "fp16"])
-    assert (grid.config_from_args(args).gpu_memory_gb, grid.config_from_args(args).amp) == (15.0, "fp16")
+    args = training_cli.parser().parse_args(["--profile", "smoke", "--gpu-memory-gb", "15", "--amp", "fp16"])
+    assert (training_cli.config_from_args(args).gpu_memory_gb, training_cli.config_from_args(args).amp) == (15.0, "fp16")
 
 
 def test_a_cpu_run_records_empty_peak_memory_and_the_tables_show_a_dash(tiny, results, monkeypatch):

@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = float(os.environ.get("KIT_TEACHING_SECONDS", "30"))
-NOT_TEACHING = ("runtime.start(", "resolve_config(", "notebook_data(", "live.train(")  # set-up, data, training
+NOT_TEACHING = ("runtime.start(", "study.follow(", "study.prepare(", "live.train(")  # set-up, data, training
 T4_SIZES = {"PROFILE": "t4", "FRACTIONS": [0.1], "NUM_EPOCHS": 1}
 
 
@@ -44,12 +44,23 @@ def test_teaching_durations_skip_setup_data_and_training():
                 "metadata": {"tags": list(tags), "papermill": {"duration": seconds}}}
 
     executed = {"cells": [code("p", "PROFILE = ''", 0.0, ["parameters"]), code("s", "runtime.start(PROFILE)", 9.0),
-                          code("d", "data = sources.notebook_data(cfg)", 9.0), code("a", "layer_shapes(unet, 64)", 1.5),
+                          code("f", "cfg, chosen, options = study.follow(PROFILE)", 1.0),
+                          code("d", "data = study.prepare(cfg, chosen)", 9.0), code("a", "layer_shapes(unet, 64)", 1.5),
                           code("t", "trained = live.train(cfg, data)", 600.0), {"cell_type": "markdown", "source": ["#"]},
                           code("b", "figures.prediction_grid(unets, data)", 2.5)]}
     assert teaching_durations(executed) == {"a": 1.5, "b": 2.5}
 
 
+@pytest.mark.parametrize("name", ["02_unet.ipynb", "03_unetpp_transunet.ipynb"])
+def test_the_cells_left_out_are_the_ones_the_notebooks_have(name):
+    notebook = json.loads((ROOT / "notebooks" / name).read_text(encoding="utf-8"))
+    sources = ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    for marker in NOT_TEACHING:  # each names exactly one cell: set-up, study, data or training
+        assert sum(marker in source for source in sources) == 1, f"{name}: {marker!r}"
+    assert len(teaching_durations(notebook)) == len(sources) - len(NOT_TEACHING) - 1  # - parameters
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("KIT_TEACHING_SPEED") != "1",
                     reason="opt-in (several minutes on 2 CPU cores): KIT_TEACHING_SPEED=1")
 @pytest.mark.parametrize("name", ["02_unet.ipynb", "03_unetpp_transunet.ipynb"])

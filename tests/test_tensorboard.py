@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from helpers.profiles import resolve_config
-from helpers.training import loop, runs
+from helpers.training import engine, runs
 from helpers.training import tensorboard as board
 
 WORKER = Path(__file__).with_name("train_worker.py")
@@ -40,14 +40,14 @@ def _raw_steps(run_dir):
 
 def _interrupt_validation_at(monkeypatch, epoch):
     """Make ``validate`` raise KeyboardInterrupt (a disconnect) at ``epoch``: epochs before it are saved."""
-    real, calls = loop.validate, []
+    real, calls = engine.validate, []
 
     def validate(run):
         calls.append(1)
         if len(calls) == epoch:
             raise KeyboardInterrupt("simulated disconnect")
         return real(run)
-    monkeypatch.setattr(loop, "validate", validate)
+    monkeypatch.setattr(engine, "validate", validate)
 
 
 def _assert_scalars_equal_history(run_dir):
@@ -59,7 +59,7 @@ def _assert_scalars_equal_history(run_dir):
 
 
 def test_event_files_hold_history_csv_and_the_predictions_of_fixed_validation_images(tiny, results):
-    result = loop.fit(_spec(tiny), tiny, progress=False)
+    result = engine.fit(_spec(tiny), tiny, progress=False)
     _assert_scalars_equal_history(result["run_dir"])
     images = _events(result["run_dir"]).Images(board.IMAGE_TAG)
     assert [e.step for e in images] == [1, 3]  # the first epoch and the last (every 5th: none in 3)
@@ -76,7 +76,7 @@ def test_without_tensorboard_training_works_and_says_nothing_about_it(tiny, resu
         monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # its import now fails
     else:
         monkeypatch.setenv(board.ENV, "0")
-    result = loop.fit(_spec(tiny, num_epochs=2), tiny, progress=False)
+    result = engine.fit(_spec(tiny, num_epochs=2), tiny, progress=False)
     assert result["status"] == "trained" and list(runs.read_history(result["run_dir"])["epoch"]) == [1, 2]
     assert not (Path(result["run_dir"]) / board.FOLDER).exists()
     said = capsys.readouterr()
@@ -94,7 +94,7 @@ def test_a_failing_event_write_is_said_once_and_training_goes_on(tiny, results, 
         close = add_scalar
 
     monkeypatch.setattr(board, "summary_writer", FullDisk)
-    result = loop.fit(_spec(tiny), tiny, progress=False)
+    result = engine.fit(_spec(tiny), tiny, progress=False)
     assert result["status"] == "trained" and len(runs.read_history(result["run_dir"])) == 3
     said = capsys.readouterr().out
     assert said.count("TensorBoard: writing to") == 1 and "No space left on device" in said
@@ -103,8 +103,8 @@ def test_a_failing_event_write_is_said_once_and_training_goes_on(tiny, results, 
 def test_a_resumed_run_writes_only_its_later_epochs(tiny, results, monkeypatch):
     with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
         _interrupt_validation_at(patch, 3)
-        loop.fit(_spec(tiny), tiny, progress=False)
-    result = loop.fit(_spec(tiny), tiny, progress=False)
+        engine.fit(_spec(tiny), tiny, progress=False)
+    result = engine.fit(_spec(tiny), tiny, progress=False)
     assert result["status"] == "resumed"
     files, steps = _raw_steps(result["run_dir"])
     assert len(files) == 2  # the interrupted process's and the resumed one's
@@ -116,17 +116,17 @@ def test_a_resumed_run_writes_only_its_later_epochs(tiny, results, monkeypatch):
 def test_a_run_resumed_from_an_older_checkpoint_hides_the_epochs_it_trains_again(tiny, results, monkeypatch):
     with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
         _interrupt_validation_at(patch, 3)
-        loop.fit(_spec(tiny), tiny, progress=False)
+        engine.fit(_spec(tiny), tiny, progress=False)
     checkpoints = Path(runs.run_dir(_spec(tiny))) / "checkpoints"
     (checkpoints / "last.pt").unlink()  # lost: the run goes on from last.prev.pt (epoch 1) and trains epoch 2 again
-    result = loop.fit(_spec(tiny), tiny, progress=False)
+    result = engine.fit(_spec(tiny), tiny, progress=False)
     assert _raw_steps(result["run_dir"])[1][("val_dice", 2)] == 2  # in the files twice,
     _assert_scalars_equal_history(result["run_dir"])                  # shown once (purge_step)
 
 
 def test_starting_over_deletes_the_event_files(tiny, results):
-    first = loop.fit(_spec(tiny, num_epochs=1), tiny, progress=False)
-    again = loop.fit(_spec(tiny, num_epochs=1), tiny, restart=True, progress=False)
+    first = engine.fit(_spec(tiny, num_epochs=1), tiny, progress=False)
+    again = engine.fit(_spec(tiny, num_epochs=1), tiny, restart=True, progress=False)
     files, steps = _raw_steps(again["run_dir"])
     assert first["run_dir"] == again["run_dir"] and len(files) == 1 and set(steps.values()) == {1}
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from helpers.profiles import resolve_config
-from helpers.training import checkpoints, devices, grid, loop, runs, state
+from helpers.training import __main__ as training_cli
+from helpers.training import checkpoints, devices, engine, grid, runs, state
 from helpers.training.checkpointer import Checkpointer
 from helpers.training.checkpoints import load_checkpoint
 from helpers.training.losses import DiceBCELoss
@@ -131,17 +132,17 @@ def test_timed_checkpoints_resume_mid_epoch_bit_exact(tiny, tmp_path, uninterrup
 # ---- in-process -------------------------------------------------------------------------------
 
 def test_truncated_last_checkpoint_falls_back_to_previous(tiny, results, tmp_path, monkeypatch):
-    reference = loop.fit(_spec(tiny), tiny, keep_last=True, progress=False)
+    reference = engine.fit(_spec(tiny), tiny, keep_last=True, progress=False)
     reference_weights = _weights(results)["model"]
     monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "second"))
     with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):  # a disconnect in epoch 3
         _hook(patch, 2 * STEPS_PER_EPOCH + 1, "raise")
-        loop.fit(_spec(tiny), tiny, progress=False)
+        engine.fit(_spec(tiny), tiny, progress=False)
     last = next((tmp_path / "second").glob("runs/*/checkpoints/last.pt"))
     assert load_checkpoint(last)["epoch"] == 2
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # half-copied to Drive
     with pytest.warns(RuntimeWarning, match="Skipping unreadable checkpoint"):
-        result = loop.fit(_spec(tiny), tiny, keep_last=True, progress=False)
+        result = engine.fit(_spec(tiny), tiny, keep_last=True, progress=False)
     assert result["status"] == "resumed" and result["best_val_dice"] == reference["best_val_dice"]
     _assert_same_weights(_weights(tmp_path / "second")["model"], reference_weights)
 
@@ -152,10 +153,10 @@ def test_truncated_last_checkpoint_falls_back_to_previous(tiny, results, tmp_pat
 ])
 def test_nan_stops_the_run_and_leaves_the_best_checkpoint_intact(tiny, results, action, step, where, monkeypatch):
     spec = _spec(tiny)
-    with monkeypatch.context() as patch, pytest.raises(loop.TrainingDiverged,
+    with monkeypatch.context() as patch, pytest.raises(engine.TrainingDiverged,
                                                        match=rf"NaN/inf in epoch 2 \({where}\).*\(epoch 1\)"):
         _hook(patch, step, action)
-        loop.fit(spec, tiny, progress=False)
+        engine.fit(spec, tiny, progress=False)
     folder = runs.run_dir(spec)
     best, last = load_checkpoint(folder / "checkpoints/best.pt"), load_checkpoint(folder / "checkpoints/last.pt")
     assert best["epoch"] == 1 and last["epoch"] == 1
@@ -163,7 +164,7 @@ def test_nan_stops_the_run_and_leaves_the_best_checkpoint_intact(tiny, results, 
     assert all(torch.isfinite(t).all() for t in best["model"].values() if t.is_floating_point())
     assert list(pd.read_csv(folder / "history.csv")["epoch"]) == [1]
     assert not runs.is_finished(folder)
-    assert loop.fit(spec, tiny, progress=False)["status"] == "resumed"  # and it can go on
+    assert engine.fit(spec, tiny, progress=False)["status"] == "resumed"  # and it can go on
 
 
 def test_grid_skips_finished_runs_and_reports_their_results(tiny, results, capsys):
@@ -186,10 +187,10 @@ def test_grid_skips_finished_runs_and_reports_their_results(tiny, results, capsy
 def test_cpu_run_is_repeatable(tiny, results, tmp_path, monkeypatch):
     state.seed_everything(0, deterministic=True)
     try:
-        first = loop.fit(_spec(tiny, num_epochs=2), tiny, keep_last=True, progress=False)
+        first = engine.fit(_spec(tiny, num_epochs=2), tiny, keep_last=True, progress=False)
         monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "again"))
         torch.manual_seed(123)  # fit seeds itself from the spec: what ran before does not matter
-        second = loop.fit(_spec(tiny, num_epochs=2), tiny, keep_last=True, progress=False)
+        second = engine.fit(_spec(tiny, num_epochs=2), tiny, keep_last=True, progress=False)
     finally:
         torch.use_deterministic_algorithms(False)
     assert first["best_val_dice"] == second["best_val_dice"]
@@ -202,7 +203,7 @@ def test_failed_drive_write_retries_then_stops_with_what_to_do(tiny, results, tm
     (tmp_path / "drive").write_text("not a folder")  # writes below it fail like an unmounted Drive
     spec = _spec(tiny, num_epochs=2)
     with pytest.raises(checkpoints.CheckpointWriteError, match=r"best.pt after 4 attempts.*LOCAL_FALLBACK = True"):
-        loop.fit(spec, tiny, checkpoint_dir=tmp_path / "drive" / "ckpt", progress=False)
+        engine.fit(spec, tiny, checkpoint_dir=tmp_path / "drive" / "ckpt", progress=False)
     assert sleeps == [0.5, 1.0, 2.0]  # retried, then stopped: no silent switch to local disk
     assert not runs.is_finished(runs.run_dir(spec)) and not (runs.run_dir(spec) / "checkpoints").exists()
 
@@ -212,7 +213,7 @@ def test_local_fallback_is_an_explicit_opt_in_and_says_so(tiny, results, tmp_pat
     (tmp_path / "drive").write_text("not a folder")
     spec = _spec(tiny, num_epochs=1)
     with pytest.warns(RuntimeWarning, match="only on this runtime's disk"):
-        result = loop.fit(spec, tiny, checkpoint_dir=tmp_path / "drive" / "ckpt", local_fallback=True, progress=False)
+        result = engine.fit(spec, tiny, checkpoint_dir=tmp_path / "drive" / "ckpt", local_fallback=True, progress=False)
     assert result["status"] == "trained" and "⚠ LOCAL_FALLBACK: best.pt" in capsys.readouterr().out
     local = runs.run_dir(spec) / "checkpoints"
     assert {p.name for p in local.glob("*.pt")} == {"best.pt", "last.pt"}  # the only copies: kept
@@ -223,19 +224,19 @@ def test_local_fallback_is_an_explicit_opt_in_and_says_so(tiny, results, tmp_pat
 
 def test_early_stopping_stops_after_patience_epochs_without_a_better_dice(tiny, results, monkeypatch):
     scripted = iter([(0.5, 0.50), (0.4, 0.60), (0.4, 0.55), (0.4, 0.58), (0.3, 0.70)])  # (val loss, val Dice)
-    monkeypatch.setattr(loop, "validate", lambda run: next(scripted))
+    monkeypatch.setattr(engine, "validate", lambda run: next(scripted))
     spec = _spec(tiny, num_epochs=5, early_stopping=2)
-    result = loop.fit(spec, tiny, progress=False)
+    result = engine.fit(spec, tiny, progress=False)
     summary = (result["epochs"], result["best_epoch"], result["best_val_dice"], result["stopped_early"])
     assert summary == (4, 2, 0.6, True)
     assert load_checkpoint(runs.run_dir(spec) / "checkpoints/best.pt")["epoch"] == 2
-    assert loop.fit(spec, tiny, progress=False)["status"] == "skipped"
+    assert engine.fit(spec, tiny, progress=False)["status"] == "skipped"
 
 
 def test_unetpp_with_deep_supervision_trains_and_reloads(tiny, results):
     spec = _spec(tiny, model="unetpp", num_epochs=1)  # every profile trains UNet++ with deep supervision
     assert runs.run_id(spec).startswith("unetpp-tiny+deep_supervision_f100_32px_seed_s0_tiny_")
-    result = loop.fit(spec, tiny, progress=False)
+    result = engine.fit(spec, tiny, progress=False)
     assert np.isfinite(result["best_val_dice"])
     model = runs.load_run_model(runs.run_dir(spec))
     assert model.config.deep_supervision and not model.training
@@ -299,14 +300,14 @@ def test_live_curves_collect_every_run_and_match_the_files(tiny, results):
 
 
 def test_command_line_options_reach_the_run_config_and_zero_is_a_value(capsys):
-    args = grid.parser().parse_args(["--profile", "cpu", "--models", "unet,unetpp", "--fractions", "0.1", "1.0",
+    args = training_cli.parser().parse_args(["--profile", "cpu", "--models", "unet,unetpp", "--fractions", "0.1", "1.0",
                                      "--seeds", "1,2", "--weight-decay", "0", "--num-workers", "0", "--lr", "3e-4",
                                      "--amp", "fp16", "--no-deep-supervision", "--split-seed", "7"])
-    config = grid.config_from_args(args)
+    config = training_cli.config_from_args(args)
     assert (config.models, config.fractions, config.seeds) == (("unet", "unetpp"), (0.1, 1.0), (1, 2))
     assert (config.weight_decay, config.num_workers, config.lr, config.amp) == (0.0, 0, 3e-4, "fp16")
     assert (config.deep_supervision, config.split_seed, config.num_epochs) == (False, 7, 16)  # epochs: the profile's
-    assert grid.main(["--models", "vnet"]) == 2  # a clear error, nothing trained
+    assert training_cli.main(["--models", "vnet"]) == 2  # a clear error, nothing trained
     assert "MODELS = 'vnet' is not valid" in capsys.readouterr().err
 
 
@@ -334,11 +335,11 @@ def test_a_grid_that_does_not_fit_is_refused_before_any_run_starts(tiny, results
 def test_with_a_home_on_drive_the_local_copies_follow_the_run(tiny, results, tmp_path, monkeypatch):
     monkeypatch.setenv("KIT_LOCAL_DIR", str(tmp_path / "local"))  # what runtime.start sets on Colab
     spec = _spec(tiny, num_epochs=2)
-    loop.fit(spec, tiny, keep_last=True, progress=False)
+    engine.fit(spec, tiny, keep_last=True, progress=False)
     drive, local = runs.run_dir(spec) / "checkpoints", tmp_path / "local" / "results" / "runs" / runs.run_id(spec) / "checkpoints"
     assert {p.name for p in drive.iterdir()} == {"best.pt", "last.pt"}  # one copy of each on Drive
     assert {p.name for p in local.iterdir()} == {"best.pt", "last.pt", "last.prev.pt"}  # the previous one stays local
-    again = loop.fit(spec, tiny, restart=True, progress=False)  # RESTART: local copies go too, nothing is resumed
+    again = engine.fit(spec, tiny, restart=True, progress=False)  # RESTART: local copies go too, nothing is resumed
     assert again["status"] == "trained" and again["epochs"] == 2
     assert {p.name for p in drive.iterdir()} == {"best.pt"} and {p.name for p in local.iterdir()} == {"best.pt"}
 
@@ -348,10 +349,10 @@ def test_a_bad_last_pt_on_drive_resumes_from_this_runtimes_local_copy(tiny, resu
     spec = _spec(tiny)
     with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):  # interrupted in epoch 3
         _hook(patch, 2 * STEPS_PER_EPOCH + 1, "raise")
-        loop.fit(spec, tiny, progress=False)
+        engine.fit(spec, tiny, progress=False)
     (runs.run_dir(spec) / "checkpoints" / "last.pt").write_bytes(b"half-synced")  # Drive keeps no previous copy
     with pytest.warns(RuntimeWarning, match="Skipping unreadable"):
-        result = loop.fit(spec, tiny, progress=False)
+        result = engine.fit(spec, tiny, progress=False)
     assert result["status"] == "resumed" and result["epochs"] == 3
 
 
@@ -367,7 +368,7 @@ def test_local_fallback_on_a_home_on_drive_keeps_the_local_checkpoints_and_says_
     monkeypatch.setattr(checkpoints, "_copy_into", drive_full)  # every copy to Drive fails
     spec = _spec(tiny, num_epochs=1)
     with pytest.warns(RuntimeWarning, match="only on this runtime's disk"):
-        loop.fit(spec, tiny, local_fallback=True, progress=False)
+        engine.fit(spec, tiny, local_fallback=True, progress=False)
     folder = runs.run_dir(spec)
     local = tmp_path / "local" / "results" / "runs" / folder.name / "checkpoints"
     assert "local only" in runs.load_done(folder)["checkpoints"]
@@ -378,21 +379,21 @@ def test_local_fallback_on_a_home_on_drive_keeps_the_local_checkpoints_and_says_
 def test_a_checkpoint_saved_after_the_last_batch_of_an_epoch_resumes(tiny, results, tmp_path, monkeypatch):
     """Timed checkpoints can land after an epoch's last batch, before its validation: the resume skips the whole
     epoch's batches and goes on to validate it (this crashed with a negative loader length)."""
-    reference = loop.fit(_spec(tiny, num_epochs=2, batch_size=3), tiny, keep_last=True, progress=False)
+    reference = engine.fit(_spec(tiny, num_epochs=2, batch_size=3), tiny, keep_last=True, progress=False)
     reference_weights = _weights(results)["model"]
     monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "second"))
-    real_validate = loop.validate
+    real_validate = engine.validate
 
     def disconnect(run):
         raise KeyboardInterrupt  # the runtime dies after the last batch of epoch 1, before validating it
 
     with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
-        patch.setattr(loop, "validate", disconnect)
-        loop.fit(_spec(tiny, num_epochs=2, batch_size=3), tiny, checkpoint_minutes=1e-9, keep_last=True, progress=False)
+        patch.setattr(engine, "validate", disconnect)
+        engine.fit(_spec(tiny, num_epochs=2, batch_size=3), tiny, checkpoint_minutes=1e-9, keep_last=True, progress=False)
     saved = _weights(tmp_path / "second")
     assert (saved["epoch"], saved["batches_done"]) == (0, 7)  # 20 images in batches of 3: the 7th is short
-    assert loop.validate is real_validate
-    result = loop.fit(_spec(tiny, num_epochs=2, batch_size=3), tiny, checkpoint_minutes=1e-9, keep_last=True, progress=False)
+    assert engine.validate is real_validate
+    result = engine.fit(_spec(tiny, num_epochs=2, batch_size=3), tiny, checkpoint_minutes=1e-9, keep_last=True, progress=False)
     assert result["status"] == "resumed" and result["best_val_dice"] == reference["best_val_dice"]
     _assert_same_weights(_weights(tmp_path / "second")["model"], reference_weights)
 
@@ -401,7 +402,7 @@ def test_config_json_records_the_kit_version_and_git_commit(tiny, results):
     import helpers
 
     spec = _spec(tiny, num_epochs=1)
-    loop.fit(spec, tiny, progress=False)
+    engine.fit(spec, tiny, progress=False)
     config = runs.load_run_config(runs.run_dir(spec))
     assert config["kit_version"] == helpers.__version__ and config["kit_version"].count(".") >= 1
     assert config["git_commit"] == helpers.git_commit()  # None outside a git checkout (an installed copy)

@@ -3,7 +3,7 @@
     python tests/train_worker.py --prepared DIR --results DIR --epochs 3 [--hang-at-step N] [--checkpoint-minutes M]
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/train_worker.py ...
 
-It calls the real ``helpers.training.loop.fit`` on a tiny UNet. ``--hang-at-step N`` wraps the loss so
+It calls the real ``helpers.training.engine.fit`` on a tiny UNet. ``--hang-at-step N`` wraps the loss so
 that the N-th training step (counted in this process) writes ``<results>/hanging`` and then
 sleeps inside the step, so the test can SIGKILL the process at a known point in an epoch.
 """
@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 from helpers.data.prep import load_prepared  # noqa: E402
 from helpers.profiles import resolve_config  # noqa: E402
-from helpers.training import loop, runs, state  # noqa: E402
+from helpers.training import engine, runs, state  # noqa: E402
 from helpers.training.losses import DiceBCELoss  # noqa: E402
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     spec = runs.make_spec(args.model, 1.0, args.seed, prepared, config)
     if args.hang_at_step:  # the run's loss, wrapped so that this process stops inside that step
         state.DiceBCELoss = lambda: HangAt(args.hang_at_step, Path(args.results) / "hanging")
-    result = loop.fit(spec, prepared, checkpoint_minutes=args.checkpoint_minutes, keep_last=True, progress=False)
+    result = engine.fit(spec, prepared, checkpoint_minutes=args.checkpoint_minutes, keep_last=True, progress=False)
     sys.stdout.write(f"RESULT {result['status']} {result['best_val_dice']}\n")  # one write: ranks do not interleave
     sys.stdout.flush()
 

@@ -15,7 +15,7 @@ settings. Sections:
   workers, as many as there are CPUs (``--workers 0,2`` to choose).
 - ``train``: end-to-end training images/s, the naive recipe (the study's loader with 2 workers, its fp16
   AMP on CUDA and fp32 elsewhere, ``loss.item()`` every batch) beside the kit's
-  :func:`helpers.training.loop.fit`, and achieved TFLOP/s (3 × forward FLOPs per image, the usual forward +
+  :func:`helpers.training.engine.fit`, and achieved TFLOP/s (3 × forward FLOPs per image, the usual forward +
   backward estimate).
 - ``step``: one model's training step on a resident batch, with AMP, channels_last and
   torch.compile switched where the device has them, TFLOP/s and their share of the GPU's peak
@@ -46,7 +46,7 @@ from helpers.models import build_model
 from helpers.models.summary import count_flops
 from helpers.profiles import PROFILES, resolve_config
 from helpers.tools.bench_gpu import bench_steps, worker_counts
-from helpers.training import loop, runs
+from helpers.training import engine, runs
 from helpers.training.devices import DistInfo, amp_dtype, grad_scaler, hardware, pick_device
 from helpers.training.losses import DiceBCELoss
 
@@ -160,7 +160,7 @@ def naive_train(prepared, model_name: str, config: str, size: int, batch_size: i
 def kit_train(prepared, profile, model_name: str) -> float:
     """Images/s of the kit's own ``fit`` for one epoch (training part only, from history.csv)."""
     spec = runs.make_spec(model_name, 1.0, 0, prepared, profile.with_(num_epochs=1))
-    result = loop.fit(spec, prepared, num_workers=profile.num_workers, progress=False)
+    result = engine.fit(spec, prepared, num_workers=profile.num_workers, progress=False)
     return float(pd.read_csv(Path(result["run_dir"]) / "history.csv")["images_per_s"].iloc[-1])
 
 

@@ -149,7 +149,7 @@ def step_t4(w: Window, deadline: float, entry: dict) -> None:
     """fp16 within 15 GB, a few hundred steps of each ``t4`` model (restarted each window: a check, not a result)."""
     import torch  # torch: only once --dry-run has hidden the GPU
 
-    from helpers.training import devices, loop, runs  # torch: only once --dry-run has hidden the GPU
+    from helpers.training import devices, engine, runs  # torch: only once --dry-run has hidden the GPU
 
     device, kept = devices.pick_device(), _earlier_rows(w, "t4_check.csv", lambda r: r["status"] == "ok")
     config = w.study(amp="fp16", fractions="1.0")
@@ -166,9 +166,9 @@ def step_t4(w: Window, deadline: float, entry: dict) -> None:
             devices.reset_peak_memory(device)
             status = "ok"
             try:
-                loop.fit(spec, prepared, num_workers=config.num_workers, restart=True, gpu_memory_gb=T4_GB,
-                         callbacks=(stop_before(deadline, config.num_epochs),), progress=False)
-            except (OutOfTime, torch.cuda.OutOfMemoryError, loop.TrainingDiverged) as err:
+                engine.fit(spec, prepared, num_workers=config.num_workers, restart=True, gpu_memory_gb=T4_GB,
+                           callbacks=(stop_before(deadline, config.num_epochs),), progress=False)
+            except (OutOfTime, torch.cuda.OutOfMemoryError, engine.TrainingDiverged) as err:
                 status = f"{type(err).__name__}: {str(err).splitlines()[0]}"
                 entry["left"] += [f"t4 check of {model}: {status}"] if isinstance(err, OutOfTime) else []
             finally:

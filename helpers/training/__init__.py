@@ -7,8 +7,9 @@
 - ``checkpoints``: atomic checkpoint files with a previous copy and a fallback folder.
 - ``runs``: :class:`~helpers.training.runs.RunSpec`, run ids, run folders, loading a run back.
 - ``state``: building a run from its spec: model, loaders, optimizer, schedule, scaler, its config.json record.
-- ``checkpointer``: the one object the loop calls to resume, checkpoint (Drive copies) and record a run.
-- ``loop``: ``train_one_epoch``, ``validate`` and ``fit`` — one run, trained, resumed or skipped.
+- ``loop``: ``train_one_epoch`` and ``validate``, the loop a student reads (plain torch objects, hooks).
+- ``checkpointer``: the one object the engine calls to resume, checkpoint (Drive copies) and record a run.
+- ``engine``: ``fit`` — one run, trained, resumed or skipped, around the loop through its hooks.
 - ``grid``: ``run_grid`` — models × fractions × seeds — and the command line.
 - ``claims``: one worker per run when several share a grid (a claim file with a heartbeat; ``--shard``).
 - ``live``: training curves redrawn after every epoch in a notebook.

@@ -1,4 +1,4 @@
-"""A run's checkpoints and records, behind the one object that :func:`helpers.training.loop.fit` calls.
+"""A run's checkpoints and records, behind the one object that :func:`helpers.training.engine.fit` calls.
 
 :class:`Checkpointer` knows where a run's files are and when each is written:
 
@@ -165,11 +165,10 @@ class Checkpointer:
     # ---- while training -----------------------------------------------------------------------------------
 
     def start_epoch(self, run: RunState, epoch: int) -> EpochProgress:
-        """Set the training loader to ``epoch``'s order and count the epoch from where a mid-epoch checkpoint
-        stopped (the first epoch of a resumed run), else from its first batch."""
+        """Count the epoch from where a mid-epoch checkpoint stopped (the first epoch of a resumed run),
+        else from its first batch; the training loader is already set to that batch."""
         loader = run.loaders.train
         so_far = self.progress
-        loader.sampler.set_epoch(epoch, start=so_far.batches * loader.batch_size)
         tally = EpochProgress(epoch=epoch, batches=so_far.batches, total=so_far.batches + len(loader),
                               loss_sum=torch.tensor(so_far.loss_sum, device=run.device), images=so_far.images,
                               look_every=max(1, len(loader) // 10))

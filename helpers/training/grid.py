@@ -1,7 +1,4 @@
-"""The study's grid, models × fractions × seeds, and its command line.
-
-    python -m helpers.training --profile cpu --models unet,unetpp --fractions 0.1,1.0 --lr 3e-4
-    torchrun --standalone --nproc_per_node=4 -m helpers.training --profile t4 --data-source folder --data-dir D
+"""The study's grid, models × fractions × seeds (its command line: :mod:`helpers.training.__main__`).
 
 Every run's settings come from one :class:`~helpers.profiles.RunConfig`: the profile's, with the
 notebook's parameters or the command line's options on top. Finished runs with the same settings
@@ -12,21 +9,20 @@ Google Drive) and refuses to start when less is free (:func:`space_needed`, :cla
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
-import sys
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pandas as pd
 import torch
 import torch.distributed
 
-from helpers import cli, paths, profiles
-from helpers.data import study
+from helpers import paths, profiles
 from helpers.models import build_model, input_multiple
-from helpers.training import claims, devices, loop, runs
+from helpers.training import devices, engine, runs
 
 COLUMNS = ["run_id", "model", "fraction", "seed", "status", *runs.DONE_KEYS, "run_dir"]
 
@@ -151,57 +147,69 @@ def _check_space_on_every_rank(config, prepared, folder, keep_last: bool, restar
         raise error
 
 
-def run_grid(config: profiles.RunConfig, prepared, *, checkpoint_root: str | os.PathLike | None = None,
-             restart: bool = False, keep_last: bool = False, local_fallback: bool = False,
-             callbacks: tuple = (), progress: bool = True, shard: tuple[int, int] | None = None) -> pd.DataFrame:
-    """Train every model of ``config`` on every fraction with every seed; shared with any other worker.
+Claim = Callable[[Path], AbstractContextManager | None]  # claim(run folder): held, or None if taken
 
-    Each run is claimed before it trains (:mod:`helpers.training.claims`), so several processes started on one
-    results folder train each run once; a run another worker holds is waited for, and taken over when that
-    worker's heartbeat stops. Under torchrun the ranks train each run together, and nothing is claimed.
+
+def run_grid(config: profiles.RunConfig, prepared, *,
+             checkpoint_root: str | os.PathLike | None = None, restart: bool = False,
+             keep_last: bool = False, local_fallback: bool = False, callbacks: tuple = (),
+             progress: bool = True, shard: tuple[int, int] | None = None,
+             claim: Claim | None = None, wait_s: float = 10.0) -> pd.DataFrame:
+    """Train every model of ``config`` on every fraction with every seed.
+
+    A notebook's grid (one runtime) trains its runs in order. Workers that share a grid (the command
+    line: ``python -m helpers.training``) pass ``claim`` (:func:`helpers.training.claims.claim_run`):
+    each run is claimed before it trains, so several processes started on one results folder train
+    each run once; a run another worker holds is waited for, ``wait_s`` seconds at a time.
 
     Args:
         config: the run config (models, fractions, seeds and every training setting).
         prepared: the prepared dataset (made with the same config: image size and split seed).
-        checkpoint_root: folder for one checkpoint folder per run (e.g. on Drive); default: in each run folder.
+        checkpoint_root: folder for one checkpoint folder per run (e.g. on Drive); default: in each
+            run folder.
         restart: start every run over instead of resuming or skipping it.
         keep_last: keep each finished run's last.pt too (default best.pt only).
-        local_fallback: when checkpoint writes keep failing (Drive full or gone), go on with them on local disk
-            only instead of stopping.
+        local_fallback: when checkpoint writes keep failing (Drive full or gone), go on with them on
+            local disk only instead of stopping.
         callbacks: called after every epoch as ``callback(run_id, history)`` (e.g. live curves).
         progress: show progress bars.
-        shard: ``(i, n)``: only the grid's cells i, i + n, ... (a fixed split for schedulers); None: every cell.
+        shard: ``(i, n)``: only the grid's cells i, i + n, ... (a fixed split for schedulers); None:
+            every cell.
+        claim: ``claim(run folder)`` → a context manager that holds the run while it trains, or
+            None when another worker holds it; None: nothing is claimed.
+        wait_s: seconds between looks at the runs other workers hold.
 
     Returns:
-        One row per run of this worker's cells: run_id, model, fraction, seed, status (trained, resumed, skipped,
-        diverged), and done.json's fields.
+        One row per run of this worker's cells: run_id, model, fraction, seed, status (trained,
+        resumed, skipped, diverged), and done.json's fields.
 
     Raises:
         NotEnoughSpace: before training, when the checkpoints would not fit where they go.
         CheckpointWriteError: a checkpoint could not be written (and no ``local_fallback``).
     """
-    _check_space_on_every_rank(config, prepared, checkpoint_root or paths.results_dir(), keep_last, restart)
+    _check_space_on_every_rank(config, prepared, checkpoint_root or paths.results_dir(), keep_last,
+                               restart)
     cells = [(m, f, s) for m in config.models for f in config.fractions for s in config.seeds]
-    pending = [cell for k, cell in enumerate(cells) if claims.in_shard(k, shard)]
-    shared = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    pending = cells[shard[0]::shard[1]] if shard else cells
+    options = {"restart": restart, "keep_last": keep_last, "local_fallback": local_fallback,
+               "callbacks": callbacks, "progress": progress}
     rows = {}
     while pending:
         held = []
         for model, fraction, seed in pending:
             spec = runs.make_spec(model, fraction, seed, prepared, config)
-            claim = claims.claim_run(runs.run_dir(spec)) if shared else contextlib.nullcontext(True)
-            if claim is None:  # another live worker trains it
+            holding = claim(runs.run_dir(spec)) if claim else contextlib.nullcontext(True)
+            if holding is None:  # another live worker trains it
                 held.append((model, fraction, seed))
                 continue
-            with claim:
-                result = _train_one(spec, prepared, config, checkpoint_root, restart=restart, keep_last=keep_last,
-                                    local_fallback=local_fallback, callbacks=callbacks, progress=progress)
+            with holding:
+                result = _train_one(spec, prepared, config, checkpoint_root, **options)
             rows[model, fraction, seed] = {"model": model, "fraction": fraction, "seed": seed, **result}
         if held:
-            print(f"{len(held)} run(s) held by other workers: waiting for them (or for their heartbeat to stop).",
-                  flush=True)
-            time.sleep(claims.heartbeat_every())
-        pending, restart = held, False  # a run another worker finished is not started over
+            print(f"{len(held)} run(s) held by other workers: waiting for them (or for their "
+                  f"heartbeat to stop).", flush=True)
+            time.sleep(wait_s)
+        pending, options["restart"] = held, False  # a run another worker finished is not started over
     ordered = [rows[cell] for cell in cells if cell in rows]
     return pd.DataFrame(ordered).reindex(columns=COLUMNS)
 
@@ -210,113 +218,9 @@ def _train_one(spec: runs.RunSpec, prepared, config: profiles.RunConfig, checkpo
     """Train (resume, or skip) one run of the grid; a run that diverges is reported, and the grid goes on."""
     where = Path(checkpoint_root) / runs.run_id(spec) if checkpoint_root else None
     try:
-        return loop.fit(spec, prepared, num_workers=config.num_workers, checkpoint_dir=where,
-                        checkpoint_minutes=config.checkpoint_minutes, gpu_memory_gb=config.gpu_memory_gb,
-                        **options)
-    except loop.TrainingDiverged as err:
+        return engine.fit(spec, prepared, num_workers=config.num_workers, checkpoint_dir=where,
+                          checkpoint_minutes=config.checkpoint_minutes,
+                          gpu_memory_gb=config.gpu_memory_gb, **options)
+    except engine.TrainingDiverged as err:
         print(err)
         return {"run_id": runs.run_id(spec), "run_dir": str(runs.run_dir(spec)), "status": "diverged"}
-
-
-LISTS = ("models", "fractions", "seeds", "pretrained")  # options that take several values: a,b or a b
-
-
-def _add_setting(parse: argparse.ArgumentParser, name: str) -> None:
-    """One RunConfig setting as an option, from its declaration: flag, help, choices and each profile's value."""
-    flag = profiles.option(name)
-    if flag is None:
-        return
-    if profiles.SETTINGS[name].type == "bool":  # a switch that turns a default-on setting off
-        parse.add_argument(flag, dest=name, action="store_false", default=None, help=profiles.describe_setting(name))
-        return
-    choices = profiles.CHOICES.get(name)
-    parse.add_argument(flag, dest=name, default=None, nargs="+" if name in LISTS else None, choices=choices,
-                       metavar=name.upper() if choices is None else None, help=profiles.describe_setting(name))
-
-
-def parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m helpers.training``, derived from the settings' declarations."""
-    parse = argparse.ArgumentParser(prog="python -m helpers.training",
-                                    description="Train models × fractions × seeds of the study notebook 01 recorded "
-                                                "(on every GPU under torchrun). Every option left out takes the "
-                                                "profile's value.")
-    parse.add_argument("--profile", default="", choices=["", *profiles.PROFILES],
-                       help="the study's profile (default: the recorded study's; without one, $KIT_PROFILE, else t4 "
-                            "on Colab or with a GPU and cpu otherwise)")
-    for name in study.DATA_KEYS:
-        meta = study.Study.__dataclass_fields__[name].metadata
-        parse.add_argument("--" + name.replace("_", "-"), dest=name, default=None, choices=meta["choices"] or None,
-                           help=f"{meta['help']} (default: the recorded study's)")
-    for name in profiles.SETTINGS:
-        _add_setting(parse, name)
-    for name, help_text in study.GRID_OPTIONS.items():
-        parse.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", help=help_text)
-    parse.add_argument("--new-study", action="store_true",
-                       help="record these data settings as the study (as notebook 01 does) instead of following it")
-    parse.add_argument("--checkpoint-root", default="", help="folder for <run_id>/ checkpoint folders")
-    parse.add_argument("--shard", default="", metavar="I/N",
-                       help="train only the grid's cells I, I+N, I+2N, ... (a fixed split, e.g. a Slurm array's "
-                            "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); default: every cell, shared with any other "
-                            "worker on the same results folder")
-    return cli.add_debug(parse)
-
-
-def settings_from_args(args: argparse.Namespace) -> dict:
-    """The settings the parsed options give (None: not given), by their declared names."""
-    names = [*study.DATA_KEYS, *(n for n in profiles.SETTINGS if profiles.option(n)), *study.GRID_OPTIONS]
-    values = {name: getattr(args, name) for name in names}
-    for name in LISTS:  # --models unet unetpp, or --models unet,unetpp
-        if values.get(name) is not None:
-            values[name] = ",".join(values[name])
-    return values
-
-
-def config_from_args(args: argparse.Namespace) -> profiles.RunConfig:
-    """The run config the parsed options ask for (the study's profile and data settings when one is recorded)."""
-    return _choice(args).config
-
-
-def _choice(args: argparse.Namespace) -> study.Choice:
-    values = settings_from_args(args)
-    if args.new_study:
-        chosen = study.choose(args.profile, {k: v for k, v in values.items() if k in study.STUDY_KEYS})
-        values = {k: v for k, v in values.items() if k not in study.STUDY_KEYS}
-        return study.follow(chosen.study.profile, values)
-    return study.follow(args.profile, values)
-
-
-def _main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
-    try:
-        shard = claims.parse_shard(args.shard)  # every value checked before the study is read or recorded
-        choice = _choice(args)
-    except ValueError as err:
-        raise cli.BadValue(str(err)) from None
-    config = choice.config
-    check_sizes(config)
-    info = devices.setup()
-    for turn in ("main", "others"):  # rank 0 prepares the cache first, the others then reuse it
-        if info.is_main == (turn == "main"):
-            data = study.prepare(config, choice.study)
-        devices.barrier(info)
-    table = run_grid(config, data, checkpoint_root=args.checkpoint_root or None, progress=info.is_main,
-                     shard=shard, **choice.options)
-    if info.is_main:
-        print(table.to_string(index=False))
-    if info.world_size > 1:
-        torch.distributed.destroy_process_group()
-    diverged = table.loc[table["status"] == "diverged", "run_id"].tolist()
-    if diverged:
-        print(f"✗ {len(diverged)} run(s) diverged (loss not finite): {', '.join(diverged)}; lower --lr or add "
-              f"--warmup-epochs, then run again.", file=sys.stderr)
-        return 1
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Train a grid from the command line (one process, or one per GPU under ``torchrun``).
-
-    Returns:
-        0 when every run finished, 1 when a run diverged or failed, 2 for a value refused where it entered.
-    """
-    return cli.run(_main, argv)

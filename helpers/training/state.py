@@ -3,7 +3,7 @@
 :func:`build_run` makes a run's model, loaders, optimizer, learning-rate schedule, gradient scaler and loss
 from its :class:`~helpers.training.runs.RunSpec`, seeded so that the same spec always starts the same way,
 and the ``config.json`` record of it (every setting, the hardware, the kit's version and git commit), and
-holds them in a :class:`RunState`, which :func:`helpers.training.loop.fit` trains.
+holds them in a :class:`RunState`, which :func:`helpers.training.engine.fit` trains.
 :class:`RunProgress` (epochs done, history, best Dice) and :class:`EpochProgress` (one epoch's running loss)
 say how far it has come: what :class:`helpers.training.checkpointer.Checkpointer` saves and resumes.
 Seeding and the learning-rate schedule live here too.
