@@ -4,7 +4,9 @@
                                         [--legacy-onnx]
 
 writes ``model.onnx`` and/or ``model.pt`` and ``MODEL_CARD.md`` (:mod:`helpers.evaluation.model_card`) into the
-output folder; ``--check`` prints the parity figures. Read an export back with
+output folder; ``--check`` prints the parity figures. ``export_manifest.json`` there lists the files export wrote:
+a file of another name that an export would replace stops it before anything is written, unless ``--overwrite``
+(:mod:`helpers.evaluation.outputs`), and every file is written through a temporary file and a rename. Read an export back with
 :func:`helpers.evaluation.exported.read_metadata`, run it with ``python -m helpers.evaluation.predict FILE ...``.
 
 **What the graph computes.** Normalised float32 images (B, 3, H, W), RGB, (pixel / 255 − mean) / std with the
@@ -48,10 +50,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers import cli
+from helpers import cli, paths
 from helpers.data.isic import DataError
 from helpers.data.loaders import IMAGENET_MEAN, IMAGENET_STD
-from helpers.evaluation import inference
+from helpers.evaluation import inference, outputs
 from helpers.evaluation.exported import METADATA_FILE, ExportError, load_exported, normalise, require
 from helpers.evaluation.model_card import write_model_card
 from helpers.evaluation.predict import run_settings, trained_size
@@ -59,6 +61,8 @@ from helpers.models.summary import count_parameters
 from helpers.training import runs
 
 FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
+CARD = "MODEL_CARD.md"
+MANIFEST = "export_manifest.json"  # in the output folder: the files export wrote there
 OPSET = 18
 DYNAMO, LEGACY = "torch.onnx.export(dynamo=True)", "torch.onnx.export(dynamo=False)"  # the metadata's "exporter"
 NAMES = (["images"], ["probs"])
@@ -126,7 +130,8 @@ def export_torchscript(module: nn.Module, path: str | Path, metadata: dict, exam
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarning on the models' size checks; jit's deprecation warnings
         traced = torch.jit.trace(module, example)
-        torch.jit.save(traced, str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
+        extra = {METADATA_FILE: json.dumps(metadata)}
+        paths.write_atomic(Path(path), lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=extra))
     return metadata
 
 
@@ -159,7 +164,7 @@ def export_onnx(module: nn.Module, path: str | Path, metadata: dict, example: to
                "opset": opset, "dynamic_size": metadata["dynamic_size"] or not legacy}
     for key, value in written.items():
         proto.metadata_props.add(key=key, value=json.dumps(value))
-    onnx.save(proto, str(path))
+    paths.write_atomic(Path(path), lambda tmp: onnx.save(proto, str(tmp)))
     return written
 
 
@@ -262,7 +267,7 @@ def available_formats() -> tuple[str, ...]:
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, formats=("onnx", "torchscript"), *, depth: int | None = None,
-               check: bool = False, opset: int = OPSET, legacy: bool = False) -> dict:
+               check: bool = False, opset: int = OPSET, legacy: bool = False, overwrite: bool = False) -> dict:
     """Export a run's best model (see the module docstring) and write the model card next to it.
 
     Args:
@@ -272,6 +277,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats=("onnx", "torch
         depth: UNet++ with deep supervision only: export the network pruned at this depth.
         check: measure parity (:func:`parity`) on random inputs and a few of the run's images.
         opset, legacy: see :func:`export_onnx`.
+        overwrite: replace files in ``out_dir`` that export did not write (default: refuse).
 
     Returns:
         ``{"files": {format: path}, "card": path, "metadata": dict, "written": {format: the file's metadata},
@@ -281,17 +287,22 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats=("onnx", "torch
     Raises:
         FileNotFoundError: not a run folder, or no best checkpoint.
         ExportError: an unknown format, a wrong depth, or a missing optional package.
+        cli.BadValue: ``out_dir`` is an existing file.
+        OutputClash: outputs would replace files export did not write (and ``overwrite`` is false).
     """
     unknown = sorted(set(formats) - set(FILES))
     if unknown or not formats:
         raise ExportError(f"unknown export format(s) {unknown or formats}; choose from {sorted(FILES)}.")
     for package in (("onnx", "onnxruntime") if check else ("onnx",)) if "onnx" in formats else ():
         require(package)  # before any work: say what to install
-    module, metadata = prepare(run_dir, depth)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(2, 3, metadata["image_size"], metadata["image_size"])
+    out_dir = outputs.check_folder(out_dir)
     files = {fmt: out_dir / FILES[fmt] for fmt in dict.fromkeys(formats)}
+    planned = {*(path.name for path in files.values()), CARD}
+    _check_own(out_dir, planned, overwrite)
+    module, metadata = prepare(run_dir, depth)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs.write_manifest(out_dir, MANIFEST, planned, "python -m helpers.evaluation.export")
+    example = torch.zeros(2, 3, metadata["image_size"], metadata["image_size"])
     written = {fmt: export_onnx(module, path, metadata, example, opset, legacy) if fmt == "onnx"
                else export_torchscript(module, path, metadata, example) for fmt, path in files.items()}
     card = write_model_card(run_dir, {**metadata, "opset": opset}, files, out_dir, written)
@@ -300,6 +311,22 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats=("onnx", "torch
     onnx = written.get("onnx", {})
     return {"files": files, "card": card, "metadata": metadata, "written": written, "parity": checked,
             "exporter": onnx.get("exporter"), "fallback": onnx.get("exporter_fallback")}
+
+
+def _check_own(out_dir: Path, planned: set[str], overwrite: bool) -> None:
+    """Refuse outputs that would replace files export did not write (:func:`helpers.evaluation.outputs.check_clash`).
+
+    Raises:
+        OutputClash: such files exist and ``overwrite`` is false.
+        ValueError: the manifest is unreadable, and ``overwrite`` is false.
+    """
+    try:
+        own = outputs.read_manifest(out_dir, MANIFEST) or set()
+    except ValueError:
+        if not overwrite:
+            raise
+        own = set()
+    outputs.check_clash(out_dir, planned | {MANIFEST}, own | {MANIFEST}, "export", overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,9 +346,11 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--opset", type=int, default=OPSET)
     parser.add_argument("--legacy-onnx", action="store_true",
                         help="ONNX with torch's legacy TorchScript-based exporter instead of the dynamo one (default)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files in the output folder that export did not write (default: refuse)")
     args = cli.add_debug(parser).parse_args(argv)
     done = export_run(args.run, args.out_dir, args.format, depth=args.depth, check=args.check, opset=args.opset,
-                      legacy=args.legacy_onnx)
+                      legacy=args.legacy_onnx, overwrite=args.overwrite)
     for fmt, path in done["files"].items():
         print(f"✓ {fmt}: {path} ({path.stat().st_size / 1024:.0f} kB, {done['written'][fmt]['exporter']})")
     if done["fallback"]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from helpers import paths
 from helpers.evaluation import inference, stats
 from helpers.evaluation.predict import run_settings
 from helpers.training import runs
@@ -123,6 +124,5 @@ def model_card(run_dir: str | Path, metadata: dict, files: dict[str, Path], writ
 def write_model_card(run_dir: str | Path, metadata: dict, files: dict[str, Path], out_dir: str | Path,
                      written: dict[str, dict] | None = None) -> Path:
     """Write ``MODEL_CARD.md`` into ``out_dir`` and return its path (arguments: :func:`model_card`)."""
-    path = Path(out_dir) / "MODEL_CARD.md"
-    path.write_text(model_card(run_dir, metadata, files, written), encoding="utf-8")
-    return path
+    path, text = Path(out_dir) / "MODEL_CARD.md", model_card(run_dir, metadata, files, written)
+    return paths.write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))  # never through a link

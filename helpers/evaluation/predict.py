@@ -38,10 +38,11 @@ import torch
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from helpers import cli
+from helpers import cli, paths
 from helpers.data import synthetic
 from helpers.data.isic import check_regular, to_rgb
 from helpers.evaluation import exported, inference
+from helpers.evaluation.outputs import check_folder
 from helpers.evaluation.predict_files import (  # noqa: F401 (MANIFEST, OutputClash, read_manifest: part of predict's API)
     COLUMNS,
     IMAGE_SUFFIXES,
@@ -49,11 +50,15 @@ from helpers.evaluation.predict_files import (  # noqa: F401 (MANIFEST, OutputCl
     OUTPUTS,
     TABLE,
     OutputClash,
+    add_rows,
     check_output_folder,
     check_overwrite,
     collect_inputs,
+    earlier_ids,
+    left_out_line,
     output_names,
     read_manifest,
+    start_table,
     write_manifest,
 )
 from helpers.training import runs
@@ -211,36 +216,56 @@ def predict(run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path, 
     cli.fraction(threshold, "--threshold")
     batch_size = cli.positive_int(batch_size, "--batch-size")
     check_device(device)
-    out_dir = Path(out_dir)
-    files, names = _plan(inputs, out_dir, overwrite)
+    out_dir = check_folder(out_dir)
+    files, names, left_out = _plan(inputs, out_dir, overwrite)
     model, settings, image_size, to_input = load_predictor(run_dir, device)
     settings.update({k: v for k, v in {"threshold": threshold, "tta": tta, "post": post}.items() if v is not None})
     out_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(out_dir, check_overwrite(out_dir, list(names.values()), overwrite))
-    rows = []
-    for start in tqdm(range(0, len(files), batch_size), desc="predict", disable=not progress):
-        batch = []
-        for path in files[start:start + batch_size]:
-            try:
-                batch.append(load_image(path, image_size))
-            except ValueError as err:
-                print(f"{err} Skipped.")
-        if not batch:
-            continue
-        begun = time.perf_counter()
-        _, probs, _ = next(inference.iter_probs(model, np.stack([b.small for b in batch]), np.arange(len(batch)),
-                                                to_input=to_input, batch_size=len(batch), tta=settings["tta"]))
-        ms = (time.perf_counter() - begun) * 1000 / len(batch)
-        rows += [_write_outputs(out_dir, names[item.path], item, prob, settings) | {"ms": ms}
-                 for item, prob in zip(batch, probs)]
+    kept = start_table(out_dir, list(names.values()))
+    rows, unreadable = [], 0
+    try:
+        for start in tqdm(range(0, len(files), batch_size), desc="predict", disable=not progress):
+            batch = _read_batch(files[start:start + batch_size], image_size)
+            unreadable += min(batch_size, len(files) - start) - len(batch)
+            if batch:
+                rows += _predict_batch(model, batch, names, out_dir, settings, to_input)
+    except KeyboardInterrupt:
+        print(f"Interrupted: {out_dir / TABLE} lists the {kept + len(rows)} image(s) whose outputs are complete; "
+              f"run the same command again to predict the rest.", file=sys.stderr)
+        raise
     table = pd.DataFrame(rows, columns=COLUMNS)
-    table.to_csv(out_dir / TABLE, index=False)
+    table.attrs.update(left_out=left_out, unreadable=unreadable, earlier=kept)
     return table
 
 
-def _plan(inputs: list[str | Path], out_dir: Path, overwrite: bool) -> tuple[list[Path], dict[Path, str]]:
-    """The input files and their output ids, after every refusal that must come before any work (printing the
-    notes on what was left out).
+def _read_batch(files: list[Path], image_size: int) -> list[Loaded]:
+    """The images of a batch that can be read; each one that cannot is named on its own line."""
+    batch = []
+    for path in files:
+        try:
+            batch.append(load_image(path, image_size))
+        except ValueError as err:
+            print(f"{err} Skipped.")
+    return batch
+
+
+def _predict_batch(model, batch: list[Loaded], names: dict[Path, str], out_dir: Path, settings: dict,
+                   to_input) -> list[dict]:
+    """Predict one batch, write its outputs, then add its rows to ``predictions.csv``; returns the rows."""
+    begun = time.perf_counter()
+    _, probs, _ = next(inference.iter_probs(model, np.stack([b.small for b in batch]), np.arange(len(batch)),
+                                            to_input=to_input, batch_size=len(batch), tta=settings["tta"]))
+    ms = (time.perf_counter() - begun) * 1000 / len(batch)
+    rows = [_write_outputs(out_dir, names[item.path], item, prob, settings) | {"ms": ms}
+            for item, prob in zip(batch, probs)]
+    add_rows(out_dir, rows)  # after the files: a row always has its mask and overlay
+    return rows
+
+
+def _plan(inputs: list[str | Path], out_dir: Path, overwrite: bool) -> tuple[list[Path], dict[Path, str], int]:
+    """The input files, their output ids and how many inputs were left out, after every refusal that must come
+    before any work (printing one line that names what was left out).
 
     Raises:
         cli.BadValue: the output folder is (inside) an input folder, or there is no image to predict.
@@ -251,20 +276,21 @@ def _plan(inputs: list[str | Path], out_dir: Path, overwrite: bool) -> tuple[lis
     if not files:
         raise cli.BadValue(f"no image files in {', '.join(map(str, inputs))} ({'; '.join(notes) or 'empty'}); give image "
                            f"files ({', '.join(IMAGE_SUFFIXES)}) or folders that hold them.")
-    names = output_names(files)
+    names = output_names(files, earlier_ids(out_dir) if out_dir.is_dir() else {})
     check_overwrite(out_dir, list(names.values()), overwrite)
-    for note in notes:
-        print(note)
-    return files, names
+    if notes:
+        print(left_out_line(notes))
+    return files, names, len(notes)
 
 
 def _write_outputs(out_dir: Path, name: str, item: Loaded, prob: np.ndarray, settings: dict) -> dict:
     """Write one image's mask (original size) and overlay; return its row of ``predictions.csv`` (without ms)."""
     mask = inference.finalize(prob, settings["threshold"], settings["post"], item.size)  # (H, W) original
-    Image.fromarray(mask.astype(np.uint8) * 255).save(out_dir / f"{name}{OUTPUTS[0]}")
+    written = Image.fromarray(mask.astype(np.uint8) * 255)
+    paths.write_atomic(out_dir / f"{name}{OUTPUTS[0]}", written.save)  # a link there is replaced, not followed
     shown = inference.finalize(prob, settings["threshold"], settings["post"], item.preview.shape[:2])
-    Image.fromarray(inference.overlay(item.preview, shown, colour=(255, 0, 255))).save(
-        out_dir / f"{name}{OUTPUTS[1]}", quality=90)
+    overlay = Image.fromarray(inference.overlay(item.preview, shown, colour=(255, 0, 255)))
+    paths.write_atomic(out_dir / f"{name}{OUTPUTS[1]}", lambda tmp: overlay.save(tmp, quality=90))
     return {"id": name, "file": str(item.path), "width": item.size[1], "height": item.size[0],
             "lesion_fraction": float(mask.mean()), "mean_confidence": float(np.maximum(prob, 1 - prob).mean())}
 
@@ -334,12 +360,22 @@ def _main(argv: list[str]) -> int:
     table = predict(args.run, inputs, output, threshold=args.threshold, tta=args.tta, post=args.post,
                     batch_size=args.batch_size, device=args.device, overwrite=args.overwrite)
     seconds = time.perf_counter() - started
+    missed = _missed(table.attrs)
     if table.empty:
-        print(f"✗ none of the images could be read (each is named above); nothing predicted in {output}", file=sys.stderr)
+        print(f"✗ none of the images could be read (each is named above){missed}; nothing predicted in {output}",
+              file=sys.stderr)
         return 1
+    earlier = table.attrs.get("earlier", 0)
     print(f"✓ {len(table)} image(s) in {seconds:.1f} s ({len(table) / max(seconds, 1e-9):.1f} images/s, reading and "
-          f"writing included); masks, overlays and predictions.csv in {output}")
+          f"writing included){missed}; masks, overlays and predictions.csv in {output}"
+          + (f" (with {earlier} row(s) of earlier predictions)" if earlier else ""))
     return 0
+
+
+def _missed(counts: dict) -> str:
+    """What the final line says of inputs not predicted: ``"; 2 unreadable, 3 left out (named above)"``."""
+    parts = [f"{counts[key]} {key.replace('_', ' ')}" for key in ("unreadable", "left_out") if counts.get(key)]
+    return f"; {', '.join(parts)} (named above)" if parts else ""
 
 
 if __name__ == "__main__":

@@ -62,11 +62,25 @@ def _fsync_dir(folder: Path) -> None:
         pass
 
 
+def _file_mode() -> int:
+    """The mode a new file of this process gets (``0o666`` less the umask, e.g. ``0o644``): a checkpoint is
+    as readable as any other file the process writes, not private as a temporary file."""
+    try:  # Linux says it without changing it
+        with open("/proc/self/status", encoding="ascii") as status:
+            mask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _write_atomic(path: Path, write, keep_previous: bool) -> Path:
     """One attempt: ``write(file)`` into a temp file in the folder → fsync → last → prev → temp → path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, _file_mode())  # mkstemp makes it 0600
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
