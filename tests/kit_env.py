@@ -10,12 +10,22 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
+
 _scratch = Path(tempfile.mkdtemp(prefix="kit-tests-"))
 os.environ.setdefault("KIT_PROFILE", "smoke")
 os.environ.setdefault("KIT_DATA_DIR", str(_scratch / "data"))
 os.environ.setdefault("KIT_RESULTS_DIR", str(_scratch / "results"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network call to PyPI when a test imports albumentations
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects: ``-m "not slow"`` leaves the notebooks out
+def pytest_collection_modifyitems(config, items):
+    """Mark every notebook cell nbval runs as ``slow``: running a notebook is a notebook execution."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -23,6 +23,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow  # every test executes notebooks in fresh runtimes
+
 ROOT = Path(__file__).resolve().parents[1]
 COLAB = Path(__file__).with_name("colab")
 HOME = "skin-lesion-kit"  # the kit's default home folder under MyDrive

@@ -128,6 +128,7 @@ def test_loaders_with_workers_turn_opencv_threads_off_before_forking(tiny, monke
     assert loaders.train.worker_init_fn.__name__ == "seed_worker"
 
 
+@pytest.mark.slow
 def test_importing_the_kit_never_asks_pypi_for_albumentations_updates():
     import os
     import subprocess

@@ -1,5 +1,6 @@
 """`make demo`'s profile teaches the right lesson: the models learn, and more data helps (a short run of it)."""
 import pandas as pd
+import pytest
 
 from helpers.data import sources
 from helpers.evaluation import scoring
@@ -7,6 +8,7 @@ from helpers.profiles import resolve_config
 from helpers.training import grid
 
 
+@pytest.mark.slow  # the demo profile trains four runs
 def test_the_demo_profile_learns_and_more_data_helps(results, tmp_path, monkeypatch):
     monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
     config = resolve_config("demo", models="unet,unetpp", fractions="0.1,1.0")  # 4 of its 12 runs, about 30 s

@@ -13,10 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from helpers.training.checkpoints import load_checkpoint
 from tests.builders import make_tiny_prepared
+
+pytestmark = pytest.mark.slow  # torchrun pipelines of two processes
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("train_worker.py")

@@ -200,6 +200,7 @@ class _DisconnectAt(DiceBCELoss):
         return super().forward(logits, masks)
 
 
+@pytest.mark.slow
 def test_pretrained_loads_the_encoder_when_a_run_starts_and_not_on_resume(tiny, results, hub, monkeypatch) -> None:
     config = resolve_config("smoke", image_size=32, batch_size=4, num_epochs=2, split_seed=0, amp="off")
     spec = dataclasses.replace(runs.make_spec("unet", 1.0, 0, tiny, config), model_config="r34", model_overrides={},

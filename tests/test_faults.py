@@ -188,6 +188,7 @@ def test_the_training_curves_leave_out_a_garbled_history_and_name_it(broken_home
 
 # --- two processes on a fresh home ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_two_processes_make_the_offline_sample_at_once(tmp_path):
     code = ("import sys; from helpers.data.synthetic import generate_sample; "
             "generate_sample(sys.argv[1], 40, progress=False, workers=2)")

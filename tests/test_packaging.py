@@ -88,6 +88,7 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     return zipfile.ZipFile(next(out.glob("skin_lesion_kit-*.whl")))
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_helpers_only(wheel):
     info = f"skin_lesion_kit-{helpers.__version__}.dist-info/"
     tops = {name.split("/")[0] + "/" for name in wheel.namelist()}
@@ -97,6 +98,7 @@ def test_the_wheel_holds_helpers_only(wheel):
     assert f"{info}licenses/LICENSE" in wheel.namelist()
 
 
+@pytest.mark.slow
 def test_the_wheel_metadata_has_the_kit_version_and_the_runtime_requirements(wheel):
     info = f"skin_lesion_kit-{helpers.__version__}.dist-info/"
     metadata = Parser().parsestr(wheel.read(f"{info}METADATA").decode())
@@ -169,6 +171,7 @@ def _setup_cells() -> dict[str, str]:
     return {name: source for source, name in found.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("notebook", sorted(_setup_cells()))
 def test_the_setup_cell_finds_the_kit_without_installing_it(notebook, tmp_path):
     try:

@@ -17,6 +17,7 @@ def test_parse_value_reads_literals_and_keeps_strings():
     assert pipeline.parse_value("/data/isic") == "/data/isic"
 
 
+@pytest.mark.slow
 def test_runner_writes_executed_notebook_with_outputs(tmp_path, monkeypatch):
     monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
@@ -32,6 +33,7 @@ def test_runner_writes_executed_notebook_with_outputs(tmp_path, monkeypatch):
     assert list((tmp_path / "data" / "prepared").glob("*_s7"))
 
 
+@pytest.mark.slow
 def test_failing_notebook_is_reported_with_its_executed_copy(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
@@ -176,6 +178,7 @@ def test_list_prints_each_notebooks_parameters_and_runs_nothing(recorded, capsys
     assert only_04.startswith("04_results.ipynb (") and "\n  PROFILE " in only_04 and "02_unet" not in only_04
 
 
+@pytest.mark.slow
 def test_notebook_04_discusses_a_committed_study_without_training(tmp_path, monkeypatch):
     monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))

@@ -14,6 +14,8 @@ import pytest
 from helpers.data import study
 from helpers.training import claims
 
+pytestmark = pytest.mark.slow  # three training processes share a grid
+
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["-m", "helpers.training", "--profile", "smoke", "--epochs", "2"]
 

@@ -131,6 +131,7 @@ def test_starting_over_deletes_the_event_files(tiny, results):
     assert first["run_dir"] == again["run_dir"] and len(files) == 1 and set(steps.values()) == {1}
 
 
+@pytest.mark.slow
 def test_under_torchrun_only_rank_0_writes(tiny, tmp_path):
     pytest.importorskip("torch.utils.tensorboard")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]

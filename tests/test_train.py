@@ -103,6 +103,7 @@ def uninterrupted(tiny, tmp_path_factory):
     return _weights(folder), pd.read_csv(next(folder.glob("runs/*/history.csv")))
 
 
+@pytest.mark.slow
 def test_sigkill_in_epoch_2_resumes_from_epoch_1_and_ends_bit_exact(tiny, tmp_path, uninterrupted):
     reference, reference_history = uninterrupted
     _kill_worker_at(tiny, tmp_path, STEPS_PER_EPOCH + 3)  # batch 3 of epoch 2
@@ -119,6 +120,7 @@ def test_sigkill_in_epoch_2_resumes_from_epoch_1_and_ends_bit_exact(tiny, tmp_pa
     pd.testing.assert_frame_equal(history[columns], reference_history[columns], check_exact=True)
 
 
+@pytest.mark.slow
 def test_timed_checkpoints_resume_mid_epoch_bit_exact(tiny, tmp_path, uninterrupted):
     reference, _ = uninterrupted
     _kill_worker_at(tiny, tmp_path, STEPS_PER_EPOCH + 3, "--checkpoint-minutes", "1e-9")  # saves after every batch
