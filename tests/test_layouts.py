@@ -214,7 +214,7 @@ def test_isic_layout_with_the_external_protocol_uses_every_split_found(tmp_path)
 
 def test_official_protocol_is_isic_only(tmp_path):
     write_folder_pairs(tmp_path / "images", tmp_path / "masks", 2)
-    with pytest.raises(DataError, match="PROTOCOL='official' needs the official ISIC 2018 folders.*'folders'"):
+    with pytest.raises(DataError, match="protocol='official' needs the official ISIC 2018 folders.*'folders'"):
         layouts.collect(tmp_path, "official")
     with pytest.raises(ValueError, match="protocol must be one of"):
         layouts.collect(tmp_path, "kfold")
@@ -270,7 +270,7 @@ def test_suffix_tie_and_nothing_paired_name_the_folder(tmp_path):
     entries, problems = layouts.collect(tmp_path / "a", "seed", mask_suffix="_mask")  # chosen: the other is odd
     assert len(entries) == 1 and {p.path.name for p in problems} == {"case001_lesion.png", "case001.jpg"}
     write_folder_pairs(tmp_path / "b" / "images", tmp_path / "b" / "masks", 2, suffix="-seg")
-    with pytest.raises(DataError, match=r"b/masks: no image pairs with a mask.*MASK_SUFFIX"):
+    with pytest.raises(DataError, match=r"b/masks: no image pairs with a mask.*mask_suffix"):
         layouts.collect(tmp_path / "b", "seed")
     assert len(layouts.collect(tmp_path / "b", "seed", mask_suffix="-seg")[0]) == 2  # any suffix can be given
 
@@ -299,7 +299,7 @@ def test_size_mismatch_and_unreadable_files_name_the_file(tmp_path):
     with pytest.raises(DataError) as err:
         _prepare(tmp_path, tmp_path / "out")
     assert "case001_mask.png: mask is 41x30 but its image case001.jpg is 40x30" in str(err.value)
-    assert "case002.jpg: corrupt or unreadable image" in str(err.value) and "ON_BAD_FILE='skip'" in str(err.value)
+    assert "case002.jpg: corrupt or unreadable image" in str(err.value) and "on_bad_file='skip'" in str(err.value)
     assert not (tmp_path / "out" / "prepared.json").exists()
     data = _prepare(tmp_path, tmp_path / "out", on_bad_file="skip")
     assert list(data.table["isic_id"]) == ["case000", "case003"]

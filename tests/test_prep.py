@@ -66,7 +66,7 @@ def test_bad_files_raise_listing_each_and_write_nothing(source, tmp_path):
     with pytest.raises(DataError) as err:
         prepare(source, tmp_path / "out", 16, progress=False)
     text = str(err.value)
-    assert "3 problem(s)" in text and "ON_BAD_FILE='skip'" in text
+    assert "3 problem(s)" in text and "on_bad_file='skip'" in text
     assert "ISIC_0000003.jpg: corrupt" in text and "ISIC_0000004_segmentation.png: mask is 10x10" in text
     assert "ISIC_0000005.jpg: image has no mask" in text
     assert not (tmp_path / "out").exists()
@@ -114,5 +114,5 @@ def test_official_protocol_keeps_official_splits_and_counts(tmp_path):
 
 
 def test_official_protocol_without_test_folder_says_what_to_do(source, tmp_path):
-    with pytest.raises(DataError, match="no val images found.*PROTOCOL='seed'"):
+    with pytest.raises(DataError, match="no val images found.*protocol='seed'"):
         prepare(source, tmp_path / "out", 16, protocol="official", progress=False)

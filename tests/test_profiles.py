@@ -30,14 +30,14 @@ def test_environment_variable_chooses_the_default(monkeypatch):
     assert get_profile("t4").name == "t4"          # an explicit name wins
 
 
-def test_auto_picks_cpu_without_cuda_and_t4_with_it(monkeypatch):
+def test_auto_picks_cpu_without_cuda_and_class_with_it(monkeypatch):
     import torch
 
     monkeypatch.delenv("KIT_PROFILE", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert get_profile("").name == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert get_profile("").name == "t4"
+    assert get_profile("").name == "class"
 
 
 def test_none_keeps_the_profile_value_and_zero_is_a_real_value():

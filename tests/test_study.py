@@ -49,7 +49,7 @@ def test_a_notebook_opened_before_01_says_what_it_uses_and_records_it(home, caps
     assert study.read() is None
     cfg, chosen, _ = study.follow("demo", {}, models="unet")
     out = capsys.readouterr().out
-    assert "No study recorded yet" in out and "profile demo · data synthetic" in out
+    assert "No study recorded yet" in out and "profile demo · data bundled" in out
     assert study.read() == chosen and cfg.name == "demo"
 
 

@@ -11,6 +11,7 @@ is refused (:func:`check_size`): the kit never upsamples a small copy silently.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 from helpers import paths
@@ -43,7 +44,7 @@ def check_archive(path: Path | None = None) -> Path:
     try:
         with zipfile.ZipFile(path) as archive:
             broken = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as err:
         raise DataError(f"{path}: the bundled data archive is damaged ({err}); {_restore_hint()}.") from None
     if broken is not None:
         raise DataError(f"{path}: the bundled data archive is damaged ({broken} fails its checksum); "

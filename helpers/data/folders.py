@@ -27,8 +27,8 @@ IMAGE_DIRS = ("images", "image", "imgs", "img", "inputs", "input")
 MASK_DIRS = ("masks", "mask", "labels", "label", "ground_truth", "groundtruth", "gt", "annotations", "annotation",
              "segmentations", "segmentation")
 FOLDER_DEPTH = 3  # image/mask folders at most this far below the root
-SUFFIX_HELP = "set MASK_SUFFIX (mask_suffix=) to '_segmentation', '_lesion', '_mask' or '' (none)"
-ONE_FOLDER_HELP = "set MASK_SUFFIX (mask_suffix=) to '_segmentation', '_lesion' or '_mask'"
+SUFFIX_HELP = "set the study setting mask_suffix to '_segmentation', '_lesion', '_mask' or '' (none)"
+ONE_FOLDER_HELP = "set the study setting mask_suffix to '_segmentation', '_lesion' or '_mask'"
 
 
 # ---------------------------------------------------------------------------------------------------- folder walking

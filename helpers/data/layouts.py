@@ -110,7 +110,7 @@ def _isic(root: Path, protocol: str) -> Scan:
             raise DataError(f"{root}: no {split} images found (looked for the official folder "
                             f"{SPLIT_DIRS[split][0] if split == 'train' else split} up to three "
                             f"levels down). Point DATA_DIR at the unpacked ISIC 2018 Task 1 data"
-                            + ("" if split == "train" else ", or use PROTOCOL='seed'") + ".")
+                            + ("" if split == "train" else ", or use protocol='seed'") + ".")
         searched += 1
         pairs, problems = isic.pair_files(*dirs)
         found.problems += problems
@@ -175,7 +175,7 @@ def _ph2_pair(case: Path, problems: list[Problem]) -> Pair | None:
     lesion_dir = subs.get((case_id + PH2_LESION).lower())
     if lesion_dir is None:
         problems.append(Problem(case, f"PH2 case has no lesion mask ({case_id}{PH2_LESION}/{case_id}{PH2_LESION}.bmp "
-                                      f"missing); add it, or remove the case folder (or set ON_BAD_FILE='skip')."))
+                                      f"missing); add it, or remove the case folder (or set the study setting on_bad_file='skip')."))
         return None
     found = len(problems)
     image = _named_file(subs[(case_id + PH2_IMAGE).lower()], case_id, problems, "image", "dermoscopic image")
@@ -225,8 +225,8 @@ def scan(root: str | Path, protocol: str, mask_suffix: str | None = "auto", layo
     root = Path(root)
     layout = detect_layout(root) if layout == "auto" else layout
     if layout != "isic" and protocol == "official":
-        raise DataError(f"{root}: PROTOCOL='official' needs the official ISIC 2018 folders, but this is a "
-                        f"{layout!r} dataset; use PROTOCOL='seed' (a seeded 70/15/15 split) or 'external' "
+        raise DataError(f"{root}: protocol='official' needs the official ISIC 2018 folders, but this is a "
+                        f"{layout!r} dataset; use protocol='seed' (a seeded 70/15/15 split) or 'external' "
                         f"(every image a test image, to score trained models on it).")
     if layout == "isic":
         return _isic(root, protocol)

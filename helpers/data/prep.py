@@ -207,7 +207,8 @@ def prepare(source: str | Path, out_dir: str | Path, image_size: int, protocol: 
     keep = [k for k, r in enumerate(results) if not isinstance(r, Problem)]
     if problems and on_bad_file == "raise":
         raise DataError(f"{len(problems)} problem(s) in {source}:\n{format_problems(problems)}\n"
-                        "Fix or remove these files, or set ON_BAD_FILE='skip' to leave them out (listed).")
+                        "Fix or remove these files, or set the study setting on_bad_file='skip' (SETTINGS in "
+                        "notebook 01) to leave them out, listed.")
     if problems:
         print(f"Skipping {len(problems)} bad file(s):\n{format_problems(problems)}")
     if not keep:

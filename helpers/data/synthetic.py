@@ -252,3 +252,29 @@ def generate_sample(root: str | Path, count: int = 200, seed: int = 0, progress:
     paths.write_atomic(done, lambda tmp: tmp.write_text(json.dumps(wanted)))
     started.unlink(missing_ok=True)
     return root
+
+
+FAULTS = {"truncated image": "the JPEG ends half-way", "missing mask": "an image without its mask",
+          "orphan mask": "a mask without its image", "grey mask": "a mask with values between 0 and 255",
+          "wrong size": "a mask smaller than its image"}
+
+
+def broken_sample(root: str | Path, count: int = 8, seed: int = 3) -> dict[str, str]:
+    """A small synthetic sample with one of each fault of :data:`FAULTS`, for the lesson on what goes wrong.
+
+    Returns:
+        fault → the id of the pair that has it.
+    """
+    root = generate_sample(root, count, seed, progress=False)
+    ids = [sample_id(seed, i) for i in range(count)]
+    image = lambda i: root / IMAGE_DIR / f"{ids[i]}.jpg"          # noqa: E731
+    mask = lambda i: root / MASK_DIR / f"{ids[i]}_segmentation.png"  # noqa: E731
+    image(0).write_bytes(image(0).read_bytes()[:600])
+    mask(1).unlink()
+    image(2).unlink()
+    grey = np.asarray(Image.open(mask(3))).astype(np.float32)
+    Image.fromarray((grey * 0.5).astype(np.uint8)).save(mask(3))
+    small = Image.open(mask(4))
+    small.resize((small.width // 2, small.height // 2)).save(mask(4))
+    (root / "sample.json").unlink(missing_ok=True)  # no longer the sample it was: drawn again next time
+    return dict(zip(FAULTS, ids))

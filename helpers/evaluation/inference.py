@@ -116,7 +116,8 @@ def postprocess(preds: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(labels == largest)
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, colour=PALETTE["truth"], pred: np.ndarray | None = None) -> np.ndarray:
+def overlay(image: np.ndarray, mask: np.ndarray, colour=PALETTE["truth"], pred: np.ndarray | None = None,
+            width: int = 1) -> np.ndarray:
     """The image with the mask's outline drawn on it (light blue; a prediction's outline in orange).
 
     Args:
@@ -124,6 +125,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, colour=PALETTE["truth"], pred: 
         mask: binary # (H, W)
         colour: outline colour of the mask.
         pred: optional binary prediction # (H, W)
+        width: outline width in pixels (inwards from the border).
 
     Returns:
         uint8 # (H, W, 3)
@@ -133,8 +135,8 @@ def overlay(image: np.ndarray, mask: np.ndarray, colour=PALETTE["truth"], pred: 
         if m is None:
             continue
         m = np.asarray(m) > 0
-        edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
-        out[edge] = c
+        inner = ndimage.binary_erosion(m, iterations=max(1, int(width)), border_value=1)
+        out[m & ~inner] = c
     return out
 
 

@@ -26,6 +26,13 @@ from helpers.models.unet import UNET_CONFIGS, UNet, UNetConfig
 from helpers.models.unetpp import UNETPP_CONFIGS, UNetPlusPlus, UNetPPConfig
 
 ModelConfig = UNetConfig | UNetPPConfig | TransUNetConfig
+DISPLAY_NAMES = {"unet": "UNet", "unetpp": "UNet++", "transunet": "TransUNet"}  # as the course's text names them
+
+
+def display_name(model: str) -> str:
+    """``unetpp`` → ``UNet++``: a model as figures and tables name it (unknown names as they are)."""
+    return DISPLAY_NAMES.get(str(model), str(model))
+
 
 MODEL_CONFIGS: dict[str, dict[str, ModelConfig]] = {
     "unet": UNET_CONFIGS,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.patches
+from matplotlib.lines import Line2D
 import numpy as np
 import pandas as pd
 import torch
@@ -20,12 +21,27 @@ from PIL import Image
 from helpers.data.loaders import to_model_input
 from helpers.evaluation import inference
 from helpers.evaluation.inference import PALETTE, overlay  # noqa: F401  (figures.overlay: drawn here, defined there)
+from helpers.models import display_name
 from helpers.models.summary import layer_shapes
 
 # Lines and bars of up to three series (models, splits): Okabe & Ito's blue, orange and reddish purple, which stay
 # apart under protanopia and deuteranopia (tests/test_palette.py); overlays use PALETTE.
 SERIES = ("#0072B2", "#E69F00", "#CC79A7")
 DIAGRAM = {"encoder": "#9ecae1", "bottleneck": "#f0e442", "decoder": "#fdae6b"}  # boxes of the model diagrams
+TITLE, LABEL = 10, 9  # font sizes, readable at a notebook's width
+
+
+def outlined(image, mask, pred=None) -> np.ndarray:
+    """:func:`overlay` with outlines thick enough to see at a notebook's width (2 px from 96 px up)."""
+    return overlay(image, mask, pred=pred, width=2 if min(np.shape(image)[:2]) >= 96 else 1)
+
+
+def outline_legend(fig: Figure, pred: bool = True) -> None:
+    """A legend under the figure that names the outlines: truth (the annotator's mask) and prediction."""
+    handles = [Line2D([], [], color=np.asarray(PALETTE["truth"]) / 255, lw=3, label="truth (annotator's mask)")]
+    if pred:
+        handles.append(Line2D([], [], color=np.asarray(PALETTE["prediction"]) / 255, lw=3, label="prediction"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=LABEL, frameon=False)
 
 
 def gallery(images, masks, titles=None, ncols: int = 6, size: float = 2.2) -> Figure:
@@ -45,9 +61,10 @@ def gallery(images, masks, titles=None, ncols: int = 6, size: float = 2.2) -> Fi
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < n:
-            ax.imshow(overlay(images[k], masks[k]))
+            ax.imshow(outlined(images[k], masks[k]))
             if titles is not None:
-                ax.set_title(str(titles[k]), fontsize=8)
+                ax.set_title(str(titles[k]), fontsize=LABEL)
+    outline_legend(fig, pred=False)
     return fig
 
 
@@ -129,12 +146,12 @@ def data_efficiency(summary: pd.DataFrame, metric: str = "dice", reference: dict
     rows = summary.dropna(subset=[f"{metric}_mean"]) if f"{metric}_mean" in summary else summary.iloc[:0]
     for model, group in rows.sort_values("fraction").groupby("model", sort=True):
         x, colour = 100 * group["fraction"].astype(float), MODEL_COLOURS.get(model)
-        ax.plot(x, group[f"{metric}_mean"], "o-", color=colour, label=model)
+        ax.plot(x, group[f"{metric}_mean"], "o-", color=colour, label=display_name(model))
         ax.fill_between(x, group[f"{metric}_ci_low"], group[f"{metric}_ci_high"], color=colour, alpha=0.2)
     for model, values in (reference or {}).items():
         fractions = sorted(values)
         ax.plot([100 * f for f in fractions], [values[f] for f in fractions], "x--", color=MODEL_COLOURS.get(model),
-                alpha=0.6, label=f"{model}: original study (reference)")
+                alpha=0.6, label=f"{display_name(model)}: original study (reference)")
     ax.set_xscale("log")
     ax.set_xticks([10, 25, 50, 100], labels=["10 %", "25 %", "50 %", "100 %"])
     ax.minorticks_off()
@@ -189,11 +206,11 @@ def training_curves(histories: pd.DataFrame) -> Figure:
             axes[0, col].plot(run["epoch"], run["train_loss"], "o-", ms=3, color=colour, label=f"{100 * fraction:g} %")
             axes[0, col].plot(run["epoch"], run["val_loss"], "s--", ms=3, color=colour)
             axes[1, col].plot(run["epoch"], run["val_dice"], "o-", ms=3, color=colour)
-        axes[0, col].set_title(f"{model}: loss (solid train, dashed val)", fontsize=9)
-        axes[1, col].set_title(f"{model}: validation Dice", fontsize=9)
+        axes[0, col].set_title(f"{display_name(model)}: loss (solid train, dashed val)", fontsize=LABEL)
+        axes[1, col].set_title(f"{display_name(model)}: validation Dice", fontsize=LABEL)
         axes[1, col].set_xlabel("epoch")
         if fractions:
-            axes[0, col].legend(fontsize=7, title="training data", title_fontsize=7)
+            axes[0, col].legend(fontsize=8, title="training data", title_fontsize=8)
     last_epoch = int(histories["epoch"].max()) if len(histories) else 1
     for ax in axes.flat:
         ax.grid(alpha=0.3)
@@ -235,9 +252,10 @@ def case_gallery(images, masks, preds, scores, ids, per_group: int = 3, size: fl
         for ax, k in _pad(row, picked):
             ax.axis("off")
             if k is not None:
-                ax.imshow(overlay(images[k], masks[k], pred=preds[k]))
-                ax.set_title(f"{name} · {ids[k]}\nDice {scores[k]:.3f}", fontsize=8)
-    fig.suptitle("Test cases (light blue: truth, orange: prediction)", fontsize=10)
+                ax.imshow(outlined(images[k], masks[k], preds[k]))
+                ax.set_title(f"{name} · {ids[k]}\nDice {scores[k]:.3f}", fontsize=LABEL)
+    fig.suptitle("Test cases: best, median and worst", fontsize=TITLE)
+    outline_legend(fig)
     return fig
 
 
@@ -271,11 +289,12 @@ def prediction_grid(models: dict, prepared, split: str = "val", count: int = 4, 
         preds = np.stack([inference.finalize(p, threshold) for p in probs])
         dice = inference.score_images(preds, masks, with_hd95=False)["dice"]
         for k, ax in enumerate(line):
-            ax.imshow(overlay(np.asarray(prepared.images[rows[k]]), masks[k], pred=preds[k]))
-            ax.set_title(f"Dice {dice[k]:.2f}", fontsize=8)
+            ax.imshow(outlined(np.asarray(prepared.images[rows[k]]), masks[k], preds[k]))
+            ax.set_title(f"Dice {dice[k]:.2f}", fontsize=LABEL)
             ax.set_xticks([])
             ax.set_yticks([])
-        line[0].set_ylabel(label, fontsize=8)
+        line[0].set_ylabel(display_name(label), fontsize=LABEL)
+    outline_legend(fig)
     return fig
 
 
