@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= demo
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: demo test test-fast bench gpu-window install lab clean-results
+.PHONY: demo test test-fast bench gpu-window install lab docs clean-results
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-export.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,15 +29,18 @@ test-fast: $(STAMP)  ## the same without the slow tests (notebooks, multi-epoch 
 bench: $(STAMP)  ## benchmarks: data path, training, inference → table + results/bench.csv
 	$(PY) -m helpers.tools.bench $(ARGS)
 
-# No venv step: a lent GPU machine is offline and has its own torch (the venv's python when there is one).
+# No venv step: a GPU machine may be offline and have its own torch (the venv's python when there is one).
 OUT ?= results/gpu-window
 MINUTES ?= 9
 WINDOW_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
-gpu-window:  ## one GPU window: T4 check, bench, recipes, grid → bundle in OUT (MINUTES=9 DATA_DIR=shrunk ISIC copy)
+gpu-window:  ## the GPU study in a time budget: T4 check, bench, recipes, grid → bundle in OUT (MINUTES=9 DATA_DIR=shrunk ISIC copy)
 	$(WINDOW_PY) -m helpers.tools.gpu_window --out $(OUT) --minutes $(MINUTES) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
 
 lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(PY) -m jupyter lab notebooks
+
+docs: $(STAMP)  ## the course site: docs/ and the executed demo notebooks as static HTML in site/ (offline; see docs/publishing.md)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 clean-results:  ## remove executed notebooks and run folders (keeps data/)
 	rm -rf results/notebooks results/runs

@@ -25,7 +25,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 _CHECKOUT = Path(__file__).resolve().parent.parent  # the repository, when the kit runs from a clone
 

@@ -10,6 +10,10 @@ wrong where it enters (:class:`BadValue`, as argparse does for its own usage err
 the command line (or ``KIT_DEBUG=1``) lets the traceback through instead. Anything else (a ``TypeError``, an
 ``AttributeError``: a bug in the kit) keeps its traceback, so it is reported rather than hidden.
 
+Every command also takes ``--version`` (:func:`add_debug` adds it), names its output folder ``--out``, writes its lists
+comma-separated (:func:`comma_list`), and, where it runs a model, takes ``--device`` (:func:`add_device`). An
+installed kit (not a clone) says on its first line where it writes, when ``KIT_HOME`` does not say so.
+
 This module sits in the lowest layer: every command line of the kit may use it.
 """
 from __future__ import annotations
@@ -20,6 +24,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from helpers import __version__, paths
+
 DEBUG_FLAG = "--debug"
 EXPECTED = (ValueError, OSError, RuntimeError, ArithmeticError)  # what the kit raises on purpose
 
@@ -29,9 +35,84 @@ class BadValue(ValueError):
 
 
 def add_debug(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Document ``--debug`` in a parser's help (:func:`run` reads and removes it before the parser sees it)."""
+    """Document ``--debug`` in a parser's help (:func:`run` reads and removes it before the parser sees it), and
+    add ``--version``."""
     parser.add_argument(DEBUG_FLAG, action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--version", action="version", version=f"skin-lesion-kit {__version__}",
+                        help="print the kit's version and exit")
     return parser
+
+
+DEVICE_ENV = "KIT_DEVICE"  # the device of every model this process runs, when --device is left out
+DEVICE_HELP = "cpu, cuda, cuda:N, or mps where torch has it (default: $KIT_DEVICE, else the GPU if there is one)"
+
+
+def add_device(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--device`` to a command that runs a model (read it with :func:`use_device`)."""
+    parser.add_argument("--device", default=None, help=DEVICE_HELP)
+    return parser
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a device this machine does not have, naming it as such (not as a problem of a checkpoint).
+
+    Raises:
+        BadValue: not a device name, or a GPU that is not available here.
+    """
+    if device is None:
+        return
+    import torch  # heavy: only a command that runs a model gets here
+
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as err:
+        raise BadValue(f"--device {device!r} is not a device name ({err}); use cpu, cuda or mps.") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise BadValue(f"--device {device}: no CUDA GPU is available on this machine (torch.cuda.is_available() is "
+                       "False); use --device cpu, or leave --device out (the GPU when there is one).")
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise BadValue(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+                       f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+    if chosen.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise BadValue(f"--device {device}: Apple's MPS is not available on this machine; use --device cpu.")
+    if chosen.type not in ("cpu", "cuda", "mps"):
+        raise BadValue(f"--device {device}: the kit runs on cpu, cuda or mps; use one of them.")
+
+
+def use_device(device: str | None) -> str | None:
+    """Check ``--device`` and make it this process's device (``$KIT_DEVICE``, which
+    :func:`helpers.training.devices.pick_device` reads); None leaves the choice as it was.
+
+    Raises:
+        BadValue: see :func:`check_device`.
+    """
+    check_device(device)
+    if device is not None:
+        os.environ[DEVICE_ENV] = device
+    return device
+
+
+
+def comma_list(values: str | list[str] | None) -> list[str] | None:
+    """A list option's words: ``"unet,unetpp"`` (the kit's one syntax) or, from ``nargs="+"``, ``["unet", "unetpp"]``
+    or ``["unet,unetpp"]``; empty items dropped. None stays None."""
+    if values is None:
+        return None
+    values = [values] if isinstance(values, str) else values
+    return [item.strip() for value in values for item in str(value).split(",") if item.strip()]
+
+
+def out_folder(out: str | None, *aliases: str | None, name: str = "--out") -> str | None:
+    """The output folder a command was given: ``--out``, else the first older spelling given (a positional folder,
+    ``--dest``, ``--results``); None when none was.
+
+    Raises:
+        BadValue: two different folders were given.
+    """
+    given = [value for value in (out, *aliases) if value]
+    if len(set(given)) > 1:
+        raise BadValue(f"two output folders given ({' and '.join(map(repr, dict.fromkeys(given)))}); give one, as {name}.")
+    return given[0] if given else None
 
 
 def exit_code(err: BaseException) -> int:
@@ -58,6 +139,9 @@ def run(main: Callable[[list[str]], int | None], argv: list[str] | None = None) 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv or os.environ.get("KIT_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != DEBUG_FLAG]
+    if paths.installed() and not os.environ.get(paths.HOME_ENV) and not {"-h", "--help", "--version"} & set(argv):
+        print(f"kit home: {paths.home_dir()} (data/ and results/ go here; set {paths.HOME_ENV} to choose another "
+              "folder)", file=sys.stderr)
     try:
         return int(main(argv) or 0)
     except KeyboardInterrupt:

@@ -3,8 +3,9 @@
 Everything lives under one **home** folder, ``<home>/data`` and ``<home>/results``, so notebooks run
 the same from ``notebooks/``, from the repository root under papermill, and on Colab after a clone:
 
-- ``KIT_HOME``: the kit's home (default: the repository; on Colab :mod:`helpers.runtime` sets a
-  folder on Google Drive, so every notebook's runtime sees what the others made);
+- ``KIT_HOME``: the kit's home (default: the repository of a clone; a kit installed with ``pip install .``, whose
+  code sits in ``site-packages``, takes the working directory instead, and never writes beside its code; on Colab
+  :mod:`helpers.runtime` sets a folder on Google Drive, so every notebook's runtime sees what the others made);
 - ``KIT_DATA_DIR`` / ``KIT_RESULTS_DIR``: put data or results somewhere else than ``<home>/...``;
 - ``KIT_LOCAL_DIR``: a local cache for a home on Drive (set by :mod:`helpers.runtime` on Colab): raw
   files extracted from zips, local copies of the prepared arrays (read every epoch) and the previous
@@ -37,9 +38,18 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
+def installed(root: Path | None = None) -> bool:
+    """Whether the kit's code is an installed copy (a wheel in ``site-packages``) rather than a clone or an editable
+    install: then there is no repository to hold ``data/`` and ``results/``."""
+    root = root or repo_root()
+    return not (root / "pyproject.toml").is_file() or any(part in ("site-packages", "dist-packages") for part in root.parts)
+
+
 def home_dir() -> Path:
-    """The kit's home: ``$KIT_HOME``, else the repository root."""
-    return Path(os.environ.get(HOME_ENV) or repo_root()).expanduser().resolve()
+    """The kit's home: ``$KIT_HOME``, else the repository root of a clone, else (an installed kit) the working
+    directory."""
+    default = Path.cwd() if installed() else repo_root()
+    return Path(os.environ.get(HOME_ENV) or default).expanduser().resolve()
 
 
 def data_dir() -> Path:
@@ -112,15 +122,20 @@ def prepared_root() -> Path:
     return data_dir() / "prepared"
 
 
-def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+def write_atomic(path: Path, write: Callable[[Path], object], *, durable: bool = False,
+                 previous: Path | None = None) -> Path:
     """Write a file via a temporary sibling and a rename, so a killed process never leaves half a file.
 
-    The temporary name is this process's own (pid and a random part): two processes writing the same file never
-    share, or remove, each other's temporary file; the last rename wins.
+    The kit's one atomic write: checkpoints, extracted zip entries, records and tables all go through it.
+    The temporary name is this process's own (pid and a random part): two processes writing the same file
+    never share, or remove, each other's temporary file; the last rename wins.
 
     Args:
         path: the final file.
         write: called with the temporary path (same suffix as ``path``), writes the content there.
+        durable: fsync the file before the rename and its folder after it, so that the new content
+            survives a crash of the machine too (checkpoints).
+        previous: move the file already at ``path`` there first (a checkpoint's previous copy).
 
     Returns:
         ``path``.
@@ -130,10 +145,30 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
         write(tmp)
+        if durable:
+            fsync(tmp)
+        if previous is not None and path.exists():
+            os.replace(path, previous)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    if durable:
+        fsync(path.parent)  # the rename itself
     return path
+
+
+def fsync(path: Path) -> None:
+    """Flush a file's or a folder's content to the disk (where the OS and file system allow it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # not possible on every OS / file system (a folder on some)
+        pass
+    finally:
+        os.close(fd)
 
 
 def portable(path: str | os.PathLike, home: str | os.PathLike) -> str:

@@ -313,8 +313,20 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--only", action="append", help="run only notebooks starting with this prefix")
     parser.add_argument("--list", action="store_true",
                         help="print each notebook's parameters with their comments, and run nothing")
+    parser.add_argument("--out", default=None, help="the results folder (runs, executed notebooks, report; default: "
+                                                    "$KIT_RESULTS_DIR, else the kit's results/)")
+    cli.add_device(parser)
     cli.add_debug(parser)
     args = parser.parse_args(argv)
+    cli.check_device(args.device)
+    scoped = {paths.RESULTS_ENV: Path(args.out).resolve()} if args.out else {}
+    if args.device:
+        scoped[cli.DEVICE_ENV] = args.device  # the notebooks' kernels inherit it
+    with paths.scoped_env(**scoped):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.list:
         print(format_parameters({nb: notebook_parameters(nb) for nb in selected_notebooks(args.only)}))

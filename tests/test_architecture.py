@@ -111,8 +111,8 @@ def test_the_package_docstring_maps_every_subpackage_and_top_level_module():
 
 
 def _readme_layout() -> dict[str, set[str]]:
-    """The modules the README's layout lists for helpers/ ("") and each subpackage, parenthesised notes left out."""
-    section = (ROOT / "README.md").read_text().split("## Layout\n", 1)[1]
+    """The modules docs/layout.md's tree lists for helpers/ ("") and each subpackage, parenthesised notes left out."""
+    section = (ROOT / "docs" / "layout.md").read_text().split("## The tree\n", 1)[1]
     block = section[section.index("    helpers/"):section.index("\n    data/")]
     listed, current = {}, None
     for token in re.sub(r"\([^)]*\)", " ", block).split():
@@ -132,7 +132,7 @@ def test_the_readme_layout_lists_every_module_of_the_tree():
     wrong = [f"helpers/{name + '/' if name else ''}: missing {sorted(tree.get(name, set()) - listed.get(name, set()))}, "
              f"not in the tree {sorted(listed.get(name, set()) - tree.get(name, set()))}"
              for name in sorted(set(tree) | set(listed)) if tree.get(name) != listed.get(name)]
-    assert not wrong, "README.md's Layout section and helpers/ differ; update the README:\n" + "\n".join(wrong)
+    assert not wrong, "docs/layout.md's tree and helpers/ differ; update docs/layout.md:\n" + "\n".join(wrong)
 
 
 def test_the_cycle_check_finds_a_cycle():
@@ -205,7 +205,7 @@ def test_the_module_check_tells_real_modules_from_missing_ones():
 
 def test_every_documented_command_exists():
     documents = [ROOT / "README.md", ROOT / "Makefile", *ROOT.glob("*/README.md"), *ROOT.glob("results/*/README.md"),
-                 *ROOT.glob("tests/colab/*.md")]
+                 *ROOT.glob("tests/colab/*.md"), *ROOT.glob("docs/*.md")]
     missing = sorted({f"{path.relative_to(ROOT)}: python -m {match[1]}" for path in documents
                       for match in re.finditer(r"-m (helpers(?:\.\w+)+)", path.read_text())
                       if not _module_exists(match[1])})

@@ -7,7 +7,7 @@ repository, as a badge opens it from GitHub; its setup cell clones the kit from 
 repository made from this working tree) into the runtime, mounts the fake Drive (one folder shared by the
 runtimes of a test) and puts the kit's home there. Nothing else passes from one runtime to the next.
 
-What this cannot show about real Colab is listed in the README ("On Colab").
+What this cannot show about real Colab is listed in tests/colab/README.md (and docs/colab.md).
 """
 from __future__ import annotations
 

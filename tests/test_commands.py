@@ -102,8 +102,8 @@ def test_a_profile_left_out_follows_the_one_rule(monkeypatch):
 
 
 def test_the_readme_states_the_defaults():
-    """The README's size of the shrunk copy is at shrink's default quality (the t4 study's copy was made so)."""
+    """docs/data.md's size of the shrunk copy is at shrink's default quality (the t4 study's copy was made so)."""
     from helpers.tools import shrink
 
-    said = re.search(r"36 MB at 256 px and the default JPEG quality (\d+)", (ROOT / "README.md").read_text())
+    said = re.search(r"36 MB at 256 px and the default JPEG quality (\d+)", (ROOT / "docs" / "data.md").read_text())
     assert said and int(said.group(1)) == shrink.QUALITY

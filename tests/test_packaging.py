@@ -27,7 +27,7 @@ except ImportError:  # Python 3.10: tomllib is 3.11's
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PROJECT = PYPROJECT["project"]
-BUILD_FILES = ["pyproject.toml", "README.md", "LICENSE", "requirements.txt"]
+BUILD_FILES = ["pyproject.toml", "README.md", "LICENSE", "NOTICE", "requirements.txt"]
 
 
 def _same(listed: list[str], wanted: list[str]) -> bool:
@@ -95,7 +95,7 @@ def test_the_wheel_holds_helpers_only(wheel):
     assert tops == {"helpers/", info}
     modules = {name for name in wheel.namelist() if name.endswith(".py")}
     assert modules == {p.relative_to(ROOT).as_posix() for p in (ROOT / "helpers").rglob("*.py")}
-    assert f"{info}licenses/LICENSE" in wheel.namelist()
+    assert f"{info}licenses/LICENSE" in wheel.namelist() and f"{info}licenses/NOTICE" in wheel.namelist()
 
 
 @pytest.mark.slow
@@ -107,6 +107,31 @@ def test_the_wheel_metadata_has_the_kit_version_and_the_runtime_requirements(whe
     runtime = [line for line in metadata.get_all("Requires-Dist") if "extra ==" not in line]
     assert _same(runtime, read_requirements(ROOT / "requirements.txt"))
     assert set(metadata.get_all("Provides-Extra")) == {"dev", "export", "tensorboard"}
+
+
+SCRIPTS = {"lesion-train": "helpers.training.__main__", "lesion-pipeline": "helpers.pipeline",
+           "lesion-predict": "helpers.evaluation.predict", "lesion-export": "helpers.evaluation.export",
+           "lesion-external": "helpers.evaluation.external", "lesion-snapshot": "helpers.reporting.snapshot"}
+
+
+def test_the_commands_users_type_are_console_scripts_of_the_modules_python_m_runs():
+    assert PROJECT["scripts"] == {name: f"{module}:main" for name, module in SCRIPTS.items()}
+    for module in SCRIPTS.values():
+        source = (ROOT / (module.replace(".", "/") + ".py")).read_text()
+        assert 'if __name__ == "__main__":' in source, f"{module}: importing it for its console script must not run it"
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_the_console_scripts(wheel):
+    info = f"skin_lesion_kit-{helpers.__version__}.dist-info/"
+    entry_points = wheel.read(f"{info}entry_points.txt").decode()
+    for name, module in SCRIPTS.items():
+        assert f"{name} = {module}:main" in entry_points
+
+
+def test_the_changelog_has_a_section_for_this_version():
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert f"## {helpers.__version__} " in changelog, f"CHANGELOG.md has no section for {helpers.__version__}"
 
 
 def test_version_info_names_the_version_and_the_commit_of_this_checkout():
@@ -151,8 +176,12 @@ def test_importing_the_kit_runs_nothing():
 
 
 def test_the_licence_and_the_citation_agree_with_the_kit():
-    assert (ROOT / "LICENSE").read_text().startswith("MIT License") and PROJECT["license"] == "MIT"
-    assert "CC BY-NC 4.0" in (ROOT / "LICENSE").read_text()  # the data's licence is named apart from the code's
+    licence = (ROOT / "LICENSE").read_text()
+    assert licence.startswith("MIT License") and PROJECT["license"] == "MIT"
+    assert licence.rstrip().endswith("OTHER DEALINGS IN THE\nSOFTWARE."), "LICENSE must be the plain MIT text"
+    notice = (ROOT / "NOTICE").read_text()  # the data's licence, named apart from the code's
+    for what in ("CC BY-NC 4.0", "data/isic2018_task1_128.zip", "best.pt", "figures"):
+        assert what in notice, f"NOTICE does not name {what}"
     citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     assert citation["cff-version"] == "1.2.0" and citation["type"] == "software" and citation["license"] == "MIT"
     assert {"message", "title", "authors"} <= set(citation)  # what CFF 1.2.0 requires

@@ -106,8 +106,8 @@ def test_test_time_choices_are_paired_with_the_plain_prediction(shifted, tmp_pat
 def test_the_readme_quotes_the_committed_recipe_table():
     root = Path(__file__).resolve().parents[1]
     table = pd.read_csv(root / "results" / "benchmarks" / "recipes-cpu.csv")
-    readme = (root / "README.md").read_text()
-    section = readme[readme.index("### Recipes, measured on the CPU"):readme.index("**Test-time choices**")]
+    page = (root / "docs" / "results.md").read_text()
+    section = page[page.index("## Recipes, measured on the CPU"):page.index("## Test-time choices")]
     for row in table.itertuples():
         if row.model == "unetpp":
             assert f"{row.dice_mean:.3f} [{row.dice_ci_low:.3f}, {row.dice_ci_high:.3f}]" in section, row.recipe

@@ -330,8 +330,8 @@ def _check_own(out_dir: Path, planned: set[str], overwrite: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m helpers.evaluation.export RUN OUT_DIR [--format ...] [--depth N] [--check] [--legacy-onnx]``: errors
-    as one line (:func:`helpers.cli.run`)."""
+    """``lesion-export RUN --out OUT_DIR [--format onnx,torchscript] [--depth N] [--check] [--legacy-onnx]``
+    (``python -m helpers.evaluation.export``; ``RUN OUT_DIR`` works too): errors as one line (:func:`helpers.cli.run`)."""
     return cli.run(_main, argv)
 
 
@@ -339,8 +339,10 @@ def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.evaluation.export",
                                      description="Export a run's best model to ONNX and TorchScript, with a model card.")
     parser.add_argument("run", help="a run folder, e.g. results/runs/<run id>")
-    parser.add_argument("out_dir", help="the output folder (model.onnx, model.pt, MODEL_CARD.md)")
-    parser.add_argument("--format", nargs="+", default=["onnx", "torchscript"], help="onnx and/or torchscript (default both)")
+    parser.add_argument("out_dir", nargs="?", default=None, help=argparse.SUPPRESS)  # the output folder, without --out
+    parser.add_argument("--out", default=None, help="the output folder (model.onnx, model.pt, MODEL_CARD.md)")
+    parser.add_argument("--format", nargs="+", default=["onnx,torchscript"],
+                        help="onnx, torchscript, or onnx,torchscript (the default: both)")
     parser.add_argument("--depth", type=int, default=None, help="UNet++ with deep supervision: prune at this depth")
     parser.add_argument("--check", action="store_true", help="compare the export with PyTorch and print the difference")
     parser.add_argument("--opset", type=int, default=OPSET)
@@ -349,7 +351,10 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace files in the output folder that export did not write (default: refuse)")
     args = cli.add_debug(parser).parse_args(argv)
-    done = export_run(args.run, args.out_dir, args.format, depth=args.depth, check=args.check, opset=args.opset,
+    out = cli.out_folder(args.out, args.out_dir)
+    if out is None:
+        parser.error("give the output folder: --out FOLDER")
+    done = export_run(args.run, out, cli.comma_list(args.format), depth=args.depth, check=args.check, opset=args.opset,
                       legacy=args.legacy_onnx, overwrite=args.overwrite)
     for fmt, path in done["files"].items():
         print(f"✓ {fmt}: {path} ({path.stat().st_size / 1024:.0f} kB, {done['written'][fmt]['exporter']})")

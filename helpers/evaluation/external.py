@@ -32,8 +32,6 @@ import pandas as pd
 
 from helpers import cli, paths
 from helpers.data import prep, sources
-from helpers.data.archives import safe_extract
-from helpers.data.isic import DataError
 from helpers.data.sources import SOURCES, ensure_prepared
 from helpers.evaluation import inference, scoring, stats
 from helpers.profiles import PROFILES, RunConfig, resolve_config
@@ -95,22 +93,12 @@ def _prepare_given(config: RunConfig, data_source: str, data_dir: str, on_bad_fi
         print(f"{given} changed since it was prepared ({stamp['files']} files now): preparing it again.")
         (out_dir / "prepared.json").unlink()
         shutil.rmtree(paths.raw_dir(name), ignore_errors=True)  # a zip's earlier extraction
-    root = given if data_source == "folder" else _extract(given, paths.raw_dir(name))
+    unpacked = paths.raw_dir(name)
+    root = given if data_source == "folder" else sources.extract_zips(given, unpacked, "EXTERNAL_SOURCE")
     prepared = prep.prepare(root, out_dir, config.image_size, "external", config.split_seed, on_bad_file,
                             mask_suffix=mask_suffix)
     prep.write_stamp(out_dir, stamp)
     return prepared
-
-
-def _extract(given: Path, dest: Path) -> Path:
-    """Safely extract a zip, or every zip in a folder, into ``dest``."""
-    zips = [given] if given.is_file() else sorted(given.glob("*.zip"))
-    if not zips:
-        raise DataError(f"{given}: no .zip files here; with EXTERNAL_SOURCE='zip', EXTERNAL_DIR must be a zip file or "
-                        "a folder of zip files.")
-    for zip_path in zips:
-        safe_extract(zip_path, dest)
-    return dest
 
 
 SETTINGS = (("threshold", "threshold"), ("tta", "tta"), ("postprocess", "post"))  # eval.json key, evaluate() option
@@ -325,11 +313,13 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--data-dir", help="the dataset's folder or zip (ISIC, PH2 or a generic images/masks layout)")
     parser.add_argument("--results", help="results folder (default: the kit's results/)")
     parser.add_argument("--profile", default="", choices=["", *PROFILES], help="profile whose split seed to use "
-                        "(default: $KIT_PROFILE, else t4 on Colab or with a GPU and cpu otherwise)")
+                        "(default: $KIT_PROFILE, else class on Colab or with a GPU and cpu otherwise)")
     parser.add_argument("--overwrite", action="store_true", help="score runs again that were scored on it already")
     parser.add_argument("--on-bad-file", default="raise", choices=("raise", "skip"))
     parser.add_argument("--mask-suffix", default="auto", help="plain image/mask folders: how mask names end (auto: detected)")
+    cli.add_device(parser)
     args = cli.add_debug(parser).parse_args(argv)
+    cli.use_device(args.device)
     root = Path(args.results or paths.results_dir())
     done = score_on(resolve_config(args.profile), args.data_source, args.data_dir, root, overwrite=args.overwrite,
                     on_bad_file=args.on_bad_file, mask_suffix=args.mask_suffix)

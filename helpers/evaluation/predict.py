@@ -169,25 +169,12 @@ def trained_size(run_dir: str | Path) -> int:
 
 
 def check_device(device: str | None) -> None:
-    """Refuse a device this machine does not have, naming it as such (not as a problem of the checkpoint).
+    """Refuse a device this machine does not have (:func:`helpers.cli.check_device`, the one check every command uses).
 
     Raises:
         cli.BadValue: not a device name, or a GPU that is not available here.
     """
-    if device is None:
-        return
-    try:
-        chosen = torch.device(device)
-    except RuntimeError as err:
-        raise cli.BadValue(f"--device {device!r} is not a device name ({err}); use cpu or cuda.") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise cli.BadValue(f"--device {device}: no CUDA GPU is available on this machine (torch.cuda.is_available() is "
-                           "False); use --device cpu, or leave --device out (the GPU when there is one).")
-    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
-        raise cli.BadValue(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s); "
-                           f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
-    if chosen.type == "mps" and not torch.backends.mps.is_available():
-        raise cli.BadValue(f"--device {device}: Apple's MPS is not available on this machine; use --device cpu.")
+    cli.check_device(device)
 
 
 def predict(run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path, *, threshold: float | None = None,
@@ -335,7 +322,8 @@ def try_inputs(run_dir: str | Path, out_dir: str | Path, count: int = 4) -> list
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m helpers.evaluation.predict RUN INPUT... OUTPUT``: errors as one line (:func:`helpers.cli.run`)."""
+    """``lesion-predict RUN INPUT... --out OUTPUT`` (``python -m helpers.evaluation.predict``; ``RUN INPUT... OUTPUT``
+    works too): errors as one line (:func:`helpers.cli.run`)."""
     return cli.run(_main, argv)
 
 
@@ -343,19 +331,21 @@ def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.evaluation.predict",
                                      description="Predict lesion masks on your own images with a trained run.")
     parser.add_argument("run", help="a run folder, e.g. results/runs/<run id>, or an exported model.onnx / model.pt")
-    parser.add_argument("paths", nargs="+", metavar="INPUT... OUTPUT", help="image files or folders, then the output folder")
+    parser.add_argument("paths", nargs="+", metavar="INPUT", help="image files or folders (without --out, the last "
+                        "one is the output folder)")
+    parser.add_argument("--out", default=None, help="the output folder (masks, overlays, predictions.csv)")
     parser.add_argument("--threshold", type=float, default=None, help="default: the run's (0.5)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="flip TTA (default: the run's)")
     parser.add_argument("--post", action=argparse.BooleanOptionalAction, default=None,
                         help="keep the largest lesion, fill holes (default: the run's)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: the GPU if there is one)")
+    cli.add_device(parser)
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace files in OUTPUT that predict did not write (default: refuse)")
+                        help="replace files in the output folder that predict did not write (default: refuse)")
     args = cli.add_debug(parser).parse_args(argv)
-    if len(args.paths) < 2:
-        parser.error("give at least one INPUT and the OUTPUT folder")
-    *inputs, output = args.paths
+    if args.out is None and len(args.paths) < 2:
+        parser.error("give at least one INPUT and the output folder (--out)")
+    *inputs, output = args.paths if args.out is None else [*args.paths, args.out]
     started = time.perf_counter()
     table = predict(args.run, inputs, output, threshold=args.threshold, tta=args.tta, post=args.post,
                     batch_size=args.batch_size, device=args.device, overwrite=args.overwrite)

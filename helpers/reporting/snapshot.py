@@ -139,9 +139,10 @@ def _main(argv: list[str]) -> int:
                                                  "into results/<name>/ to commit.")
     parser.add_argument("--name", default=None, help="folder name (default: dataset_protocol_profile_hardware)")
     parser.add_argument("--results", default=None, help="results folder (default: $KIT_RESULTS_DIR or results/)")
-    parser.add_argument("--dest", default=None, help="where the study folder goes (default: the results folder)")
+    parser.add_argument("--out", default=None, help="where the study folder goes (default: the results folder)")
+    parser.add_argument("--dest", default=None, help=argparse.SUPPRESS)  # the older spelling of --out
     args = cli.add_debug(parser).parse_args(argv)
-    folder = snapshot(args.name, args.results, args.dest)
+    folder = snapshot(args.name, args.results, cli.out_folder(args.out, args.dest))
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     print(f"✓ {folder}: {len(files)} files, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB")
     return 0

@@ -7,8 +7,9 @@ Each module is a command (``python -m helpers.tools.<module> --help``):
 - ``bench_gpu``: the GPU rows of ``bench``: training steps against the GPU's peak TFLOP/s, channels_last, AMP,
   torch.compile, loader workers.
 - ``bench_predict``: predicting on your own images: images/s and peak memory for small and large JPEGs.
-- ``gpu_window``: one lent GPU window: the T4 check, the GPU bench, the recipe comparison, then the grid, each in
-  a share of the time, into one bundle (``make gpu-window``; ``--dry-run`` on a CPU).
+- ``gpu_window``: the GPU study on any CUDA GPU, in a time budget you choose: the T4 check, the GPU bench, the recipe
+  comparison, then the grid, each in a share of the time, into one bundle (``make gpu-window``; ``--dry-run`` on a
+  CPU).
 - ``gpu_window_steps``: the window's steps, its settings and its clock.
 - ``shrink``: a resized copy of a dataset in the official layout, to take it to a GPU machine or Drive.
 - ``fork``: point a copy of the kit (its Colab badges and the notebooks' clone) at a fork's GitHub address.

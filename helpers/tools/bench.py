@@ -235,11 +235,13 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--models", default=None, help="models to time, e.g. unet,unetpp (default: the profile's)")
     parse.add_argument("--workers", default=None, help="loader workers the data section sweeps, e.g. 0,2 "
                                                        "(default: 0, 2, 4, 8 up to the CPU count)")
+    cli.add_device(parse)
     return cli.add_debug(parse)
 
 
 def _main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    cli.use_device(args.device)
     if unknown := sorted(set(args.sections.split(",")) - set(SECTIONS)):
         raise cli.BadValue(f"--sections names unknown section(s) {unknown}; choose from {','.join(SECTIONS)}.")
     results = paths.results_dir()

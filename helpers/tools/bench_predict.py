@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.tools.bench_predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", nargs="?", help="a run folder or an exported model (default: the newest run)")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu (default) or cuda")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or mps where torch has it")
     args = cli.add_debug(parser).parse_args(argv)
+    cli.check_device(args.device)
     run = Path(args.run) if args.run else newest_run()
     if run is None or not run.exists():
         raise FileNotFoundError(f"{args.run or paths.results_dir() / 'runs'}: no run with a checkpoint and no "

@@ -1,7 +1,7 @@
-"""One prepared window on a lent GPU: the T4 check, the benchmark rows, the recipe comparison and the grid, each
-within its share of the minutes, then a compact bundle of what was measured.
+"""The GPU study in a time budget you choose, on any CUDA GPU you have: the T4 check, the benchmark rows, the recipe
+comparison and the grid, each within its share of the minutes, then a compact bundle of what was measured.
 
-    python -m helpers.tools.shrink /path/to/isic2018 data/isic2018_task1_256 --size 256    # once, to take the data
+    python -m helpers.tools.shrink /path/to/isic2018 --out data/isic2018_task1_256 --size 256   # once, to take the data
     python -m helpers.tools.gpu_window --out OUT --minutes 9 --data-dir data/isic2018_task1_256 [--previous DIR ...]
     python -m helpers.tools.gpu_window --out /tmp/window --dry-run     # tiny models, synthetic data, CPU, seconds
 
@@ -15,7 +15,7 @@ The clock is read between steps, before each run and after every epoch: what doe
 Finished runs of an earlier window (``runs.tar.gz`` in ``--out`` or a ``--previous`` folder) are brought back
 (:func:`bring_back`) and not trained again; rows an earlier window measured on the same hardware are kept.
 
-The bundle, flat in ``--out`` (a lent machine returns at most 8 files): ``window.log``, ``window.json`` (per
+The bundle, seven files flat in ``--out`` (easy to copy off a remote machine): ``window.log``, ``window.json`` (per
 step: status, seconds, notes, what was left), ``t4_check.csv``, ``bench.csv``, ``recipes.csv``, ``grid.csv``
 and ``runs.tar.gz`` (the run folders without checkpoints and ``test_preds.npz``). It is rewritten after every step.
 """
@@ -122,9 +122,10 @@ def parser() -> argparse.ArgumentParser:
     """The command line of ``python -m helpers.tools.gpu_window``."""
     parse = argparse.ArgumentParser(prog="python -m helpers.tools.gpu_window", description=__doc__.split("\n\n")[0])
     parse.add_argument("--out", required=True, help="folder for the bundle (an earlier bundle there is built on)")
-    parse.add_argument("--minutes", type=float, default=9.0, help="the window's length, writing the bundle included")
+    parse.add_argument("--minutes", type=float, default=9.0, help="the time budget, writing the bundle included")
     parse.add_argument("--data-dir", default=None, help="ISIC 2018 copy made with helpers.tools.shrink (default: synthetic)")
-    parse.add_argument("--previous", nargs="*", default=[], help="earlier bundles (folders with runs.tar.gz or runs/)")
+    parse.add_argument("--previous", nargs="*", default=[], help="earlier bundles, comma-separated (folders with "
+                       "runs.tar.gz or runs/)")
     parse.add_argument("--only", default=",".join(STEPS), help=f"steps to run, of {','.join(STEPS)}")
     parse.add_argument("--t4-steps", type=int, default=None, help="training steps per model in the t4 check "
                                                                     "(default 300; dry run 4)")
@@ -152,11 +153,11 @@ def _main(argv: list[str]) -> int:
         torch.set_num_threads(1)  # tiny models run fastest, and steadiest on a shared CPU, with one thread
 
     if not (args.dry_run or torch.cuda.is_available()):
-        raise cli.BadValue("No CUDA GPU here: this script is for a lent GPU. Try it on the CPU with --dry-run.")
+        raise cli.BadValue("No CUDA GPU here: the GPU study needs one. Try it on the CPU with --dry-run.")
     out, data_dir = Path(args.out).resolve(), str(Path(args.data_dir).resolve()) if args.data_dir else None
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="kit-gpu-window-"))
-    w = Window(out, work, args.minutes, args.dry_run, data_dir, [Path(p).resolve() for p in args.previous],
+    w = Window(out, work, args.minutes, args.dry_run, data_dir, [Path(p).resolve() for p in cli.comma_list(args.previous)],
                args.t4_steps or (4 if args.dry_run else 300), args.grid_recipe)
     functions = {"data": step_data, "t4": step_t4, "bench": step_bench, "recipes": step_recipes, "grid": step_grid}
     with open(out / "window.log", "a") as log, contextlib.redirect_stdout(_Tee(sys.stdout, log)), \

@@ -1,6 +1,6 @@
 """Publish executed notebooks beside a study, so a reader sees finished notebooks without running them.
 
-    python -m helpers.tools.publish results/notebooks/demo --dest results/demo_notebooks
+    python -m helpers.tools.publish results/notebooks/demo --out results/demo_notebooks
 
 The absolute paths of the kit's home, data and results in the outputs become relative (``results/...``,
 ``data/...``), and large PNG outputs become JPEGs, so the copies stay a few MB. The study itself (report,
@@ -99,17 +99,19 @@ def publish_notebooks(executed: str | os.PathLike, dest: str | os.PathLike) -> l
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m helpers.tools.publish FOLDER [--dest DEST]``; errors as one line (:func:`helpers.cli.run`)."""
+    """``python -m helpers.tools.publish FOLDER [--out DEST]``; errors as one line (:func:`helpers.cli.run`)."""
     return cli.run(_main, argv)
 
 
 def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.tools.publish", description=__doc__.split("\n\n")[0])
     parser.add_argument("executed", metavar="FOLDER", help="folder of executed notebooks, e.g. results/notebooks/demo")
-    parser.add_argument("--dest", default=None,
+    parser.add_argument("--out", default=None,
                         help="where the copies go (default: <results>/notebooks-published)")
+    parser.add_argument("--dest", default=None, help=argparse.SUPPRESS)  # the older spelling of --out
     args = cli.add_debug(parser).parse_args(argv)
-    written = publish_notebooks(args.executed, args.dest or paths.results_dir() / "notebooks-published")
+    out = cli.out_folder(args.out, args.dest)
+    written = publish_notebooks(args.executed, out or paths.results_dir() / "notebooks-published")
     print(f"✓ {len(written)} notebook(s) in {written[0].parent}")
     return 0
 

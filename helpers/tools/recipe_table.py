@@ -177,12 +177,15 @@ def _main(argv: list[str]) -> int:
                                                  "recipe; or (--test-time) TTA, post-processing and a tuned threshold.")
     parser.add_argument("paths", nargs="+", help="results folders (or run folders); with --test-time: run folders")
     parser.add_argument("--baseline", nargs="+", default=["seed"],
-                        help="the recipe(s) every other one is compared with (default seed)")
+                        help="the recipe(s) every other one is compared with, comma-separated (default seed)")
     parser.add_argument("--test-time", action="store_true", help="measure the test-time choices of each RUN")
+    cli.add_device(parser)
     parser.add_argument("--evaluate", action="store_true", help="first score the finished runs that have no test "
                                                                     "scores yet (as notebook 04 does)")
     parser.add_argument("--out", type=Path, default=None, help="write the table to this CSV")
     args = cli.add_debug(parser).parse_args(argv)
+    cli.use_device(args.device)
+    args.baseline = cli.comma_list(args.baseline)
     for root in args.paths if args.evaluate and not args.test_time else ():
         scoring.evaluate_runs(root, progress=False)
     if args.test_time:

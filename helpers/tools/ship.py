@@ -125,7 +125,9 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("study_run", nargs="?", help="the same run's folder in a committed study")
     parser.add_argument("--check-predict", action="store_true", help="Dice of RUN through predict on its test images")
     parser.add_argument("--images", type=int, default=None, help="with --check-predict: only the first N test images")
+    cli.add_device(parser)
     args = cli.add_debug(parser).parse_args(argv)
+    cli.use_device(args.device)
     if args.check_predict:
         found = predict_dice(args.run, args.images)
         print(f"✓ {found['n']} test images through predict: Dice {found['dice_mean']:.4f} "

@@ -1,6 +1,6 @@
 """A smaller copy of a folder in the official ISIC 2018 layout: every pair resized, the same names.
 
-    python -m helpers.tools.shrink /path/to/isic2018 data/isic2018_task1_256 --size 256
+    python -m helpers.tools.shrink /path/to/isic2018 --out data/isic2018_task1_256 --size 256
 
 Use it to take the data where the full copy cannot go: a GPU machine that sees only your working
 tree, a Google Drive with little space, a class's laptops. Images are resized by area averaging and
@@ -15,7 +15,7 @@ Files already in the destination are kept, so an interrupted copy resumes.
 ``--zip`` also packs the copy into one reproducible zip (sorted names, fixed dates): the kit's bundled archive
 ``data/isic2018_task1_128.zip`` was made so, from a 512-px copy of the training set::
 
-    python -m helpers.tools.shrink /path/to/isic2018_512 /tmp/isic128 --size 128 --zip data/isic2018_task1_128.zip
+    python -m helpers.tools.shrink /path/to/isic2018_512 --out /tmp/isic128 --size 128 --zip data/isic2018_task1_128.zip
 """
 from __future__ import annotations
 
@@ -100,13 +100,17 @@ def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.tools.shrink",
                                      description="Write a resized copy of an ISIC 2018 Task 1 folder.")
     parser.add_argument("source", help="folder with the official ISIC 2018 Task 1 folders")
-    parser.add_argument("dest", help="folder for the copy")
+    parser.add_argument("dest", nargs="?", default=None, help=argparse.SUPPRESS)  # the folder, without --out
+    parser.add_argument("--out", default=None, help="folder for the copy")
     parser.add_argument("--size", type=int, required=True, help="side of the square copies, in pixels")
     parser.add_argument("--protocol", default="seed", choices=("seed", "official"),
                         help="seed: the training split only; official: train, val and test")
     parser.add_argument("--quality", type=int, default=QUALITY, help=f"JPEG quality (default {QUALITY})")
     parser.add_argument("--zip", help="also pack the copy into this zip file (reproducible: sorted, fixed dates)")
     args = cli.add_debug(parser).parse_args(argv)
+    args.dest = cli.out_folder(args.out, args.dest)
+    if args.dest is None:
+        parser.error("give the folder for the copy: --out FOLDER")
     done = shrink_folder(args.source, args.dest, args.size, args.protocol, args.quality)
     print(f"✓ {done['pairs']} pairs at {args.size} px in {args.dest} ({done['bytes'] / 1e6:.1f} MB; "
           f"{done['written']} files written now)")

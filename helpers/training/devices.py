@@ -57,7 +57,14 @@ def setup() -> DistInfo:
 
 
 def pick_device() -> torch.device:
-    """This process's GPU (its local rank's under torchrun), else the CPU."""
+    """The device this process computes on: ``$KIT_DEVICE`` when set (a command's ``--device``: ``cpu``, ``cuda``,
+    ``cuda:1``, ``mps``), else this process's GPU (its local rank's under torchrun), else the CPU."""
+    wanted = os.environ.get("KIT_DEVICE", "").strip()
+    if wanted:
+        chosen = torch.device(wanted)
+        if chosen.type == "cuda" and chosen.index is None and torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
     return torch.device("cpu")
