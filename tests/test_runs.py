@@ -152,7 +152,7 @@ def test_load_run_model_rebuilds_and_loads_best_or_last(trained, tiny):
     best = runs.load_run_model(folder)
     assert not best.training and type(best).__name__ == "UNet"
     stored = load_checkpoint(folder / "checkpoints" / "best.pt")
-    assert set(stored) == {"model", "best_metric", "epoch"}
+    assert set(stored) == {"model", "best_metric", "epoch", "run_id"}  # the run that wrote it
     assert all(torch.equal(best.state_dict()[k], v) for k, v in stored["model"].items())
     last = runs.load_run_model(folder, which="last")
     assert all(torch.equal(last.state_dict()[k], v)

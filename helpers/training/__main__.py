@@ -9,6 +9,10 @@ fields, :data:`helpers.data.study.GRID_OPTIONS`). Several such processes started
 folder share the grid: each run is claimed before it trains (:mod:`helpers.training.claims`), and
 ``--shard I/N`` splits it in a fixed way instead. Under torchrun the ranks train each run together,
 and nothing is claimed. The grid itself: :func:`helpers.training.grid.run_grid`.
+
+SIGTERM (a scheduler's preemption) or SIGUSR1 (Slurm's ``--signal``) stops it cleanly: the run in
+training saves last.pt at its next batch, releases its claim, one line says how to resume, and the
+exit code is 75 (:mod:`helpers.training.stops`); the same command then resumes it.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import torch.distributed
 from helpers import cli, paths, profiles
 from helpers.data import study
 from helpers.models import list_configs
-from helpers.training import claims, devices, grid
+from helpers.training import claims, devices, grid, stops
 
 LISTS = ("models", "fractions", "seeds", "pretrained")  # options that take several values: a,b or a b
 
@@ -134,6 +138,7 @@ def _sharing(info: devices.DistInfo) -> dict:
     ranks train each run together)."""
     if info.world_size > 1:
         return {}
+    stops.add_guard(claims.lost_message)  # a run another worker took over stops before its next save
     return {"claim": claims.claim_run, "wait_s": claims.heartbeat_every()}
 
 
@@ -156,12 +161,12 @@ def _train(args: argparse.Namespace) -> int:
     config = choice.config
     grid.check_sizes(config)
     info = devices.setup()
-    for turn in ("main", "others"):  # rank 0 prepares the cache first, the others then reuse it
-        if info.is_main == (turn == "main"):
-            data = study.prepare(config, choice.study)
-        devices.barrier(info)
-    table = grid.run_grid(config, data, checkpoint_root=args.checkpoint_root or None,
-                          progress=info.is_main, shard=shard, **_sharing(info), **choice.options)
+    try:
+        with stops.on_signals():  # SIGTERM, SIGUSR1: save, release the claim, say how to resume
+            table = _prepare_and_train(args, choice, info, shard)
+    except stops.Preempted as err:
+        print(err, file=sys.stderr, flush=True)
+        return stops.EXIT_CODE
     if info.is_main:
         print(table.to_string(index=False))
     if info.world_size > 1:
@@ -174,12 +179,24 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_and_train(args: argparse.Namespace, choice: study.Choice, info: devices.DistInfo,
+                       shard: tuple[int, int] | None):
+    """Prepare the study's data (rank 0 first, the others then reuse it), then train the grid."""
+    for turn in ("main", "others"):
+        if info.is_main == (turn == "main"):
+            data = study.prepare(choice.config, choice.study)
+        devices.barrier(info)
+    return grid.run_grid(choice.config, data, checkpoint_root=args.checkpoint_root or None,
+                         progress=info.is_main, shard=shard, **_sharing(info), **choice.options)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train a grid from the command line (one process, or one per GPU under ``torchrun``).
 
     Returns:
         0 when every run finished, 1 when a run diverged or failed, 2 for a value refused where it
-        entered.
+        entered, 75 (:data:`helpers.training.stops.EXIT_CODE`) when SIGTERM or SIGUSR1 stopped it: the
+        run in training saved last.pt first, and the same command resumes it.
     """
     return cli.run(_main, argv)
 

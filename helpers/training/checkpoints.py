@@ -18,9 +18,9 @@ import dataclasses
 import os
 import pickle
 import random
+import re
 import shutil
 import struct
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from helpers import paths
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # (Distributed)DataParallel, torch.compile
 
@@ -51,48 +53,15 @@ def previous_path(path: str | os.PathLike) -> Path:
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:  # makes the rename itself durable; not possible on every OS / filesystem
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def _file_mode() -> int:
-    """The mode a new file of this process gets (``0o666`` less the umask, e.g. ``0o644``): a checkpoint is
-    as readable as any other file the process writes, not private as a temporary file."""
-    try:  # Linux says it without changing it
-        with open("/proc/self/status", encoding="ascii") as status:
-            mask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError):
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return 0o666 & ~mask
-
-
 def _write_atomic(path: Path, write, keep_previous: bool) -> Path:
-    """One attempt: ``write(file)`` into a temp file in the folder → fsync → last → prev → temp → path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, _file_mode())  # mkstemp makes it 0600
-        with os.fdopen(fd, "wb") as f:
+    """One attempt: ``write(file)`` into a temp file in the folder → fsync → last → prev → temp → path
+    (:func:`helpers.paths.write_atomic`); then temp files left by writes killed mid-way go."""
+    def into(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # the process's normal file mode, as for any file it writes
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous and path.exists():
-            os.replace(path, previous_path(path))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by writes killed mid-way
+
+    paths.write_atomic(path, into, durable=True, previous=previous_path(path) if keep_previous else None)
+    for stale in path.parent.glob(f".{path.name}.*.tmp*"):
         stale.unlink(missing_ok=True)
     return path
 
@@ -156,6 +125,15 @@ def save_checkpoint(state: dict, path: str | os.PathLike, *, keep_previous: bool
         f"disconnects), set LOCAL_FALLBACK = True.") from error
 
 
+def _refusal_reason(err: Exception) -> str:
+    """What ``weights_only`` loading refused, without torch's advice on loading it anyway."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+    if found:
+        return f"it names {found.group(1)}, which is code, not data"
+    found = re.search(r"Unsupported operand \d+", str(err))
+    return f"{found.group(0).lower()} in its pickle" if found else "it holds objects that are not data"
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """Read a checkpoint with ``torch.load(weights_only=True)``; pickled code is never run.
 
@@ -171,12 +149,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:  # what weights_only raises instead of running code
-        reason = str(err).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
         raise UnsafeCheckpointError(
-            f"Refused to load {path}: it is not made only of tensors and plain Python values, so "
-            f"it is not a checkpoint written by this kit and unpickling it could run code "
-            f"({' '.join(reason.split())[:200]}). Delete it unless you know where it came from."
-        ) from None
+            f"Refused to load {path}: it is not made only of tensors and plain Python values "
+            f"({_refusal_reason(err)}), so it is not a checkpoint written by this kit, and loading it "
+            f"could run code. Do not load it unless you trust its source; delete it, or train the run "
+            f"again.") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
             struct.error) as err:
         # whatever a truncated or garbled file makes the unpickler raise
@@ -342,12 +319,16 @@ def restore_state(state: dict, model, optimizer=None, scheduler=None, scaler=Non
 
 
 def save_weights_atomic(model, path: str | os.PathLike, *, metric: float, epoch: int,
-                        retries: int = 3, local_copy: str | os.PathLike | None = None) -> Path:
-    """Write a small weights-only file (e.g. ``best.pt``): ``{"model", "best_metric", "epoch"}``.
+                        retries: int = 3, local_copy: str | os.PathLike | None = None,
+                        run_id: str | None = None) -> Path:
+    """Write a small weights-only file (e.g. ``best.pt``): ``{"model", "best_metric", "epoch"}``, and
+    ``"run_id"``, the run that wrote it, when given.
 
     It loads with ``load_checkpoint`` and restores with ``restore_state(state, model)``.
     Returns ``path`` (see ``save_checkpoint``).
     """
     state = {"model": unwrap_model(model).state_dict(),
              "best_metric": _plain(metric, "metric"), "epoch": int(epoch)}
+    if run_id is not None:
+        state["run_id"] = str(run_id)
     return save_checkpoint(state, path, keep_previous=False, retries=retries, local_copy=local_copy)

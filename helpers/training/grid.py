@@ -22,7 +22,7 @@ import torch.distributed
 
 from helpers import paths, profiles
 from helpers.models import build_model, input_multiple
-from helpers.training import devices, engine, runs
+from helpers.training import devices, engine, runs, stops
 
 COLUMNS = ["run_id", "model", "fraction", "seed", "status", *runs.DONE_KEYS, "run_dir"]
 
@@ -181,11 +181,14 @@ def run_grid(config: profiles.RunConfig, prepared, *,
 
     Returns:
         One row per run of this worker's cells: run_id, model, fraction, seed, status (trained,
-        resumed, skipped, diverged), and done.json's fields.
+        resumed, skipped, diverged, taken over: another worker trains it now), and done.json's
+        fields.
 
     Raises:
         NotEnoughSpace: before training, when the checkpoints would not fit where they go.
         CheckpointWriteError: a checkpoint could not be written (and no ``local_fallback``).
+        stops.Preempted: a signal asked to stop (:func:`helpers.training.stops.on_signals`); the run
+            in training saved last.pt first.
     """
     _check_space_on_every_rank(config, prepared, checkpoint_root or paths.results_dir(), keep_last,
                                restart)
@@ -198,6 +201,7 @@ def run_grid(config: profiles.RunConfig, prepared, *,
         held = []
         for model, fraction, seed in pending:
             spec = runs.make_spec(model, fraction, seed, prepared, config)
+            stops.stop_if_requested(f"before {runs.run_id(spec)} started, every earlier run saved")
             holding = claim(runs.run_dir(spec)) if claim else contextlib.nullcontext(True)
             if holding is None:  # another live worker trains it
                 held.append((model, fraction, seed))
@@ -209,6 +213,7 @@ def run_grid(config: profiles.RunConfig, prepared, *,
             print(f"{len(held)} run(s) held by other workers: waiting for them (or for their "
                   f"heartbeat to stop).", flush=True)
             time.sleep(wait_s)
+            stops.stop_if_requested("while waiting for runs that other workers hold")
         pending, options["restart"] = held, False  # a run another worker finished is not started over
     ordered = [rows[cell] for cell in cells if cell in rows]
     return pd.DataFrame(ordered).reindex(columns=COLUMNS)
@@ -224,3 +229,6 @@ def _train_one(spec: runs.RunSpec, prepared, config: profiles.RunConfig, checkpo
     except engine.TrainingDiverged as err:
         print(err)
         return {"run_id": runs.run_id(spec), "run_dir": str(runs.run_dir(spec)), "status": "diverged"}
+    except stops.TakenOver as err:  # another worker trains it now
+        print(err)
+        return {"run_id": runs.run_id(spec), "run_dir": str(runs.run_dir(spec)), "status": "taken over"}
