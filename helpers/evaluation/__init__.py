@@ -11,6 +11,10 @@
 - ``external``: runs scored on another dataset used whole as a test set, and the drop from their own test split.
 - ``stats``: bootstrap CIs, paired comparisons, Holm correction, the spread between seeds.
 - ``failures``: what the worst test images have in common.
+- ``image_factors``: per-image factors from pixels and mask (contrast, size, edge, dark frame, skin tone ITA,
+  hair and ink), and a score's mean by group with bootstrap CIs.
+- ``calibration``: Dice against the threshold, the reliability diagram and the calibration error.
+- ``shipped``: the kit's three trained models on the bundled real images (their test scores, probabilities).
 - ``challenge``: the ISIC 2018 challenge format (0/255 PNGs at original size) and its zip.
 
 Uses data, models and training; imports nothing from reporting.

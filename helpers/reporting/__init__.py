@@ -5,6 +5,7 @@
 - ``figures``: every plot of the kit (galleries, data efficiency, distributions, training curves).
 - ``diagrams``: a model's inside drawn from the model (UNet++'s grid of nodes) and where TransUNet's attention goes
   (notebook 03).
+- ``evidence``: notebook 04's figures of Dice by image factor and skin tone, the threshold and calibration.
 - ``failure_report``: the report's failure section and its worst-cases figure.
 - ``report``: ``report.md`` from the run folders, with the original study's figures labelled as reference.
 - ``viewer``: the ipywidgets prediction viewer.
