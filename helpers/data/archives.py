@@ -9,7 +9,6 @@ right size, so a second call writes nothing. Importing this module has no side e
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import zipfile
@@ -17,6 +16,8 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
+
+from helpers import paths
 
 logger = logging.getLogger(__name__)
 
@@ -98,15 +99,22 @@ def _check_space(zip_path: Path, dest_dir: Path, todo: list) -> None:
 
 
 def _extract_one(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
-    """Writes one entry to a temp file next to `target`, then renames it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    try:
+    """Writes one entry to `target` atomically (:func:`helpers.paths.write_atomic`)."""
+    def copy(tmp: Path) -> None:
         with zf.open(info) as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)  # reading to the end checks the CRC
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    paths.write_atomic(target, copy)
+
+
+def _check_not_encrypted(zf: zipfile.ZipFile, zip_path: Path) -> None:
+    """Refuse a password-protected zip before anything is extracted, naming it."""
+    locked = [info.filename for info in zf.infolist() if info.flag_bits & 0x1]
+    if locked:
+        shown = ", ".join(locked[:3]) + (f" and {len(locked) - 3} more" if len(locked) > 3 else "")
+        raise ArchiveError(f"{zip_path} is encrypted (password-protected: {shown}), so the kit cannot extract it. "
+                           f"Extract it yourself with its password and give the folder instead (DATA_SOURCE "
+                           f"'folder', or --data-dir FOLDER).")
 
 
 def _corrupt(zip_path: Path, err: BaseException) -> ArchiveError:
@@ -131,7 +139,7 @@ def safe_extract(zip_path: Path, dest_dir: Path, *, progress: bool = True) -> li
     Raises:
         FileNotFoundError: `zip_path` does not exist.
         UnsafeArchiveError: an entry would land outside `dest_dir` (nothing is written).
-        ArchiveError: the zip is truncated or corrupt, or the disk is too full.
+        ArchiveError: the zip is truncated or corrupt, encrypted, or the disk is too full.
     """
     zip_path, dest_dir = Path(zip_path), Path(dest_dir)
     if not zip_path.is_file():
@@ -140,6 +148,7 @@ def safe_extract(zip_path: Path, dest_dir: Path, *, progress: bool = True) -> li
     try:
         with zipfile.ZipFile(zip_path) as zf:
             _check_safe(zf, zip_path, dest_dir)
+            _check_not_encrypted(zf, zip_path)
             dest_dir.mkdir(parents=True, exist_ok=True)
             todo, in_place = _plan(zf, dest_dir)
             _check_space(zip_path, dest_dir, todo)

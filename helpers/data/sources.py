@@ -89,11 +89,22 @@ def chosen_source(data_source: str | None, profile: RunConfig) -> str:
     return data_source
 
 
-def _extract_zips(data_dir: Path, dest: Path) -> Path:
-    """Safely extract one zip, or every zip in a folder, into ``dest``."""
-    zips = [data_dir] if data_dir.is_file() else sorted(data_dir.glob("*.zip"))
+def extract_zips(given: Path, dest: Path, setting: str = "DATA_SOURCE") -> Path:
+    """Safely extract one zip, or every zip in a folder, into ``dest``; returns ``dest``.
+
+    Args:
+        given: a zip file, or a folder of zip files.
+        dest: where their files go.
+        setting: the setting that chose the zip source (``DATA_SOURCE``, ``EXTERNAL_SOURCE``); its
+            folder setting is named alike (``DATA_DIR``, ``EXTERNAL_DIR``), for the error message.
+
+    Raises:
+        DataError: ``given`` is a folder without zip files.
+    """
+    zips = [given] if given.is_file() else sorted(given.glob("*.zip"))
     if not zips:
-        raise DataError(f"{data_dir}: no .zip files here; with DATA_SOURCE='zip', DATA_DIR must be a "
+        folder = setting.replace("_SOURCE", "_DIR")
+        raise DataError(f"{given}: no .zip files here; with {setting}='zip', {folder} must be a "
                         f"zip file or a folder of zip files.")
     for zip_path in zips:
         safe_extract(zip_path, dest)
@@ -132,7 +143,7 @@ def get_source(data_source: str, data_dir: str | None, profile: RunConfig, sampl
     if data_source == "synthetic":
         return generate_sample(paths.raw_dir(name), profile.synthetic_count, sample_seed)
     if data_source == "bundled":  # the same path as any zip, from the archive in the kit's data/
-        return _extract_zips(bundled.check_archive(), paths.raw_dir(name))
+        return extract_zips(bundled.check_archive(), paths.raw_dir(name))
     if data_source == "isic2018":
         download_dir = Path(data_dir) if data_dir else paths.downloads_dir()
         for zip_path in fetch_official(download_dir, splits=splits, base_url=mirror or None):
@@ -146,7 +157,7 @@ def get_source(data_source: str, data_dir: str | None, profile: RunConfig, sampl
                         f"or images/ and masks/ folders).")
     data_dir = found
     if data_source == "zip":
-        return _extract_zips(data_dir, paths.raw_dir(name))
+        return extract_zips(data_dir, paths.raw_dir(name))
     return data_dir
 
 
