@@ -1,7 +1,9 @@
 """The study chosen once (notebook 01 records it; 02-04, the runner and the CLI follow), and the settings declared
 once (RunConfig's fields carry their metadata; the CLI, the run spec and the parameter table derive from them)."""
+import ast
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -150,3 +152,35 @@ def test_a_diverged_run_makes_the_training_cli_exit_non_zero(home, monkeypatch, 
 def test_a_bad_shard_is_refused_before_the_study_is_recorded(home, capsys):
     assert training_cli.main(["--profile", "smoke", "--shard", "3/2"]) == 2
     assert "--shard '3/2' is not I/N" in capsys.readouterr().err and study.read() is None
+
+
+def test_study_fields_run_config_fields_and_grid_options_are_declared_alike():
+    kinds = (dataclasses.fields(study.Study), dataclasses.fields(study.GridOptions),
+             profiles.SETTINGS.values())
+    declared = [f for fields in kinds for f in fields if f.metadata]
+    keys = {frozenset(f.metadata) for f in declared}
+    assert len(keys) == 1, "declare every setting with helpers.profiles.setting()"
+    options = {f.name: f.metadata["help"] for f in dataclasses.fields(study.GridOptions)}
+    assert options == study.GRID_OPTIONS
+
+
+def _form_choices(path):
+    """A notebook's Colab form: (NAME, the values its ``#@param [...]`` offers) for each listed field."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    source = "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
+    for name, values in re.findall(r"^(\w+) = .*#@param (\[[^\]]*\])", source, re.M):
+        yield name, ast.literal_eval(values)
+
+
+@pytest.mark.parametrize("name", ["01_data_prep.ipynb", "02_unet.ipynb", "03_unetpp_transunet.ipynb"])
+def test_the_notebooks_forms_offer_only_declared_values(name):
+    fields = {**{f.name: f for f in dataclasses.fields(study.Study)}, **profiles.SETTINGS}
+    path = pipeline.paths.repo_root() / "notebooks" / name
+    for parameter, values in _form_choices(path):
+        if parameter == "PROFILE":
+            allowed = ("", *profiles.PROFILES)
+        else:
+            assert parameter.lower() in fields, f"{name}: {parameter} is no declared setting"
+            allowed = fields[parameter.lower()].metadata["choices"]
+        offered = {part for value in values for part in str(value).split(",")}  # "unetpp,transunet"
+        assert offered <= {"", *allowed}, f"{name}: {parameter} offers {offered - set(allowed)}"

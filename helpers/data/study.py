@@ -10,8 +10,9 @@ the record is refused (:class:`StudyMismatch`), naming both values and how to st
     cfg, chosen, options = study.follow(PROFILE, SETTINGS, models="unet", lr=LR)           # notebooks 02, 03
 
 ``SETTINGS`` is a dict of any other setting, by name: the study's (:class:`Study`), the training settings
-(:data:`helpers.profiles.SETTINGS`) and the grid's options (:data:`GRID_OPTIONS`). Every name is declared once
-(here, or in :class:`~helpers.profiles.RunConfig`); the runner, the CLI and the parameter table derive from them.
+(:data:`helpers.profiles.SETTINGS`) and the grid's options (:data:`GRID_OPTIONS`). Every name is declared once,
+the same way (:func:`helpers.profiles.setting`: :class:`Study`, :class:`GridOptions` here, and
+:class:`~helpers.profiles.RunConfig`); the runner, the CLI and the parameter table derive from them.
 """
 from __future__ import annotations
 
@@ -23,12 +24,9 @@ from typing import NamedTuple
 
 from helpers import paths, profiles
 from helpers.data.sources import PROTOCOLS, SOURCES, chosen_source, notebook_data
+from helpers.profiles import setting
 
 RECORD_NAME = "study.json"
-
-
-def _field(default, help: str, choices: tuple = (), flag: str = "") -> dataclasses.Field:
-    return dataclasses.field(default=default, metadata={"help": help, "choices": tuple(choices), "flag": flag})
 
 
 @dataclass(frozen=True)
@@ -38,20 +36,22 @@ class Study:
     ``image_size`` and ``split_seed`` are RunConfig settings (declared there); the record keeps their values.
     """
 
-    profile: str = _field("", "the profile (smoke, demo, cpu, class, t4); empty: $KIT_PROFILE, else class on Colab "
-                              "or with a GPU, cpu otherwise")
-    data_source: str = _field("", "where the data comes from: bundled (the real 128-px ISIC archive in the kit), "
-                                  "synthetic (drawn blobs, for tests), folder, zip or isic2018 (the official "
-                                  "download); empty: the profile's (bundled; isic2018 for t4; synthetic for smoke)",
-                              ("", *SOURCES))
-    data_dir: str = _field("", "the folder or zip for folder/zip; where the zips are kept for isic2018")
-    protocol: str = _field("seed", "seed: a seeded 70/15/15 split of the training set; official: the official "
-                                   "val/test sets; both; external: every image a test image", (*PROTOCOLS, "both"))
-    mask_suffix: str = _field("auto", "how mask names end in plain image/mask folders (_segmentation, _lesion, "
-                                      "_mask, '' for none); auto: detected")
-    download_mirror: str = _field("", "isic2018 only: a base URL that replaces the official bucket (a mirror)")
-    on_bad_file: str = _field("raise", "raise: stop at any broken file; skip: leave broken pairs out, listed",
-                              ("raise", "skip"))
+    profile: str = setting("the profile (smoke, demo, cpu, class, t4); empty: $KIT_PROFILE, else class "
+                           "on Colab or with a GPU, cpu otherwise", "", result=False)
+    data_source: str = setting("where the data comes from: bundled (the real 128-px ISIC archive in the "
+                               "kit), synthetic (drawn blobs, for tests), folder, zip or isic2018 (the "
+                               "official download); empty: the profile's (bundled; isic2018 for t4; "
+                               "synthetic for smoke)", "", choices=("", *SOURCES))
+    data_dir: str = setting("the folder or zip for folder/zip; where the zips are kept for isic2018", "")
+    protocol: str = setting("seed: a seeded 70/15/15 split of the training set; official: the official "
+                            "val/test sets; both; external: every image a test image", "seed",
+                            choices=(*PROTOCOLS, "both"))
+    mask_suffix: str = setting("how mask names end in plain image/mask folders (_segmentation, _lesion, "
+                               "_mask, '' for none); auto: detected", "auto")
+    download_mirror: str = setting("isic2018 only: a base URL that replaces the official bucket (a "
+                                   "mirror)", "", result=False)
+    on_bad_file: str = setting("raise: stop at any broken file; skip: leave broken pairs out, listed",
+                               "raise", choices=("raise", "skip"))
     image_size: int | None = None
     split_seed: int | None = None
 
@@ -64,10 +64,21 @@ class Study:
 
 STUDY_KEYS = tuple(f.name for f in dataclasses.fields(Study))
 DATA_KEYS = tuple(name for name in STUDY_KEYS if name not in ("profile", "image_size", "split_seed"))
-# the grid's options: how to run, never what is run (declared once: the CLI flags and SETTINGS keys derive from them)
-GRID_OPTIONS = {"restart": "start the runs over (deleting their checkpoints) instead of resuming or skipping them",
-                "keep_last": "keep last.pt of finished runs too (default: best.pt only, a third of the size)",
-                "local_fallback": "if the checkpoint folder (Drive) stops taking writes, go on with local checkpoints"}
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    """The grid's options: how to run, never what is run (the CLI flags and SETTINGS keys derive from them)."""
+
+    restart: bool = setting("start the runs over (deleting their checkpoints) instead of resuming or "
+                            "skipping them", False, result=False)
+    keep_last: bool = setting("keep last.pt of finished runs too (default: best.pt only, a third of the "
+                              "size)", False, result=False)
+    local_fallback: bool = setting("if the checkpoint folder (Drive) stops taking writes, go on with "
+                                   "local checkpoints", False, result=False)
+
+
+GRID_OPTIONS = {f.name: f.metadata["help"] for f in dataclasses.fields(GridOptions)}  # name → help
 # synthetic_count and data_subset are left out: they change which images are drawn, so they belong to the profile
 PROFILE_ONLY = ("image_size", "split_seed", "synthetic_count", "data_subset")
 TRAINING_KEYS = tuple(name for name in profiles.SETTINGS if name not in PROFILE_ONLY)
