@@ -23,6 +23,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from helpers import __version__, paths
 
@@ -112,7 +113,24 @@ def out_folder(out: str | None, *aliases: str | None, name: str = "--out") -> st
     given = [value for value in (out, *aliases) if value]
     if len(set(given)) > 1:
         raise BadValue(f"two output folders given ({' and '.join(map(repr, dict.fromkeys(given)))}); give one, as {name}.")
-    return given[0] if given else None
+    return str(check_out_folder(given[0], name)) if given else None
+
+
+def check_out_folder(folder: str | os.PathLike, name: str = "the output folder") -> Path:
+    """An output folder, refused before anything is written when the path is an existing file (or a link to one,
+    or to nothing).
+
+    Raises:
+        BadValue: names the path and says what to give instead.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise BadValue(f"{name} {folder} is an existing file, not a folder; give a folder (it is created if "
+                       f"needed), e.g. {folder.with_suffix('')}_out.")
+    if folder.is_symlink() and not folder.exists():
+        raise BadValue(f"{name} {folder} is a link to nothing ({os.readlink(folder)}); remove the link or give "
+                       f"another folder.")
+    return folder
 
 
 def exit_code(err: BaseException) -> int:

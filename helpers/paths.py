@@ -49,17 +49,31 @@ def home_dir() -> Path:
     """The kit's home: ``$KIT_HOME``, else the repository root of a clone, else (an installed kit) the working
     directory."""
     default = Path.cwd() if installed() else repo_root()
-    return Path(os.environ.get(HOME_ENV) or default).expanduser().resolve()
+    return _folder(HOME_ENV, os.environ.get(HOME_ENV) or default)
 
 
 def data_dir() -> Path:
     """Root for raw datasets and prepared caches (``$KIT_DATA_DIR`` or ``<home>/data``)."""
-    return Path(os.environ.get(DATA_ENV) or home_dir() / "data").expanduser().resolve()
+    return _folder(DATA_ENV, os.environ.get(DATA_ENV) or home_dir() / "data")
 
 
 def results_dir() -> Path:
     """Root for results (``$KIT_RESULTS_DIR`` or ``<home>/results``)."""
-    return Path(os.environ.get(RESULTS_ENV) or home_dir() / "results").expanduser().resolve()
+    return _folder(RESULTS_ENV, os.environ.get(RESULTS_ENV) or home_dir() / "results")
+
+
+def _folder(variable: str, value: str | os.PathLike) -> Path:
+    """A home folder, resolved; refused when it is an existing file.
+
+    Raises:
+        NotADirectoryError: names the variable, the file, and what to do.
+    """
+    folder = Path(value).expanduser().resolve()
+    if folder.exists() and not folder.is_dir():
+        given = f"${variable}" if os.environ.get(variable) else f"the folder (from ${HOME_ENV})"
+        raise NotADirectoryError(f"{given} is {folder}, which is a file, not a folder; set {variable} to a folder "
+                                 f"(created if needed), or unset it.")
+    return folder
 
 
 def local_dir() -> Path | None:

@@ -38,7 +38,8 @@ MODELS = ("unet", "unetpp", "transunet")
 
 def setting(help: str, default=dataclasses.MISSING, *, factory=dataclasses.MISSING, result: bool = True,
             flag: str | None = "", per_run: bool = False, choices: tuple = (), minimum: float | None = None,
-            above: float | None = None, multiple_of: int | None = None, hint: str = "") -> dataclasses.Field:
+            above: float | None = None, multiple_of: int | None = None, hint: str = "",
+            maximum: float | None = None) -> dataclasses.Field:
     """A :class:`RunConfig` field with everything else derives from it: the CLI, the notebooks, the run id, the docs.
 
     Args:
@@ -49,13 +50,17 @@ def setting(help: str, default=dataclasses.MISSING, *, factory=dataclasses.MISSI
         per_run: copied unchanged into every run's spec (:class:`helpers.training.runs.RunSpec`).
         choices: the allowed values (empty: any value of the field's type).
         minimum, above: the smallest allowed value, or the value it must exceed.
+        maximum: the largest allowed value.
         multiple_of: a whole number the value must be a multiple of (image sides).
         hint: what an invalid value's error says is expected (default: made from the checks above).
     """
     meta = {"help": help, "result": result, "flag": flag, "per_run": per_run, "choices": tuple(choices),
             "minimum": minimum, "above": above, "multiple_of": multiple_of,
-            "hint": hint}
+            "hint": hint, "maximum": maximum}
     return dataclasses.field(default=default, default_factory=factory, metadata=meta)
+
+
+SEED_MAX = 2**32 - 1  # the largest seed NumPy takes
 
 
 @dataclass(frozen=True)
@@ -77,13 +82,14 @@ class RunConfig:
     data_subset: int | None = setting("draw this many image/mask pairs of a real data source at random (seeded by the "
                                       "split seed) before splitting; None: all of them", flag=None, default=None,
                                       above=0, hint="a whole number above 0, or None for all pairs")
-    split_seed: int = setting("seed of the train/val/test split and of the nested fractions", default=42, minimum=0)
+    split_seed: int = setting("seed of the train/val/test split and of the nested fractions", default=42, minimum=0,
+                              maximum=SEED_MAX)
     models: tuple = setting("the models the grid trains (a list, or comma-separated)", default=MODELS,
                             choices=MODELS)
     fractions: tuple = setting("training fractions of the grid, whole percentages in (0, 1], e.g. 0.1,1.0",
                                default=FRACTIONS)
     seeds: tuple = setting("initialisation, batch-order and augmentation seed(s): one run each", default=(42,),
-                            minimum=0)
+                            minimum=0, maximum=SEED_MAX)
     model_configs: dict = setting("model -> named config of the model registry, e.g. {\"unetpp\": \"r34\"}",
                                   factory=dict, flag=None)
     model_overrides: dict = setting("model -> config fields changed on top of the named config", factory=dict,
@@ -212,6 +218,9 @@ def _number(name: str, value, kind):
         raise _bad(name, value, hint or f"a number above {meta['above']:g}")
     if meta.get("minimum") is not None and number < meta["minimum"]:
         raise _bad(name, value, hint or f"a number of at least {meta['minimum']:g}")
+    if meta.get("maximum") is not None and number > meta["maximum"]:
+        low = meta.get("minimum") if meta.get("minimum") is not None else "-inf"
+        raise _bad(name, value, hint or f"a whole number from {low} to {meta['maximum']}")
     if meta.get("multiple_of") and number % meta["multiple_of"]:
         step = meta["multiple_of"]
         raise _bad(name, value, f"a multiple of {step}, which the models' poolings need (e.g. "

@@ -1,9 +1,12 @@
 """The model card written next to an exported model (``MODEL_CARD.md``): what it is, what it learnt from, how well
-it does, how to feed it, and what it is for.
+it does, how to feed it, what it is for and not for, and its limits.
 
-Everything comes from the run folder (``config.json``, ``done.json``, ``eval.json``, ``test_metrics.csv``) and the
-export's metadata: test metrics are the per-image Dice and IoU of notebook 04 with percentile-bootstrap 95 %
-confidence intervals (:func:`helpers.evaluation.stats.bootstrap_ci`), or "not evaluated yet".
+It opens with YAML front matter that model hubs read (Hugging Face's model card metadata): ``license``
+(``cc-by-nc-4.0`` for a model that learnt from ISIC data), ``tags``, ``datasets``, ``metrics`` and a ``model-index``
+with the test metrics' values. Everything comes from the run folder (``config.json``, ``done.json``, ``eval.json``,
+``test_metrics.csv``) and the export's metadata: test metrics are the per-image Dice and IoU of notebook 04 with
+percentile-bootstrap 95 % confidence intervals (:func:`helpers.evaluation.stats.bootstrap_ci`), or "not evaluated
+yet".
 """
 from __future__ import annotations
 
@@ -23,6 +26,79 @@ SYNTHETIC = ("the kit's synthetic sample (helpers.data.synthetic): procedurally 
              "a model trained on it says nothing about real lesions.")
 INTENDED_USE = ("Research and teaching only. **Not for diagnosis, not a medical device**: it has not been "
                 "validated clinically and must not inform any decision about a patient.")
+OUT_OF_SCOPE = [
+    "Diagnosis, screening or triage of patients, or any clinical decision: the model outlines a lesion, it does not "
+    "say what the lesion is, and it has not been validated clinically.",
+    "Photos that are not dermoscopy (a phone or camera picture of the skin without a dermatoscope, clinical close-ups, "
+    "histology): it learnt from dermoscopic images only, and its masks on other images mean little.",
+    "Commercial use, where the training data's licence (CC BY-NC 4.0) forbids it.",
+]
+# Where the measured skin-tone composition of the training data goes (the share of images per ITA group, from
+# helpers.evaluation.image_factors); until it is measured, the card says so.
+SKIN_TONE_MEASURED = None
+LIMITATIONS = [
+    "Dermoscopy only, of the kinds of lesions and dermatoscopes in the ISIC 2018 challenge data.",
+    "Skin tones: the ISIC 2018 images come mostly from fair-skinned patients, so most images show light skin; "
+    "how well the model does on darker skin is not known. {measured}",
+    "Trained at {size} px on centre-cropped images: a lesion that runs past the image's central square was cut "
+    "off in training, and fine borders are lost at this size.",
+    "Its scores are on a test split of the same data (same sources and annotators); on other data they are likely "
+    "to be lower.",
+]
+SYNTHETIC_LIMITS = ["Trained on the kit's synthetic sample: it shows the method working and says nothing about real "
+                    "lesions."]
+NOT_MEASURED = "The skin-tone composition of the training data (by ITA group) has not been measured yet."
+TAGS = ["image-segmentation", "medical-imaging", "dermoscopy", "skin-lesion", "pytorch", "skin-lesion-kit"]
+
+
+def data_description(dataset: str) -> str:
+    """The training data as a user would have it, from the run's dataset id."""
+    name = dataset.lower().replace("-", "_")
+    if name.startswith("synthetic"):
+        return "the kit's synthetic sample (procedural images, no patient data)"
+    if name.startswith("isic2018_task1_128"):
+        return "the bundled 128-px archive of the official ISIC 2018 Task 1 training set (data/isic2018_task1_128.zip)"
+    if name.startswith("isic2018_task1_512"):
+        return "the official ISIC 2018 Task 1 training set, 512-px centre-cropped copy"
+    if name.startswith("isic2018_task1_256"):
+        return "the official ISIC 2018 Task 1 training set, 512-px centre-cropped copy shrunk to 256 px"
+    if name.startswith("isic2018"):
+        return "the official ISIC 2018 Task 1 challenge download"
+    return f"dataset {dataset!r}"
+
+
+def hub_licence(dataset: str) -> str:
+    """The licence id a model hub reads: ``cc-by-nc-4.0`` for ISIC data, ``mit`` for the synthetic sample, else
+    ``other`` (check the data's licence)."""
+    name = dataset.lower()
+    return "cc-by-nc-4.0" if name.startswith("isic") else "mit" if name.startswith("synthetic") else "other"
+
+
+def _yaml(value) -> str:
+    return json.dumps(value, ensure_ascii=False)  # a JSON string or number is valid YAML
+
+
+def front_matter(run_dir: Path, config: dict, meta: dict) -> list[str]:
+    """The YAML block model hubs read: licence, tags, dataset, metrics and their values (``model-index``)."""
+    dataset = str(config.get("dataset", ""))
+    lines = ["---", f"license: {hub_licence(dataset)}", "library_name: pytorch", "pipeline_tag: image-segmentation",
+             "tags:", *(f"  - {tag}" for tag in [*TAGS, meta["model"]]),
+             "datasets:", f"  - {_yaml(data_description(dataset))}", "metrics:", "  - dice", "  - iou"]
+    path = Path(run_dir) / inference.METRICS_FILE
+    if path.is_file():
+        table = pd.read_csv(path)
+        split = (f"{len(table)} test images of the {config.get('protocol')} split, seed "
+                 f"{config.get('split_seed', '?')}")
+        lines += ["model-index:", f"  - name: {_yaml(meta['run_id'])}", "    results:", "      - task:",
+                  "          type: image-segmentation", "          name: Skin-lesion segmentation", "        dataset:",
+                  f"          name: {_yaml(data_description(dataset) + ' (' + split + ')')}",
+                  f"          type: {_yaml(dataset)}", "        metrics:"]
+        for column, kind, label in (("dice", "dice", "Dice (per image, mean)"), ("iou", "iou", "IoU (per image, mean)"),
+                                    ("jaccard_thresholded", "jaccard", "thresholded Jaccard (ISIC 2018 score)")):
+            if column in table:
+                lines += [f"          - type: {kind}", f"            name: {_yaml(label)}",
+                          f"            value: {round(float(table[column].mean()), 4)}"]
+    return [*lines, "---", ""]
 
 
 def data_licence(dataset: str) -> str:
@@ -91,7 +167,11 @@ def model_card(run_dir: str | Path, metadata: dict, files: dict[str, Path], writ
     recipe = ", ".join(f"{k} {config[k]}" for k in ("num_epochs", "batch_size", "lr", "weight_decay", "warmup_epochs",
                                                     "schedule", "augment", "amp", "early_stopping") if k in config)
     pruned = f", pruned at depth L{meta['prune_depth']}" if meta.get("prune_depth") else ""
+    size = config.get("image_size", "?")
+    measured = SKIN_TONE_MEASURED or NOT_MEASURED
+    isic = str(config.get("dataset", "")).lower().startswith("isic")
     lines = [
+        *front_matter(run_dir, config, meta),
         f"# Model card: {meta['model']} ({meta['model_config']}) — run {meta['run_id']}", "",
         "## Files", "", *(f"- `{Path(p).name}`: {fmt}" + (f", opset {meta['opset']}" if fmt == "onnx" else "")
                           + (f", by {written[fmt]['exporter']}" if fmt in written else "") for fmt, p in files.items()), "",
@@ -101,7 +181,8 @@ def model_card(run_dir: str | Path, metadata: dict, files: dict[str, Path], writ
         f"- parameters: {meta['params']:,}" + (" (the whole network; the pruned graph uses fewer)" if pruned else ""),
         f"- output: {meta['output']}", "",
         "## Training data", "",
-        f"- dataset: `{config.get('dataset')}`, training fraction {config.get('fraction')}, "
+        f"- data: {data_description(str(config.get('dataset', '')))} (dataset id `{config.get('dataset')}`)",
+        f"- training fraction {config.get('fraction')}, "
         f"{config.get('image_size')} px; training images: {_training_images(run_dir, config)}",
         f"- licence: {data_licence(str(config.get('dataset', '')))}", "",
         "## Protocol and recipe", "",
@@ -115,8 +196,11 @@ def model_card(run_dir: str | Path, metadata: dict, files: dict[str, Path], writ
         f"- input: {meta['input']}", f"- size: {sizes}; resize the whole image (box filter) to this size",
         f"- mean {meta['mean']}, std {meta['std']} (RGB, on pixel / 255)",
         f"- lesion where probability ≥ {meta['threshold']}; TTA {meta['tta']}, post-processing {meta['postprocess']} "
-        "(`python -m helpers.evaluation.predict` applies all of it)", "",
+        "(`lesion-predict`, or `python -m helpers.evaluation.predict`, applies all of it)", "",
         "## Intended use", "", INTENDED_USE, "",
+        "## Out-of-scope use", "", *(f"- {line}" for line in (OUT_OF_SCOPE if isic else OUT_OF_SCOPE[:2])), "",
+        "## Limitations", "", *(f"- {line.format(measured=measured, size=size)}"
+                                for line in (LIMITATIONS if isic else [*SYNTHETIC_LIMITS, *LIMITATIONS[2:]])), "",
     ]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -27,19 +27,12 @@ class OutputClash(FileExistsError):
 
 
 def check_folder(out_dir: str | Path, what: str = "OUTPUT") -> Path:
-    """The output folder, refused when the path is an existing file (or a link to one).
+    """The output folder, refused when the path is an existing file (:func:`helpers.cli.check_out_folder`).
 
     Raises:
         cli.BadValue: names the path and says what to give instead.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise cli.BadValue(f"{what} {out_dir} is an existing file, not a folder; give a folder (it is "
-                           f"created if needed), e.g. {out_dir.with_suffix('')}_out.")
-    if out_dir.is_symlink() and not out_dir.exists():
-        raise cli.BadValue(f"{what} {out_dir} is a link to nothing ({os.readlink(out_dir)}); remove the "
-                           f"link or give another folder.")
-    return out_dir
+    return cli.check_out_folder(out_dir, what)
 
 
 def read_manifest(folder: str | Path, name: str) -> set[str] | None:

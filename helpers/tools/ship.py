@@ -71,9 +71,20 @@ def ship_model(run_dir: str | Path, study_run: str | Path) -> Path:
     shipped = {"model": half_weights(state["model"]), "best_metric": state.get("best_metric"),
                "epoch": state.get("epoch"), "weights_dtype": "float16"}
     target = paths.write_atomic(study_run / "checkpoints" / "best.pt", lambda tmp: torch.save(shipped, tmp))
-    _, metadata = export.prepare(study_run)  # loads the shipped file back: it must fit the study's config
-    write_model_card(study_run, metadata, {"fp16 state dict (torch.load, weights_only=True)": target}, study_run)
+    write_card(study_run)
     return target
+
+
+def write_card(study_run: str | Path) -> Path:
+    """(Re)write a shipped run's ``MODEL_CARD.md`` from its folder (after the card's format changed, too).
+
+    Raises:
+        FileNotFoundError: the folder has no ``config.json`` or no shipped ``checkpoints/best.pt``.
+    """
+    study_run = Path(study_run)
+    _, metadata = export.prepare(study_run)  # loads the shipped file back: it must fit the study's config
+    target = study_run / "checkpoints" / "best.pt"
+    return write_model_card(study_run, metadata, {"fp16 state dict (torch.load, weights_only=True)": target}, study_run)
 
 
 def test_files(run_dir: Path, count: int | None = None) -> pd.DataFrame:
@@ -125,9 +136,13 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("study_run", nargs="?", help="the same run's folder in a committed study")
     parser.add_argument("--check-predict", action="store_true", help="Dice of RUN through predict on its test images")
     parser.add_argument("--images", type=int, default=None, help="with --check-predict: only the first N test images")
+    parser.add_argument("--card", action="store_true", help="only write RUN's model card again (a shipped run's folder)")
     cli.add_device(parser)
     args = cli.add_debug(parser).parse_args(argv)
     cli.use_device(args.device)
+    if args.card:
+        print(f"✓ {write_card(args.run)}")
+        return 0
     if args.check_predict:
         found = predict_dice(args.run, args.images)
         print(f"✓ {found['n']} test images through predict: Dice {found['dice_mean']:.4f} "

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 import torch.distributed
@@ -55,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
                     "GPU under torchrun). Every option left out takes the profile's value.")
     parse.add_argument("--profile", default="", choices=["", *profiles.PROFILES],
                        help="the study's profile (default: the recorded study's; without one, "
-                            "$KIT_PROFILE, else t4 on Colab or with a GPU and cpu otherwise)")
+                            "$KIT_PROFILE, else class on Colab or with a GPU and cpu otherwise)")
     for name in study.DATA_KEYS:
         meta = study.Study.__dataclass_fields__[name].metadata
         parse.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
@@ -145,7 +144,7 @@ def _sharing(info: devices.DistInfo) -> dict:
 def _main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     cli.check_device(args.device)
-    scoped = {paths.RESULTS_ENV: Path(args.out).resolve()} if args.out else {}
+    scoped = {paths.RESULTS_ENV: cli.check_out_folder(args.out, "--out").resolve()} if args.out else {}
     if args.device:
         scoped[cli.DEVICE_ENV] = args.device
     with paths.scoped_env(**scoped):
