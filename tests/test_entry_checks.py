@@ -49,9 +49,9 @@ def test_a_config_json_field_of_the_wrong_type_is_named_with_its_file(run, tmp_p
 
 
 def test_a_misspelt_keyword_of_a_notebook_helper_is_refused_with_the_nearest_name():
-    with pytest.raises(TypeError, match=r"fractionz=.*did you mean: fractionz → fractions"):
+    with pytest.raises(TypeError, match=r"fractionz=.*Did you mean: fractionz → fractions\?"):
         study.follow("smoke", fractionz=[1.0])
-    with pytest.raises(ValueError, match=r"did you mean: fractionz → fractions"):
+    with pytest.raises(ValueError, match=r"Did you mean: fractionz → fractions\?"):
         study.follow("smoke", {"fractionz": [1.0]})
     assert not study.record_path().exists()  # refused before anything was recorded
 

@@ -141,11 +141,11 @@ def _given(settings: dict | None, given: dict) -> dict:
     merged = dict(settings or {})
     unknown = sorted(set(merged) - set(ALL_KEYS))
     if unknown:
-        raise ValueError(f"SETTINGS has unknown name(s) {unknown}{_nearest(unknown)}; known: {sorted(ALL_KEYS)} "
-                         f"(python -m helpers.pipeline --list describes each).")
+        raise ValueError(f"SETTINGS has unknown name(s) {unknown}; known: {sorted(ALL_KEYS)} "
+                         f"(python -m helpers.pipeline --list describes each).{_nearest(unknown)}")
     if wrong := sorted(set(given) - set(ALL_KEYS)):
-        raise TypeError(f"unknown keyword argument(s) {', '.join(f'{n}=' for n in wrong)}{_nearest(wrong)}; "
-                        f"the settings are named as in SETTINGS (python -m helpers.pipeline --list describes each).")
+        raise TypeError(f"unknown keyword argument(s) {', '.join(f'{n}=' for n in wrong)}: the settings are named "
+                        f"as in SETTINGS (python -m helpers.pipeline --list describes each).{_nearest(wrong)}")
     for name, value in given.items():
         if value is not None and name in merged and merged[name] != value:
             raise ValueError(f"{name.upper()} = {value!r} and SETTINGS[{name!r}] = {merged[name]!r} disagree; "
@@ -156,11 +156,11 @@ def _given(settings: dict | None, given: dict) -> dict:
 
 
 def _nearest(names: list[str]) -> str:
-    """``" (did you mean: fractionz → fractions?)"`` for the known names nearest to misspelt ones; "" when none is
+    """``" Did you mean: fractionz → fractions?"`` for the known names nearest to misspelt ones; "" when none is
     near."""
     near = {name: difflib.get_close_matches(name, ALL_KEYS, n=1) for name in names}
     hints = [f"{name} → {match[0]}" for name, match in near.items() if match]
-    return f" (did you mean: {', '.join(hints)}?)" if hints else ""
+    return f" Did you mean: {', '.join(hints)}?" if hints else ""
 
 
 def _checked(name: str, value):
