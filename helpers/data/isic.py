@@ -7,9 +7,10 @@ The official zips unpack to one folder per set, for example::
 
 The same code reads the official download, a folder of your own in that layout (a nested
 top folder is fine; images may also be PNG, BMP or TIFF, masks JPEG, BMP or TIFF),
-a resized copy (the bundled 128-px archive, or one made by :mod:`helpers.tools.shrink`) and the synthetic sample. Other layouts (PH2, plain
-image and mask folders) are found by :mod:`helpers.data.layouts`, which pairs them into the
-same :class:`Pair` and validates them with :func:`load_pair` (``lenient=True``).
+a resized copy (the bundled 128-px archive, or one made by :mod:`helpers.tools.shrink`) and the
+synthetic sample. Other layouts (PH2, plain image and mask folders) are found by
+:mod:`helpers.data.layouts`, which pairs them into the same :class:`Pair` and validates them with
+:func:`load_pair` (``lenient=True``).
 Nothing is skipped silently: every orphan, broken or odd file becomes a :class:`Problem`
 naming the file and what is wrong. Photos are read upright (:func:`upright`: their EXIF orientation applied, as
 a phone or viewer shows them), so a mask drawn on the photo as you see it pairs with it.
