@@ -156,7 +156,7 @@ def test_export_refuses_to_replace_files_it_did_not_write_unless_asked(exported_
     done = export.export_run(exported_run, out, ["torchscript"], overwrite=True)
     assert done["files"]["torchscript"].stat().st_size > 1000
     again = export.export_run(exported_run, out, ["torchscript"])  # its own files: replaced without asking
-    assert again["card"].read_text().startswith("#")
+    assert len(again["card"].read_text()) > 200  # the card export wrote, not the user's
 
 
 def test_export_writes_no_file_through_a_link_and_refuses_a_file_as_its_folder(exported_run, tmp_path,
