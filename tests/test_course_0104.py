@@ -341,11 +341,17 @@ def test_bootstrap_ci_right_and_wrong_answers():
     def raises(values, n_boot=2000, seed=0):
         raise NotImplementedError
 
+    def normal(values, n_boot=2000, seed=0):  # mean ± 1.96·sd/√n: right for symmetric scores only
+        half = 1.96 * np.std(values) / np.sqrt(len(values))
+        return np.mean(values) - half, np.mean(values) + half
+
     assert exercises.check_bootstrap_ci(kit).status == "right"
     for wrong in (ninety, spread_of_values, lambda v, n, s: 0.5):
         assert exercises.check_bootstrap_ci(wrong).status == "not yet", wrong
     assert "Hint" in repr(exercises.check_bootstrap_ci(ninety))
     assert exercises.check_bootstrap_ci(raises).status == "not done yet"
+    verdict = exercises.check_bootstrap_ci(normal)
+    assert verdict.status == "not yet" and "normal approximation" in repr(verdict)
 
 
 # ---- a CPU runtime for the notebooks that train nothing ---------------------------------------------------------
