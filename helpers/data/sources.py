@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 
 from helpers import paths
-from helpers.data import bundled
+from helpers.data import bundled, locks
 from helpers.data.archives import safe_extract
 from helpers.data.download import fetch_official
 from helpers.data.isic import DataError
@@ -191,10 +191,19 @@ def ensure_prepared(config: RunConfig, data_source: str | None = None, data_dir:
         The :class:`~helpers.data.prep.Prepared` dataset.
     """
     data_source = chosen_source(data_source, config)
-    splits = ("train",) if protocol == "seed" else ("train", "val", "test")
     name = prepared_name(dataset_name(data_source, data_dir, config, sample_seed), protocol,
                          config.image_size, config.split_seed)
-    out_dir, source = paths.prepared_root() / name, expected_source(data_source, data_dir, config, sample_seed)
+    with locks.preparing(paths.prepared_root() / name):  # one worker prepares; the others wait, then use it
+        return _prepared_once(config, data_source, data_dir, protocol, on_bad_file, sample_seed, mirror,
+                              paths.prepared_root() / name, layout=layout, mask_suffix=mask_suffix)
+
+
+def _prepared_once(config: RunConfig, data_source: str, data_dir: str | None, protocol: str, on_bad_file: str,
+                   sample_seed: int, mirror: str | None, out_dir: Path, *, layout: str,
+                   mask_suffix: str | None) -> Prepared:
+    """:func:`ensure_prepared` in ``out_dir``, while this process holds its preparation."""
+    splits = ("train",) if protocol == "seed" else ("train", "val", "test")
+    source = expected_source(data_source, data_dir, config, sample_seed)
     given = _given(data_source, data_dir)
     if data_source == "bundled":
         bundled.check_archive(given)
