@@ -2,10 +2,12 @@
 
 They live beside the studies under ``results/``, not in ``docs/``; this hook adds each to the site as
 ``demo_notebooks/<name>.ipynb`` before mkdocs-jupyter renders it (hence the high priority: it runs before the
-plugins).
+plugins). A notebook's relative links name files beside it in the repository's ``notebooks/`` folder (its
+``README.md``, ``../helpers/...``); on the site they point to those files on GitHub instead.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mkdocs.plugins import event_priority
@@ -22,3 +24,15 @@ def on_files(files: Files, config) -> Files:
         files.append(File(f"{FOLDER}/{path.name}", src_dir=str(RESULTS), dest_dir=config["site_dir"],
                           use_directory_urls=config["use_directory_urls"]))
     return files
+
+
+RELATIVE_HREF = re.compile(r'href="(?![a-z][a-z0-9+.-]*:|#|/)([^"]+)"')
+
+
+def on_page_content(html: str, page, config, files: Files) -> str:
+    """In a notebook page, relative links to repository files become links to them on GitHub."""
+    if not page.file.src_uri.startswith(f"{FOLDER}/"):
+        return html
+    base = f"{config['repo_url'].rstrip('/')}/blob/main/notebooks/"
+    return RELATIVE_HREF.sub(lambda m: f'href="{base}{m[1]}"', html)
+

@@ -114,6 +114,8 @@ def test_the_course_site_builds_offline_and_its_internal_links_resolve(tmp_path)
         assert page.is_file() and "jp-OutputArea" in page.read_text(), f"{name}: no page with outputs"
     broken = []
     for page in site.rglob("*.html"):
+        if page.name == "404.html":  # absolute links by design: it is served for any missing path
+            continue
         parser = _Links()
         parser.feed(page.read_text(encoding="utf-8"))
         for link in parser.found:
