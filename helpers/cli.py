@@ -66,8 +66,8 @@ def check_device(device: str | None) -> None:
 
     try:
         chosen = torch.device(device)
-    except RuntimeError as err:
-        raise BadValue(f"--device {device!r} is not a device name ({err}); use cpu, cuda or mps.") from None
+    except RuntimeError:
+        raise BadValue(f"--device {device}: not a device name; use cpu, cuda, cuda:N or mps.") from None
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise BadValue(f"--device {device}: no CUDA GPU is available on this machine (torch.cuda.is_available() is "
                        "False); use --device cpu, or leave --device out (the GPU when there is one).")

@@ -107,3 +107,54 @@ def test_the_readme_states_the_defaults():
 
     said = re.search(r"36 MB at 256 px and the default JPEG quality (\d+)", (ROOT / "docs" / "data.md").read_text())
     assert said and int(said.group(1)) == shrink.QUALITY
+
+
+# the commands that run a model, and those that write a folder of their own (named --out)
+RUNS_A_MODEL = {"helpers.training", "helpers.pipeline", "helpers.evaluation.predict", "helpers.evaluation.external",
+                "helpers.tools.bench", "helpers.tools.bench_predict", "helpers.tools.recipe_table", "helpers.tools.ship"}
+WRITES_A_FOLDER = {"helpers.training", "helpers.pipeline", "helpers.evaluation.predict", "helpers.evaluation.export",
+                   "helpers.reporting.snapshot", "helpers.tools.gpu_window", "helpers.tools.shrink",
+                   "helpers.tools.publish", "helpers.tools.recipe_table"}
+
+
+@pytest.mark.parametrize("module", sorted(COMMANDS))
+def test_every_command_says_its_version(module, monkeypatch, capsys):
+    import helpers
+
+    code, out, _ = run_command(module, ["--version"], monkeypatch, capsys)
+    assert code == 0 and out.strip() == f"skin-lesion-kit {helpers.__version__}"
+
+
+@pytest.mark.parametrize("module", sorted(COMMANDS))
+def test_commands_name_their_options_alike(module, monkeypatch, capsys):
+    _, out, _ = run_command(module, ["--help"], monkeypatch, capsys)
+    assert ("--device" in out) == (module in RUNS_A_MODEL), f"{module}: --device on every command that runs a model"
+    assert ("--out" in out) == (module in WRITES_A_FOLDER), f"{module}: an output folder is named --out"
+    assert "--dest" not in out, f"{module}: --out, not --dest"
+
+
+def test_an_unknown_device_is_refused_where_it_enters(monkeypatch, capsys):
+    code, _, err = run_command("helpers.evaluation.external", ["--device", "tpu"], monkeypatch, capsys)
+    assert code == 2 and "--device tpu" in err and "cpu" in err
+
+
+def test_the_older_output_spellings_still_work(tmp_path):
+    from helpers import cli
+
+    assert cli.out_folder(None, "old") == "old" and cli.out_folder("new", None) == "new"
+    assert cli.out_folder("same", "same") == "same"
+    with pytest.raises(cli.BadValue, match="two output folders"):
+        cli.out_folder("a", "b")
+    assert cli.comma_list(["unet,unetpp", "transunet"]) == ["unet", "unetpp", "transunet"]
+    assert cli.comma_list("onnx") == ["onnx"] and cli.comma_list(None) is None
+
+
+def test_the_training_command_chooses_model_configurations():
+    from helpers import cli
+    from helpers.training.__main__ import model_configs, parser, settings_from_args
+
+    args = parser().parse_args(["--models", "unet,unetpp", "--model-config", "unetpp=r34,unet=small"])
+    assert settings_from_args(args)["model_configs"] == {"unetpp": "r34", "unet": "small"}
+    for bad in ("unetpp", "unetpp=r99", "vit=r34"):
+        with pytest.raises(cli.BadValue, match="MODEL=CONFIG"):
+            model_configs(bad)
