@@ -59,3 +59,21 @@ def test_fork_command_line_lists_what_it_changed(copy, monkeypatch, capsys):
     assert fork.main(["https://github.com/my-class/lesion-kit", "--ref", "spring-2027"]) == 0
     out = capsys.readouterr().out
     assert "updated helpers/paths.py" in out and "updated README.md" in out and "clone it at spring-2027" in out
+
+
+def test_fork_points_the_docs_and_the_site_at_the_fork(copy):
+    import shutil as _shutil
+
+    _shutil.copytree(ROOT / "docs", copy / "docs")
+    _shutil.copy(ROOT / "mkdocs.yml", copy / "mkdocs.yml")
+    changed = fork.fork("https://github.com/my-class/lesion-kit", "spring-2027", root=copy)
+    assert {"mkdocs.yml", "colab.md", "results.md"} <= {p.name for p in changed}
+    site = (copy / "mkdocs.yml").read_text()
+    assert "repo_url: https://github.com/my-class/lesion-kit\n" in site
+    colab = (copy / "docs" / "colab.md").read_text()
+    assert "colab.research.google.com/github/my-class/lesion-kit/blob/spring-2027/notebooks/01_data_prep.ipynb" in colab
+    assert "https://github.com/my-class/lesion-kit/blob/spring-2027/notebooks/README.md" in colab
+    readme = (copy / "README.md").read_text()
+    assert "git clone https://github.com/my-class/lesion-kit " in readme and "skin-lesion-kit/skin-lesion-kit" not in readme
+    for page in (copy / "docs").glob("*.md"):
+        assert "github.com/skin-lesion-kit/skin-lesion-kit" not in page.read_text(), page.name

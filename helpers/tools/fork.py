@@ -2,7 +2,8 @@
 
     python -m helpers.tools.fork https://github.com/<you>/<kit> [--ref spring-2027]
 
-It rewrites the notebooks' Colab badges and their ``KIT_REPO``/``KIT_REF`` defaults, the README's badges and
+It rewrites the notebooks' Colab badges and their ``KIT_REPO``/``KIT_REF`` defaults, the badges and GitHub links of
+the README and ``docs/`` (the course site's pages, and ``mkdocs.yml``'s ``repo_url``) and
 :data:`helpers.paths.REPO_URL`. Run it once in the fork and commit: the badges then open the fork's notebooks,
 which clone the fork at ``ref``.
 """
@@ -39,6 +40,9 @@ def point(text: str, old_url: str, new_url: str, ref: str) -> str:
     text = text.replace(f"colab.research.google.com/github/{old_slug}/blob/",
                         f"colab.research.google.com/github/{new_slug}/blob/")
     text = re.sub(r"(colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/)[\w.-]+/", rf"\g<1>{ref}/", text)
+    text = re.sub(rf"{re.escape(GITHUB + old_slug)}/(blob|tree)/[\w.-]+/", rf"{GITHUB}{new_slug}/\1/{ref}/", text)
+    text = re.sub(rf"{re.escape(GITHUB + new_slug)}/(blob|tree)/[\w.-]+/", rf"{GITHUB}{new_slug}/\1/{ref}/", text)
+    text = re.sub(rf"{re.escape(GITHUB + old_slug)}(?=[/\s\"'`)]|$)", GITHUB + new_slug, text, flags=re.M)
     text = text.replace(f'REPO_URL = "{old_url}"', f'REPO_URL = "{new_url}"')
     text = re.sub(r'^KIT_REPO = "[^"]*"', f'KIT_REPO = "{new_url}"', text, flags=re.M)
     return re.sub(r'^KIT_REF = "[^"]*"', f'KIT_REF = "{ref}"', text, flags=re.M)
@@ -64,7 +68,9 @@ def fork(repo_url: str, ref: str = "main", root: str | os.PathLike | None = None
     repo_url, root = check_url(repo_url), Path(root or paths.repo_root())
     old_url = re.search(r'REPO_URL = "([^"]+)"', (root / "helpers" / "paths.py").read_text())[1]
     changed = []
-    for file in [root / "helpers" / "paths.py", root / "README.md", *sorted((root / "notebooks").glob("*.ipynb"))]:
+    files = [root / "helpers" / "paths.py", root / "README.md", root / "mkdocs.yml", *sorted((root / "docs").glob("*.md")),
+             *sorted((root / "notebooks").glob("*.ipynb"))]
+    for file in (f for f in files if f.is_file()):
         text = file.read_text()
         rewrite = point_notebook if file.suffix == ".ipynb" else point
         new = rewrite(text, old_url, repo_url, ref)
