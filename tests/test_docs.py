@@ -53,6 +53,21 @@ def test_the_readme_results_table_is_the_shipped_models_summary():
         assert cells[3] == f"{row['jaccard_thresholded_mean']:.3f}", (model, cells)
 
 
+def test_the_profile_table_is_the_profiles():
+    from helpers.profiles import DEFAULT_DATA, PROFILES
+
+    words = {"bundled": "bundled archive", "isic2018": "official download", "synthetic": "synthetic sample"}
+    rows = {line.split("|")[1].strip(" `"): [c.strip() for c in line.strip("|").split("|")]
+            for line in (DOCS / "profiles.md").read_text().splitlines() if line.startswith("| `")}
+    assert set(rows) == set(PROFILES), "docs/profiles.md: one row per profile"
+    for name, config in PROFILES.items():
+        _, _, data, size, _, epochs, *_ = rows[name]
+        assert size == f"{config.image_size} px" and epochs == str(config.num_epochs), (name, rows[name])
+        assert data.startswith(words[DEFAULT_DATA[name]]), (name, data)
+        if config.data_subset:
+            assert f"subset of {config.data_subset} pairs" in data, (name, data)
+
+
 def test_the_readme_predict_line_names_a_shipped_run():
     run = re.search(r"lesion-predict (results/\S+)", README.read_text())
     assert run and (ROOT / run[1] / "checkpoints" / "best.pt").is_file() and (ROOT / run[1] / "MODEL_CARD.md").is_file()
