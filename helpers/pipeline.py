@@ -30,7 +30,7 @@ NOTEBOOKS = ("01_data_prep.ipynb", "02_unet.ipynb", "03_unetpp_transunet.ipynb",
 # the names each notebook's SETTINGS dict takes (declared in helpers.data.study and helpers.profiles): a -p NAME
 # that a notebook's parameters cell does not declare goes into its SETTINGS when it is one of these
 SETTINGS_KEYS = {"01_data_prep.ipynb": study.STUDY_KEYS, "02_unet.ipynb": study.ALL_KEYS,
-                 "03_unetpp_transunet.ipynb": study.ALL_KEYS}
+                 "03_unetpp_transunet.ipynb": study.ALL_KEYS, "04_results.ipynb": tuple(study.RESULTS_OPTIONS)}
 
 
 def notebooks_present(folder: Path | None = None) -> list[Path]:
@@ -279,9 +279,11 @@ def settings_table() -> str:
     rows += [(name, profiles.describe_setting(name)) for name in profiles.SETTINGS if name in study.ALL_KEYS
              or name in ("image_size", "split_seed")]
     rows += list(study.GRID_OPTIONS.items())
-    width = max(len(name) for name, _ in rows)
+    width = max(len(name) for name, _ in rows + list(study.RESULTS_OPTIONS.items()))
     return "\n".join(["SETTINGS names (01: the study's, the first ones; 02 and 03: all of them)"] +
-                     [f"  {name:<{width}}  {text}" for name, text in rows])
+                     [f"  {name:<{width}}  {text}" for name, text in rows] +
+                     ["SETTINGS names of notebook 04 (how the runs are scored and reported)"] +
+                     [f"  {name:<{width}}  {text}" for name, text in study.RESULTS_OPTIONS.items()])
 
 
 def format_parameters(declared: dict[Path, dict[str, str]]) -> str:
@@ -306,7 +308,7 @@ def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.pipeline",
                                      description="Run the study's notebooks with papermill.")
     parser.add_argument("--profile", default="", choices=["", *profiles.PROFILES],
-                        help="the profile (default: the recorded study's; without one, $KIT_PROFILE, else t4 on "
+                        help="the profile (default: the recorded study's; without one, $KIT_PROFILE, else class on "
                              "Colab or with a GPU and cpu otherwise)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a notebook parameter or setting, e.g. -p DATA_SOURCE folder, -p LR 3e-4")

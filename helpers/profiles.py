@@ -306,10 +306,11 @@ PROFILES: dict[str, RunConfig] = {
     ),
     "demo": RunConfig(
         name="demo",
-        description="make demo: the offline sample (200 images), tiny models, 64 px, 10 epochs on the CPU; learns in "
-                    "about a minute of training.",
+        description="make demo: 300 real lesions drawn from the bundled archive, tiny models, 64 px, 10 epochs on "
+                    "the CPU.",
         image_size=64,
         synthetic_count=200,
+        data_subset=300,
         # Measured on 2 CPU cores: test Dice 0.87-0.89 at 100 % for all three models, rising with the fraction,
         # 64 s of training for the 12 runs. Batch 4 and lr 3e-3 give the small fractions enough steps.
         model_configs={"unet": "tiny", "unetpp": "tiny", "transunet": "tiny"},

@@ -59,3 +59,14 @@ def test_the_check_catches_a_name_that_does_not_exist():
     cells = [{"cell_type": "markdown", "id": "m", "source": ["Set `SPLIT_SEED = 7`, or `PROTOCOL`."]},
              {"cell_type": "code", "id": "c", "source": ["TRY = 1\n"]}]
     assert named_in_markdown(cells) == {"SPLIT_SEED": "m", "PROTOCOL": "m"} and _assigned(cells) == {"TRY"}
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_parameters_cell_is_form_fields_then_settings_in_twelve_lines(name):
+    cells = _cells(ROOT / "notebooks" / name)
+    first = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    code = [line for line in "".join(first["source"]).splitlines() if line.strip() and not line.startswith("#")]
+    names = [line.split("=")[0].strip() for line in code]
+    assert len(code) <= 12, f"{name}: {len(code)} code lines in the parameters cell"
+    form = [n for n, line in zip(names, code) if "#@param" in line]
+    assert names[:len(form)] == form and "SETTINGS" in names, f"{name}: form fields first, then SETTINGS: {names}"

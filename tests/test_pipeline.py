@@ -154,7 +154,8 @@ def test_real_notebooks_get_training_parameters_only_where_declared(recorded, tm
     sent = dict(recorded)
     assert list(sent) == ["01_data_prep.ipynb", "02_unet.ipynb", "03_unetpp_transunet.ipynb", "04_results.ipynb"]
     assert {name for name, params in sent.items() if "LR" in params} == {"02_unet.ipynb", "03_unetpp_transunet.ipynb"}
-    assert {name for name, params in sent.items() if "N_BOOT" in params} == {"04_results.ipynb"}
+    assert {name for name, params in sent.items() if "n_boot" in (params.get("SETTINGS") or {})} == {"04_results.ipynb"}
+    assert sent["04_results.ipynb"]["SETTINGS"] == {"n_boot": 10}  # 04 takes its options in SETTINGS
     assert "DATA_SOURCE" not in sent["04_results.ipynb"] and sent["01_data_prep.ipynb"]["DATA_SOURCE"] == "folder"
     assert all(params["PROFILE"] == "smoke" for params in sent.values())
     # names a cell does not declare go into SETTINGS where the notebook takes them: 01 the study's, 02/03 all
@@ -172,7 +173,8 @@ def test_list_prints_each_notebooks_parameters_and_runs_nothing(recorded, capsys
                             "SETTINGS"]
     assert any(line.split()[:2] == ["LR", "Learning"] for line in blocks["02_unet.ipynb"].splitlines())
     assert any(line.split()[:3] == ["lr", "peak", "AdamW"] for line in blocks["SETTINGS"].splitlines())
-    assert "LR" not in blocks["01_data_prep.ipynb"].split() and "N_BOOT" in blocks["04_results.ipynb"].split()
+    assert "LR" not in blocks["01_data_prep.ipynb"].split() and "SETTINGS" in blocks["04_results.ipynb"].split()
+    assert any(line.split()[:2] == ["n_boot", "bootstrap"] for line in blocks["SETTINGS"].splitlines())
     assert pipeline.main(["--list", "--only", "04"]) == 0
     only_04 = capsys.readouterr().out
     assert only_04.startswith("04_results.ipynb (") and "\n  PROFILE " in only_04 and "02_unet" not in only_04

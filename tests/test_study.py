@@ -184,3 +184,16 @@ def test_the_notebooks_forms_offer_only_declared_values(name):
             allowed = fields[parameter.lower()].metadata["choices"]
         offered = {part for value in values for part in str(value).split(",")}  # "unetpp,transunet"
         assert offered <= {"", *allowed}, f"{name}: {parameter} offers {offered - set(allowed)}"
+
+
+def test_notebook_04_takes_its_options_in_settings_and_names_a_misspelt_one():
+    opts = study.results_options({"n_boot": 200, "external_source": "folder", "external_dir": "data/PH2"})
+    assert (opts.n_boot, opts.bootstrap_seed, opts.external_source, opts.export_submission) == \
+        (200, 42, "folder", True)
+    assert study.results_options('{"reevaluate": true}').reevaluate is True  # plain papermill's text
+    with pytest.raises(ValueError, match=r"unknown name\(s\) \['n_boots'\].*Did you mean: n_boots → n_boot"):
+        study.results_options({"n_boots": 10})
+    with pytest.raises(ValueError, match=r"SETTINGS\['n_boot'\] = '10' is not valid: expected a whole number"):
+        study.results_options({"n_boot": "10"})
+    with pytest.raises(ValueError, match="above 0"):
+        study.results_options({"n_boot": 0})

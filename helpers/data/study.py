@@ -80,6 +80,29 @@ class GridOptions:
 
 
 GRID_OPTIONS = {f.name: f.metadata["help"] for f in dataclasses.fields(GridOptions)}  # name → help
+
+
+@dataclass(frozen=True)
+class ResultsOptions:
+    """Notebook 04's options: how the runs are scored and reported (its ``SETTINGS`` takes these names)."""
+
+    reevaluate: bool = setting("score runs again that already have test scores (e.g. after changing TTA)",
+                               False, result=False)
+    n_boot: int = setting("bootstrap resamples for the confidence intervals", 2000, result=False, above=0)
+    bootstrap_seed: int = setting("seed of the bootstrap resampling (not a training seed)", 42, result=False,
+                                  minimum=0)
+    export_submission: bool = setting("write the best run's test predictions in the ISIC challenge format",
+                                      True, result=False)
+    external_source: str | None = setting("another dataset to test the runs on, whole: folder, zip or "
+                                          "synthetic; \"\": none; None: synthetic after training on the "
+                                          "synthetic sample, else none", None, result=False)
+    external_dir: str = setting("its folder or zip: ISIC, PH2 or images/masks folders (e.g. "
+                                "data/PH2Dataset)", "", result=False)
+    external_mask_suffix: str = setting("its mask names' ending in plain image/mask folders (_segmentation, "
+                                        "_lesion, _mask, \"\"); auto: detected", "auto", result=False)
+
+
+RESULTS_OPTIONS = {f.name: f.metadata["help"] for f in dataclasses.fields(ResultsOptions)}  # name → help
 # synthetic_count and data_subset are left out: they change which images are drawn, so they belong to the profile
 PROFILE_ONLY = ("image_size", "split_seed", "synthetic_count", "data_subset")
 TRAINING_KEYS = tuple(name for name in profiles.SETTINGS if name not in PROFILE_ONLY)
@@ -155,12 +178,37 @@ def _given(settings: dict | None, given: dict) -> dict:
     return {k: v for k, v in merged.items() if v is not None and not (k != "mask_suffix" and v == "")}
 
 
-def _nearest(names: list[str]) -> str:
+def _nearest(names: list[str], known=ALL_KEYS) -> str:
     """``" Did you mean: fractionz → fractions?"`` for the known names nearest to misspelt ones; "" when none is
     near."""
-    near = {name: difflib.get_close_matches(name, ALL_KEYS, n=1) for name in names}
+    near = {name: difflib.get_close_matches(name, known, n=1) for name in names}
     hints = [f"{name} → {match[0]}" for name, match in near.items() if match]
     return f" Did you mean: {', '.join(hints)}?" if hints else ""
+
+
+def results_options(settings: dict | str | None = None) -> ResultsOptions:
+    """Notebook 04's ``SETTINGS``: its scoring and reporting options, checked (defaults for the names left out).
+
+    Raises:
+        ValueError: an unknown name (the nearest known one named) or a value of the wrong type.
+    """
+    if isinstance(settings, str):  # plain papermill passes -p SETTINGS '{"n_boot": 200}' as text
+        settings = json.loads(settings) if settings.strip() else {}
+    values = dict(settings or {})
+    if unknown := sorted(set(values) - set(RESULTS_OPTIONS)):
+        raise ValueError(f"SETTINGS has unknown name(s) {unknown}; notebook 04 takes {sorted(RESULTS_OPTIONS)} "
+                         f"(python -m helpers.pipeline --list describes each).{_nearest(unknown, RESULTS_OPTIONS)}")
+    for field in dataclasses.fields(ResultsOptions):
+        value, kind = values.get(field.name, field.default), field.type
+        wanted = {"bool": bool, "int": int}.get(kind)
+        if wanted and (not isinstance(value, wanted) or (wanted is int and isinstance(value, bool))):
+            expected = "True or False" if wanted is bool else "a whole number"
+            raise ValueError(f"SETTINGS[{field.name!r}] = {value!r} is not valid: expected {expected}.")
+        if kind.startswith("str") and value is not None and not isinstance(value, str):
+            raise ValueError(f"SETTINGS[{field.name!r}] = {value!r} is not valid: expected text.")
+    if values.get("n_boot", 1) <= 0:
+        raise ValueError(f"SETTINGS['n_boot'] = {values['n_boot']!r} is not valid: expected a number above 0.")
+    return ResultsOptions(**values)
 
 
 def _checked(name: str, value):

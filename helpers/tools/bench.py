@@ -224,7 +224,7 @@ def parser() -> argparse.ArgumentParser:
     parse = argparse.ArgumentParser(prog="python -m helpers.tools.bench",
                                     description="Benchmark the data path, training and inference.")
     parse.add_argument("--profile", default="", choices=["", *PROFILES],
-                       help="the profile (default: $KIT_PROFILE, else t4 on Colab or with a GPU and cpu otherwise)")
+                       help="the profile (default: $KIT_PROFILE, else class on Colab or with a GPU and cpu otherwise)")
     parse.add_argument("--data-source", default="synthetic", choices=SOURCES)
     parse.add_argument("--data-dir", default=None, help="the dataset's folder or zip (with --data-source folder)")
     parse.add_argument("--images", type=int, default=160, help="synthetic images to generate")
