@@ -1,6 +1,7 @@
 """The benchmark harness runs end to end and records every row with its settings (no timing asserts)."""
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from helpers.data.sources import ensure_prepared
@@ -20,6 +21,7 @@ def test_naive_dataset_decodes_originals_and_normalises(tmp_path, monkeypatch):
     assert names.count("OneOf") == 3 and "Affine" in names and "Normalize" in names
 
 
+@pytest.mark.slow
 def test_bench_writes_every_section_to_bench_csv(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
@@ -43,6 +45,7 @@ def test_bench_writes_every_section_to_bench_csv(tmp_path, monkeypatch, capsys):
     assert len(pd.read_csv(tmp_path / "results" / "bench.csv")) == len(table) + 6   # appended, same columns
 
 
+@pytest.mark.slow
 def test_predict_benchmark_prints_speed_and_peak_memory_per_case(tmp_path, monkeypatch, capsys):
     from tests.builders import make_run
 

@@ -83,6 +83,7 @@ def test_a_damaged_or_missing_archive_is_named_with_how_to_restore_it(home, arch
     assert "\n" not in message
 
 
+@pytest.mark.slow
 def test_the_demo_subset_is_a_seeded_draw_across_the_archive(home):
     prepared = sources.ensure_prepared(SMALL)
     ids = prepared.table["isic_id"].tolist()
@@ -96,6 +97,7 @@ def test_the_demo_subset_is_a_seeded_draw_across_the_archive(home):
     assert again.table["isic_id"].tolist() != ids  # another split seed draws another subset
 
 
+@pytest.mark.slow
 def test_a_fresh_clone_is_not_prepared_again_but_a_changed_archive_is(home, archive_copy, capsys):
     first = sources.ensure_prepared(SMALL, "bundled")
     stamp = first.manifest["prepared_id"]

@@ -68,6 +68,7 @@ def _format(fmt):
         pytest.importorskip("onnxruntime")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 @pytest.mark.parametrize("model", ["unet", "unetpp", "transunet"])
 def test_the_export_gives_pytorchs_probabilities_at_two_batch_sizes_and_two_sizes(exports, model, fmt):

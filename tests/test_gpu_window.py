@@ -17,6 +17,7 @@ def _members(archive) -> list[str]:
         return tar.getnames()
 
 
+@pytest.mark.slow
 def test_dry_run_writes_the_bundle_then_skips_what_an_earlier_window_finished(tmp_path, capsys):
     out = tmp_path / "out"
     assert gpu_window.main(["--out", str(out), "--dry-run"]) == 0

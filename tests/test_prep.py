@@ -100,6 +100,7 @@ def test_interrupted_preparation_is_not_trusted(source, tmp_path):
         load_prepared(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_official_protocol_keeps_official_splits_and_counts(tmp_path):
     root = tmp_path / "official"
     make_dataset(root, 2594, "train", size=(8, 6))

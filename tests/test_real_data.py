@@ -14,6 +14,7 @@ def test_all_2594_pairs_pair_cleanly():
     assert len(pairs) == 2594 and problems == []
 
 
+@pytest.mark.slow
 def test_real_data_prepares_with_the_seed_protocol(tmp_path):
     data = prepare(SHARED_DATA, tmp_path / "real", 32, progress=False)
     assert data.images.shape == (2594, 32, 32, 3)

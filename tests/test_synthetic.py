@@ -89,6 +89,7 @@ def test_interrupted_sample_is_completed(tmp_path):
     assert (root / "sample.json").exists() and not (root / "sample.partial.json").exists()
 
 
+@pytest.mark.slow
 def test_a_few_hundred_images_generate(tmp_path):
     root = synthetic.generate_sample(tmp_path, count=200, seed=0, progress=False)
     assert len(list((root / "ISIC2018_Task1_Training_GroundTruth").glob("*.png"))) == 200
