@@ -29,6 +29,9 @@ def archive_path() -> Path:
 
 
 def _restore_hint() -> str:
+    if paths.installed():  # a wheel holds the code only: the archive stays in the repository
+        return (f"a kit installed with pip has no bundled data: clone the kit (git clone {paths.REPO_URL}) and run "
+                f"there, or use DATA_SOURCE \"isic2018\" (the official download) or a folder of your own")
     return f"restore it with `git checkout -- data/{ARCHIVE}` in the kit's folder (or clone the kit again)"
 
 
