@@ -2,8 +2,8 @@
 
 :func:`fit` builds a run from its spec (:mod:`helpers.training.state`) and calls the loop a student
 reads (:mod:`helpers.training.loop`) once per epoch, through its hooks: the loader wrapped in a
-progress bar, ``on_batch`` for the divergence check and mid-epoch checkpoints, ``reduce`` for the sum
-over processes under torchrun. Around it: resume, checkpoints and their Drive copies
+progress bar, ``on_batch`` for the divergence check and mid-epoch checkpoints, ``reduce`` for the
+sum over processes under torchrun. Around it: resume, checkpoints and their Drive copies
 (:class:`~helpers.training.checkpointer.Checkpointer`), the sampler's epoch, early stopping and the
 history. The grid of runs: :mod:`helpers.training.grid`.
 """
@@ -28,7 +28,8 @@ class TrainingDiverged(FloatingPointError):
     """The training loss became NaN or infinite; nothing from that epoch was saved."""
 
 
-def train_epoch(run: RunState, saver: Checkpointer, epoch: int, show: bool = True) -> tuple[float, float]:
+def train_epoch(run: RunState, saver: Checkpointer, epoch: int,
+                show: bool = True) -> tuple[float, float]:
     """One epoch of :func:`helpers.training.loop.train_one_epoch` on the run's objects, from where a
     mid-epoch checkpoint stopped (the first epoch of a resumed run), else from its first batch.
 
@@ -61,7 +62,8 @@ def _after_batch(run: RunState, saver: Checkpointer, tally: EpochProgress, bar) 
 
 
 def validate(run: RunState) -> tuple[float, float]:
-    """:func:`helpers.training.loop.validate` on the run's validation images, summed over processes."""
+    """:func:`helpers.training.loop.validate` on the run's validation images, summed over
+    processes."""
     return loop.validate(run.model, run.loaders.val, run.criterion, run.device, amp_dtype=run.dtype,
                          to_input=lambda images: to_model_input(images, run.device),
                          reduce=lambda totals: devices.all_reduce_sum(totals, run.dist))
@@ -74,10 +76,10 @@ def check_finite(run: RunState, saver: Checkpointer, loss: float, where: str) ->
     history = saver.progress.history
     last = f"epoch {history[-1]['epoch']}" if history else "none yet"
     raise TrainingDiverged(
-        f"Run {run.run_id}: the loss became NaN/inf in {where}. Nothing from this epoch was saved; "
-        f"the last good checkpoint ({last}) and best.pt in {saver.checkpoint_dir} are intact. Lower "
-        f"the learning rate (lr={run.optimizer.defaults['lr']}) or turn AMP off, then run again: it "
-        f"resumes from that checkpoint.")
+        f"Run {run.run_id}: the loss became NaN/inf in {where}. Nothing from this epoch was "
+        f"saved; the last good checkpoint ({last}) and best.pt in {saver.checkpoint_dir} are "
+        f"intact. Lower the learning rate (lr={run.optimizer.defaults['lr']}) or turn AMP off, "
+        f"then run again: it resumes from that checkpoint.")
 
 
 def out_of_patience(history: list[dict], patience: int | None) -> bool:
@@ -93,8 +95,8 @@ def fit(spec: runs.RunSpec, prepared: Prepared, *, num_workers: int = 0,
         progress: bool = True) -> dict:
     """Train one run to the end, resuming it if it was interrupted; skip it if it has finished.
 
-    Every setting that changes the result is in ``spec`` (from :func:`helpers.training.runs.make_spec`);
-    the keyword arguments only say how to run it.
+    Every setting that changes the result is in ``spec`` (from
+    :func:`helpers.training.runs.make_spec`); the keyword arguments only say how to run it.
 
     Args:
         spec, prepared: the run, and the prepared dataset it names.
@@ -108,7 +110,8 @@ def fit(spec: runs.RunSpec, prepared: Prepared, *, num_workers: int = 0,
         progress: show progress bars.
 
     Returns:
-        ``run_id``, ``run_dir``, ``status`` (trained, resumed or skipped) and the fields of done.json.
+        ``run_id``, ``run_dir``, ``status`` (trained, resumed or skipped) and the fields of
+        done.json.
 
     Raises:
         TrainingDiverged: the loss became NaN/inf (checkpoints of earlier epochs stay as they were).
