@@ -36,7 +36,7 @@ RECIPES: dict[str, Recipe] = {
                            "warm-up, flips/rotations/colour jitter (the kit's augmentation stands for it).",
                    {"num_epochs": 20, "lr": 1e-4, "weight_decay": 1e-4, "warmup_epochs": 0.0, "schedule": "cosine",
                     "augment": "kit"}),
-    # `kit` was measured on the CPU for the small models (results/benchmarks/recipes-cpu.csv, README "Recipes,
+    # `kit` was measured on the CPU for the small models (results/benchmarks/recipes-cpu.csv, docs/results.md "Recipes,
     # measured on the CPU"): UNet++ `cpu` on the real data at 10 % scored 0.791 against 0.774 without the warm-up
     # (paired difference +0.017, CI [0.010, 0.025]) and 0.727 with `seed`; at 100 % every recipe's difference lay
     # inside its CI. So the `cpu` and `class` profiles use it. For the full-size models (256 px, 3e-4) it is still a

@@ -32,7 +32,7 @@ from helpers.data.isic import SPLIT_DIRS, DataError, Problem, format_problems
 from helpers.data.prep import _load_resized, collect_pairs
 from helpers.paths import write_atomic
 
-QUALITY = 90  # JPEG quality: 36 MB for the 2,594 training pairs at 256 px (the README's figure)
+QUALITY = 90  # JPEG quality: 36 MB for the 2,594 training pairs at 256 px (the figure in docs/data.md)
 
 
 def shrink_folder(source: str | Path, dest: str | Path, size: int, protocol: str = "seed", quality: int = QUALITY,
