@@ -61,8 +61,8 @@ def protocol_list(protocol: str) -> list[str]:
 def dataset_name(data_source: str, data_dir: str | None, profile: RunConfig, sample_seed: int = 0) -> str:
     """Short name of a source, used in cache and result folder names (``-n300``: a subset of 300 pairs)."""
     name = _source_name(data_source, data_dir, profile, sample_seed)
-    drawn = data_source != "synthetic" and profile.data_subset is not None
-    return f"{name}-n{profile.data_subset}" if drawn else name
+    subset = getattr(profile, "data_subset", None)  # None: no profile (an external test set, taken whole)
+    return f"{name}-n{subset}" if data_source != "synthetic" and subset is not None else name
 
 
 def _source_name(data_source: str, data_dir: str | None, profile: RunConfig, sample_seed: int = 0) -> str:
@@ -193,14 +193,15 @@ def ensure_prepared(config: RunConfig, data_source: str | None = None, data_dir:
     data_source = chosen_source(data_source, config)
     name = prepared_name(dataset_name(data_source, data_dir, config, sample_seed), protocol,
                          config.image_size, config.split_seed)
-    with locks.preparing(paths.prepared_root() / name):  # one worker prepares; the others wait, then use it
-        return _prepared_once(config, data_source, data_dir, protocol, on_bad_file, sample_seed, mirror,
-                              paths.prepared_root() / name, layout=layout, mask_suffix=mask_suffix)
+    out_dir = paths.prepared_root() / name
+    with locks.preparing(out_dir):  # one worker prepares; the others wait, then use its preparation
+        return _prepared_once(config, data_source, data_dir, protocol, on_bad_file, sample_seed,
+                              mirror, out_dir, layout=layout, mask_suffix=mask_suffix)
 
 
-def _prepared_once(config: RunConfig, data_source: str, data_dir: str | None, protocol: str, on_bad_file: str,
-                   sample_seed: int, mirror: str | None, out_dir: Path, *, layout: str,
-                   mask_suffix: str | None) -> Prepared:
+def _prepared_once(config: RunConfig, data_source: str, data_dir: str | None, protocol: str,
+                   on_bad_file: str, sample_seed: int, mirror: str | None, out_dir: Path, *,
+                   layout: str, mask_suffix: str | None) -> Prepared:
     """:func:`ensure_prepared` in ``out_dir``, while this process holds its preparation."""
     splits = ("train",) if protocol == "seed" else ("train", "val", "test")
     source = expected_source(data_source, data_dir, config, sample_seed)

@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.patches
-from matplotlib.lines import Line2D
 import numpy as np
 import pandas as pd
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
