@@ -4,6 +4,7 @@ working directory it names, never into ``site-packages``; its console scripts an
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -19,6 +20,7 @@ import helpers
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "results" / "isic2018-task1-512_seed_cpu-kit_cpu-2-cores" / "runs" / \
     "unetpp-cpu+deep_supervision_f100_128px_seed_s42_isic2018_task1_512_d50524d0"
+BUILD_FILES = ["pyproject.toml", "README.md", "LICENSE", "NOTICE", "requirements.txt"]
 SCRIPTS = ["lesion-train", "lesion-pipeline", "lesion-predict", "lesion-export", "lesion-external", "lesion-snapshot"]
 
 
@@ -31,9 +33,13 @@ def installed(tmp_path_factory) -> dict:
     """A fresh venv that sees this environment's packages (torch and the rest: not installed twice, through a .pth
     file) and the kit installed from a wheel built offline from this checkout."""
     base = tmp_path_factory.mktemp("install")
-    wheels = base / "wheels"
+    source, wheels = base / "source", base / "wheels"
+    source.mkdir()
+    for name in BUILD_FILES:  # a copy: building in the checkout would leave build/ and *.egg-info there
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "helpers", source / "helpers", ignore=shutil.ignore_patterns("__pycache__"))
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-                           str(ROOT), "-w", str(wheels)], capture_output=True, text=True, timeout=600, cwd=base)
+                           str(source), "-w", str(wheels)], capture_output=True, text=True, timeout=600, cwd=base)
     if done.returncode != 0:
         pytest.skip(f"the wheel does not build here (setuptools, offline): {done.stderr[-500:]}")
     env_dir = base / "venv"
