@@ -1,5 +1,5 @@
-"""Claims under races and odd files: exactly one worker takes over a stale claim, an unreadable or future-dated
-claim goes stale, a worker whose claim was taken over stops before its next save."""
+"""Claims under races and odd files: exactly one worker takes over a stale claim, an unreadable or
+future-dated claim goes stale, a worker whose claim was taken over stops before its next save."""
 import json
 import multiprocessing
 import os
@@ -21,7 +21,8 @@ def _write_stale_claim(folder: Path) -> None:
 
 
 def _racer(folder: str, barrier, results) -> None:
-    """One worker: at each race, try to claim the stale run; report; the winner releases once all reported."""
+    """One worker: at each race, try to claim the stale run; report; the winner releases once all
+    reported."""
     os.environ[claims.STALE_ENV] = "5"
     for _ in range(RACES):
         barrier.wait()                     # the stale claim is in place: go
@@ -33,7 +34,8 @@ def _racer(folder: str, barrier, results) -> None:
         barrier.wait()                     # the claim is gone: the parent writes the next stale one
 
 
-def test_three_workers_racing_on_one_stale_claim_give_exactly_one_winner_every_time(tmp_path, capfd):
+def test_three_workers_racing_on_one_stale_claim_give_exactly_one_winner_every_time(tmp_path,
+                                                                                    capfd):
     folder = tmp_path / "runs" / "run"
     folder.mkdir(parents=True)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch threads forked
@@ -56,26 +58,30 @@ def test_three_workers_racing_on_one_stale_claim_give_exactly_one_winner_every_t
             if worker.is_alive():
                 worker.kill()
     capfd.readouterr()
-    assert winners.count(1) == RACES, f"races without exactly one winner: {[w for w in winners if w != 1]}"
+    odd = [w for w in winners if w != 1]
+    assert winners.count(1) == RACES, f"races without exactly one winner: {odd}"
     assert not (folder / claims.CLAIM_NAME).exists() and not list(folder.glob("*stale*"))
 
 
 @pytest.mark.parametrize("content", ['{"worker": "other:1", "claim', ""])
-def test_an_unreadable_claim_goes_stale_after_stale_after_from_when_it_was_first_seen(tmp_path, monkeypatch,
+def test_an_unreadable_claim_goes_stale_after_stale_after_from_when_it_was_first_seen(tmp_path,
+                                                                                     monkeypatch,
                                                                                      content):
     monkeypatch.setenv(claims.STALE_ENV, "0.4")
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / claims.CLAIM_NAME).write_text(content)
-    assert claims.claim_run(folder) is None           # first seen now: a live worker may be behind it
+    # first seen now: a live worker may be behind it
+    assert claims.claim_run(folder) is None
     assert claims.holder(folder)["worker"] == "?"
     time.sleep(0.5)
-    with claims.claim_run(folder) as taken:            # unchanged for longer than stale_after: stale
+    # unchanged for longer than stale_after: stale
+    with claims.claim_run(folder) as taken:
         assert taken is not None and claims.holder(folder)["worker"] == claims.worker_name()
 
 
-def test_a_claim_dated_in_the_future_goes_stale_after_stale_after_from_when_it_was_first_seen(tmp_path,
-                                                                                              monkeypatch):
+def test_a_claim_dated_in_the_future_goes_stale_after_stale_after_from_when_first_seen(tmp_path,
+                                                                                       monkeypatch):
     monkeypatch.setenv(claims.STALE_ENV, "0.4")
     folder = tmp_path / "run"
     folder.mkdir()
@@ -106,9 +112,11 @@ def test_a_worker_whose_claim_was_taken_over_stops_before_its_next_save(tmp_path
     mine = claims.claim_run(folder, heartbeat_s=0.05)
     claims.check_held(folder)                          # still mine: nothing happens
     assert claims.lost_message(folder) is None
-    (folder / claims.CLAIM_NAME).write_text('{"worker": "other:2", "token": "theirs"}')  # taken over
+    # taken over
+    (folder / claims.CLAIM_NAME).write_text('{"worker": "other:2", "token": "theirs"}')
     time.sleep(0.2)
-    assert mine.lost                                   # its heartbeat noticed, and stopped touching the file
+    # its heartbeat noticed, and stopped touching the file
+    assert mine.lost
     assert "another worker took this run over" in claims.lost_message(folder)
     with pytest.raises(claims.ClaimLost, match="stops training it"):
         claims.check_held(folder)

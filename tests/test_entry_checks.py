@@ -1,5 +1,6 @@
-"""Every entry checks its values: config.json field types, the notebook helpers' keyword arguments, devices,
-seeds, pipes, refused checkpoints, a home or output path that is a file, encrypted zips, repeated epochs."""
+"""Every entry checks its values: config.json field types, the notebook helpers' keyword arguments,
+devices, seeds, pipes, refused checkpoints, a home or output path that is a file, encrypted zips,
+repeated epochs."""
 import io
 import json
 import os
@@ -25,13 +26,15 @@ from tests.builders import Brightness, make_run, write_pair
 
 def _one_line(capsys, code, expected):
     err = capsys.readouterr().err
-    assert code == expected and err.startswith("✗ ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert code == expected and err.startswith("✗ ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
     return err
 
 
 @pytest.fixture
 def run(tmp_path, monkeypatch):
-    monkeypatch.setattr(predict_module.runs, "load_run_model", lambda run_dir, map_location=None: Brightness())
+    monkeypatch.setattr(predict_module.runs, "load_run_model",
+                        lambda run_dir, map_location=None: Brightness())
     photo = tmp_path / "x.png"
     Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(photo)
     return make_run(tmp_path / "results", "bright", "unet", 1.0, tmp_path / "data"), photo
@@ -40,11 +43,13 @@ def run(tmp_path, monkeypatch):
 @pytest.mark.parametrize(("field", "value", "kind"), [("model_overrides", "x", "object"),
                                                       ("checkpoint_dir", 5, "text"),
                                                       ("image_size", "abc", "whole number")])
-def test_a_config_json_field_of_the_wrong_type_is_named_with_its_file(run, tmp_path, capsys, field, value, kind):
+def test_a_config_json_field_of_the_wrong_type_is_named_with_its_file(run, tmp_path, capsys,
+                                                                      field, value, kind):
     folder, photo = run
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, field: value}))
-    err = _one_line(capsys, predict_module.main([str(folder), str(photo), str(tmp_path / "out")]), 1)
+    code = predict_module.main([str(folder), str(photo), str(tmp_path / "out")])
+    err = _one_line(capsys, code, 1)
     assert f"{folder / 'config.json'}: {field} is {json.dumps(value)}, not a {kind}" in err
 
 
@@ -57,21 +62,25 @@ def test_a_misspelt_keyword_of_a_notebook_helper_is_refused_with_the_nearest_nam
 
 
 @pytest.mark.parametrize("device", ["xpu", "meta"])
-def test_a_device_torch_has_not_here_is_refused_before_anything_is_written(run, tmp_path, capsys, device):
+def test_a_device_torch_has_not_here_is_refused_before_anything_is_written(run, tmp_path, capsys,
+                                                                           device):
     folder, photo = run
     err = _one_line(capsys, predict_module.main([str(folder), str(photo), str(tmp_path / "out"),
                                                  "--device", device]), 2)
     assert f"--device {device}" in err and not (tmp_path / "out").exists()
     results = tmp_path / "grid"
-    err = _one_line(capsys, training_cli.main(["--profile", "smoke", "--device", device, "--out", str(results)]), 2)
+    code = training_cli.main(["--profile", "smoke", "--device", device, "--out", str(results)])
+    err = _one_line(capsys, code, 2)
     assert f"--device {device}" in err and not results.exists() and not study.record_path().exists()
 
 
 def test_seeds_out_of_range_are_refused_before_anything_is_prepared(tmp_path, capsys):
     results = tmp_path / "grid"
-    code = training_cli.main(["--profile", "smoke", "--seeds", "99999999999999999999", "--out", str(results)])
+    code = training_cli.main(["--profile", "smoke", "--seeds", "99999999999999999999", "--out",
+                              str(results)])
     err = _one_line(capsys, code, 2)
-    assert "SEEDS = '99999999999999999999' is not valid: expected a whole number from 0 to 4294967295" in err
+    assert ("SEEDS = '99999999999999999999' is not valid: expected a whole number from 0 to "
+            "4294967295") in err
     assert not results.exists() and not study.record_path().exists()
 
 
@@ -79,10 +88,11 @@ def test_an_output_path_that_is_a_file_is_refused_by_the_training_command(tmp_pa
     taken = tmp_path / "results.txt"
     taken.write_text("notes")
     err = _one_line(capsys, training_cli.main(["--profile", "smoke", "--out", str(taken)]), 2)
-    assert f"--out {taken} is an existing file, not a folder" in err and taken.read_text() == "notes"
+    assert f"--out {taken} is an existing file, not a folder" in err
+    assert taken.read_text() == "notes"
 
 
-def test_a_named_pipe_among_the_images_is_refused_by_name_and_never_blocks_the_preparation(tmp_path):
+def test_a_named_pipe_among_the_images_is_refused_by_name_and_never_blocks_preparing(tmp_path):
     """What ``external`` (and every data source) reads a folder with: a pipe is named, not read."""
     raw = tmp_path / "other"
     for k in range(4):
@@ -130,7 +140,8 @@ def test_a_home_that_is_a_file_is_named_as_such(tmp_path, monkeypatch, capsys):
     for variable in (paths.DATA_ENV, paths.RESULTS_ENV):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv(paths.HOME_ENV, str(home))
-    with pytest.raises(NotADirectoryError, match=r"\$KIT_HOME is .*home.txt, which is a file, not a folder"):
+    refused = r"\$KIT_HOME is .*home.txt, which is a file, not a folder"
+    with pytest.raises(NotADirectoryError, match=refused):
         paths.results_dir()
     err = _one_line(capsys, cli.run(lambda argv: paths.results_dir(), []), 1)
     assert "home.txt, which is a file" in err
@@ -142,7 +153,8 @@ def _encrypted_zip(path):
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("images/ISIC_0000001.jpg", b"secret")
     data = bytearray(buffer.getvalue())
-    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # the general-purpose flags: bit 0
+    # the general-purpose flags: bit 0
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
         at = data.find(signature)
         data[at + offset] |= 0x1
     path.write_bytes(bytes(data))
@@ -151,7 +163,8 @@ def _encrypted_zip(path):
 
 def test_an_encrypted_zip_is_named(tmp_path):
     archive = _encrypted_zip(tmp_path / "data.zip")
-    with pytest.raises(ArchiveError, match=r"data.zip is encrypted \(password-protected: images/ISIC_0000001.jpg\)"):
+    refused = r"data.zip is encrypted \(password-protected: images/ISIC_0000001.jpg\)"
+    with pytest.raises(ArchiveError, match=refused):
         safe_extract(archive, tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "images").exists()
 
@@ -159,8 +172,9 @@ def test_an_encrypted_zip_is_named(tmp_path):
 def test_a_history_with_repeated_epochs_keeps_the_last_row_of_each_epoch(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
-    (folder / "history.csv").write_text("epoch,train_loss,val_loss,val_dice\n1,0.9,0.8,0.40\n2,0.7,0.6,0.50\n"
-                                        "1,0.85,0.75,0.45\n2,0.65,0.55,0.55\n3,0.6,0.5,0.6\n")
+    (folder / "history.csv").write_text("epoch,train_loss,val_loss,val_dice\n1,0.9,0.8,0.40\n"
+                                        "2,0.7,0.6,0.50\n1,0.85,0.75,0.45\n2,0.65,0.55,0.55\n"
+                                        "3,0.6,0.5,0.6\n")
     history = runs.read_history(folder)
     assert history["epoch"].tolist() == [1, 2, 3]                  # no zig-zag back to epoch 1
     assert history["val_dice"].tolist() == [0.45, 0.55, 0.6]       # the rows written last

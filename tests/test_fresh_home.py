@@ -1,4 +1,5 @@
-"""Workers started at once on a fresh home prepare the data once: one prepares, the others wait and use it."""
+"""Workers started at once on a fresh home prepare the data once: one prepares, the others wait and
+use it."""
 import multiprocessing
 import os
 import subprocess
@@ -18,7 +19,8 @@ TRIES, WORKERS = 10, 3
 
 
 def _prepare(home: str, data_dir: str, barrier, results) -> None:
-    """One worker: on the go signal, get the prepared data of the folder (preparing it if nobody has)."""
+    """One worker: on the go signal, get the prepared data of the folder (preparing it if nobody
+    has)."""
     os.environ["KIT_DATA_DIR"] = home
     config = resolve_config("smoke", image_size=32, split_seed=0)
     barrier.wait()
@@ -31,7 +33,8 @@ def _prepare(home: str, data_dir: str, barrier, results) -> None:
 
 def test_three_workers_started_at_once_on_a_fresh_home_prepare_once_and_all_use_it(tmp_path, capfd):
     data = make_dataset(tmp_path / "dataset", 12)
-    context = multiprocessing.get_context("fork")  # started at the same instant, without an interpreter's start
+    # started at the same instant, without an interpreter's start
+    context = multiprocessing.get_context("fork")
     for attempt in range(TRIES):
         home = tmp_path / f"home{attempt}"
         barrier, results = context.Barrier(WORKERS), context.Queue()
@@ -58,11 +61,13 @@ def test_a_preparation_held_by_a_stuck_process_is_waited_for_then_named(tmp_path
     try:
         assert holder.stdout.readline().strip() == "held"
         started = time.monotonic()
-        refused = r"data_seed_32px_s0: another process \(.*:\d+ since .*\) has been preparing it for longer than 1 s"
-        with pytest.raises(DataError, match=refused + ".*KIT_PREP_WAIT_S"), locks.preparing(out_dir, wait_s=1):
+        refused = (r"data_seed_32px_s0: another process \(.*:\d+ since .*\) has been preparing it "
+                   r"for longer than 1 s.*KIT_PREP_WAIT_S")
+        with pytest.raises(DataError, match=refused), locks.preparing(out_dir, wait_s=1):
             pass
         assert 1 <= time.monotonic() - started < 10
-        holder.kill()                   # a killed holder's lock goes with it: the next one takes over at once
+        # a killed holder's lock goes with it: the next one takes over at once
+        holder.kill()
         holder.wait(10)
         with locks.preparing(out_dir, wait_s=5):
             pass
@@ -72,17 +77,18 @@ def test_a_preparation_held_by_a_stuck_process_is_waited_for_then_named(tmp_path
 
 @pytest.mark.slow
 def test_three_training_commands_started_at_once_on_a_fresh_home_all_finish(tmp_path):
-    """The command line itself, as a Slurm array on a fresh dataset starts it: 3 workers, 10 tries."""
+    """The command line itself, as a Slurm array on a fresh dataset starts it: 3 workers, 10
+    tries."""
     data = make_dataset(tmp_path / "dataset", 12)
-    command = [sys.executable, "-m", "helpers.training", "--profile", "smoke", "--data-source", "folder",
-               "--data-dir", str(data), "--image-size", "32", "--models", "unet", "--fractions", "1.0",
-               "--epochs", "1", "--new-study"]
+    command = [sys.executable, "-m", "helpers.training", "--profile", "smoke", "--data-source",
+               "folder", "--data-dir", str(data), "--image-size", "32", "--models", "unet",
+               "--fractions", "1.0", "--epochs", "1", "--new-study"]
     for attempt in range(TRIES):
         home = tmp_path / f"home{attempt}"
         env = {**os.environ, "KIT_HOME": str(home), "KIT_DATA_DIR": str(home / "data"),
                "KIT_RESULTS_DIR": str(home / "results"), "OMP_NUM_THREADS": "1"}
-        workers = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True) for _ in range(WORKERS)]
+        workers = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True) for _ in range(WORKERS)]
         logs = [worker.communicate(timeout=300)[0] for worker in workers]
-        assert [w.returncode for w in workers] == [0] * WORKERS, f"try {attempt + 1}:\n" + "\n".join(
-            log[-1500:] for log in logs)
+        tails = "\n".join(log[-1500:] for log in logs)
+        assert [w.returncode for w in workers] == [0] * WORKERS, f"try {attempt + 1}:\n{tails}"

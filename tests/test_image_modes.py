@@ -1,5 +1,6 @@
-"""Every image mode Pillow opens is read as the same 8-bit RGB picture as its plain version, or refused in one
-line naming the file and its mode; a named pipe among the images is refused by name, never read."""
+"""Every image mode Pillow opens is read as the same 8-bit RGB picture as its plain version, or
+refused in one line naming the file and its mode; a named pipe among the images is refused by name,
+never read."""
 import os
 
 import numpy as np
@@ -15,7 +16,8 @@ SIDE = (40, 24)  # width, height: small enough to be read at its own size
 def _picture() -> Image.Image:
     """A colour picture with gradients, every grey level and a saturated corner."""
     y, x = np.mgrid[0:SIDE[1], 0:SIDE[0]]
-    rgb = np.stack([x * 255 // (SIDE[0] - 1), y * 255 // (SIDE[1] - 1), (x * y) % 256], -1).astype(np.uint8)
+    rgb = np.stack([x * 255 // (SIDE[0] - 1), y * 255 // (SIDE[1] - 1), (x * y) % 256], -1)
+    rgb = rgb.astype(np.uint8)
     rgb[:4, :4] = (255, 0, 0)
     return Image.fromarray(rgb)
 
@@ -44,7 +46,8 @@ def _variants(folder) -> dict:
         _saved(folder, "rgb.png", picture): np.asarray(picture),
         _saved(folder, "rgb.tif", picture): np.asarray(picture),
         _saved(folder, "rgba.png", opaque): np.asarray(picture),
-        _saved(folder, "cmyk.tif", picture.convert("CMYK")): np.asarray(picture.convert("CMYK").convert("RGB")),
+        _saved(folder, "cmyk.tif", picture.convert("CMYK")):
+            np.asarray(picture.convert("CMYK").convert("RGB")),
         _saved(folder, "p.png", palette): np.asarray(palette.convert("RGB")),
         _saved(folder, "1.png", one_bit): np.asarray(one_bit.convert("RGB")),
         _saved(folder, "l.png", Image.fromarray(grey)): plain_grey,
@@ -66,7 +69,8 @@ def test_one_picture_saved_in_every_mode_is_read_as_the_same_rgb_picture(tmp_pat
     for path, plain in cases.items():
         read = load_image(path, 32).preview
         assert read.dtype == np.uint8 and read.shape == plain.shape, path.name
-        assert np.array_equal(read, plain), f"{path.name} ({Image.open(path).mode}) is read as another picture"
+        mode = Image.open(path).mode
+        assert np.array_equal(read, plain), f"{path.name} ({mode}) is read as another picture"
 
 
 def test_datasets_read_every_mode_as_the_same_picture_too(tmp_path):
@@ -79,7 +83,8 @@ def test_datasets_read_every_mode_as_the_same_picture_too(tmp_path):
 @pytest.mark.parametrize(("values", "mode"), [(np.full((8, 8), 1000.0, np.float32), "F"),
                                               (np.full((8, 8), -5, np.int32), "I"),
                                               (np.full((8, 8), np.nan, np.float32), "F")])
-def test_values_that_are_no_picture_are_refused_in_one_line_naming_the_file_and_mode(tmp_path, values, mode):
+def test_values_that_are_no_picture_are_refused_in_one_line_naming_the_file_and_mode(tmp_path,
+                                                                                     values, mode):
     path = _saved(tmp_path, "odd.tif", Image.fromarray(values))
     with pytest.raises(ValueError) as refused:
         load_image(path, 32)

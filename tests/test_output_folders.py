@@ -1,6 +1,7 @@
-"""Outputs stay in their folder and keep earlier work: predict and export never replace files they did not
-write, never write through a link, keep earlier rows, stay consistent after Ctrl-C, name outputs apart without
-regard to case; every input left out is named; checkpoints get the process's normal file mode."""
+"""Outputs stay in their folder and keep earlier work: predict and export never replace files they
+did not write, never write through a link, keep earlier rows, stay consistent after Ctrl-C, name
+outputs apart without regard to case; every input left out is named; checkpoints get the process's
+normal file mode."""
 import os
 import stat
 
@@ -13,7 +14,12 @@ from PIL import Image
 from helpers.evaluation import export, outputs
 from helpers.evaluation import predict as predict_module
 from helpers.evaluation.predict import main, predict
-from helpers.evaluation.predict_files import collect_inputs, left_out_line, output_names, read_manifest
+from helpers.evaluation.predict_files import (
+    collect_inputs,
+    left_out_line,
+    output_names,
+    read_manifest,
+)
 from helpers.training.checkpoints import save_checkpoint
 from tests.builders import Brightness, make_run
 
@@ -28,15 +34,18 @@ def _photo(path):
 
 @pytest.fixture
 def run(tmp_path, monkeypatch):
-    monkeypatch.setattr(predict_module.runs, "load_run_model", lambda run_dir, map_location=None: Brightness())
+    monkeypatch.setattr(predict_module.runs, "load_run_model",
+                        lambda run_dir, map_location=None: Brightness())
     return make_run(tmp_path / "results", "bright", "unet", 1.0, tmp_path / "data")
 
 
 def _consistent(out):
-    """Every row of predictions.csv has its mask and overlay; every file there is in the manifest."""
+    """Every row of predictions.csv has its mask and overlay; every file there is in the
+    manifest."""
     table = pd.read_csv(out / "predictions.csv", dtype={"id": str})
     for name in table["id"]:
-        assert (out / f"{name}_segmentation.png").is_file() and (out / f"{name}_overlay.jpg").is_file()
+        assert (out / f"{name}_segmentation.png").is_file()
+        assert (out / f"{name}_overlay.jpg").is_file()
     listed = read_manifest(out) | {predict_module.MANIFEST}
     assert {p.name for p in out.iterdir()} <= listed
     return table
@@ -51,7 +60,8 @@ def test_a_second_prediction_into_a_folder_adds_its_rows(run, tmp_path):
     assert sorted(table["id"]) == ["a", "b", "c"]  # a kept, b predicted again (once), c added
 
 
-def test_after_ctrl_c_the_table_lists_the_images_whose_outputs_are_complete(run, tmp_path, monkeypatch, capsys):
+def test_after_ctrl_c_the_table_lists_the_images_whose_outputs_are_complete(run, tmp_path,
+                                                                            monkeypatch, capsys):
     photos = [_photo(tmp_path / "in" / f"p{k}.png") for k in range(5)]
     real, calls = predict_module.inference.iter_probs, []
 
@@ -73,7 +83,8 @@ def test_no_output_is_written_through_a_link_in_the_output_folder(run, tmp_path,
     out.mkdir()
     outside.mkdir()
     (outside / "keep.png").write_bytes(b"mine")
-    (out / "x_segmentation.png").symlink_to(outside / "new.png")    # dangling: to a file not there yet
+    # dangling: to a file not there yet
+    (out / "x_segmentation.png").symlink_to(outside / "new.png")
     (out / "x_overlay.jpg").symlink_to(outside / "keep.png")         # to a file of the user's
     photo = _photo(tmp_path / "x.png")
     with pytest.raises(outputs.OutputClash, match="x_overlay.jpg, x_segmentation.png"):
@@ -90,7 +101,8 @@ def test_output_names_differ_without_regard_to_case(run, tmp_path):
     assert len({name.lower() for name in names.values()}) == 2
     out = tmp_path / "out"
     predict(run, [upper], out, progress=False)
-    later = predict(run, [lower], out, progress=False)  # another file whose name differs only in case
+    # another file whose name differs only in case
+    later = predict(run, [lower], out, progress=False)
     assert later["id"].iloc[0].lower() != "isic_1"
     assert len(_consistent(out)) == 2
     (out / "ISIC_2_segmentation.png").write_bytes(b"the user's")   # a file predict did not write
@@ -106,7 +118,8 @@ def test_an_output_path_that_is_an_existing_file_is_refused(run, tmp_path, capsy
     assert f"{taken} is an existing file, not a folder" in err and taken.read_text() == "notes"
 
 
-def test_every_input_left_out_is_named_in_one_line_and_counted_at_the_end(run, tmp_path, capsys, monkeypatch):
+def test_every_input_left_out_is_named_in_one_line_and_counted_at_the_end(run, tmp_path, capsys,
+                                                                          monkeypatch):
     folder = tmp_path / "in"
     _photo(folder / "good.png")
     _photo(tmp_path / "elsewhere" / "linked.png")
@@ -119,7 +132,8 @@ def test_every_input_left_out_is_named_in_one_line_and_counted_at_the_end(run, t
     (folder / "notes.txt").write_text("visit 3")
     real = os.scandir
 
-    def scandir(path="."):  # a folder this user may not read (root reads every folder, so it is simulated)
+    # a folder this user may not read (root reads every folder, so it is simulated)
+    def scandir(path="."):
         if str(path).endswith("locked"):
             raise PermissionError(13, "Permission denied", str(path))
         return real(path)
@@ -128,15 +142,17 @@ def test_every_input_left_out_is_named_in_one_line_and_counted_at_the_end(run, t
     files, notes = collect_inputs([folder])
     assert [p.name for p in files] == ["good.png"]
     line = left_out_line(notes)
-    for expected in ("locked: a folder that cannot be read (Permission denied)", "linked-folder: a linked folder",
-                     "gone.png: a dangling link", "loop.png: a looping link", "pipe.jpg: a named pipe",
+    for expected in ("locked: a folder that cannot be read (Permission denied)",
+                     "linked-folder: a linked folder", "gone.png: a dangling link",
+                     "loop.png: a looping link", "pipe.jpg: a named pipe",
                      "notes.txt: not an image file"):
         assert expected in line, expected
     assert line.startswith("Left out 6 input(s): ") and "\n" not in line
     assert main([str(run), str(folder), str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert out.count("Left out 6 input(s)") == 1
-    assert "✓ 1 image(s)" in out.splitlines()[-1] and "6 left out (named above)" in out.splitlines()[-1]
+    last = out.splitlines()[-1]
+    assert "✓ 1 image(s)" in last and "6 left out (named above)" in last
 
 
 @pytest.fixture
@@ -144,22 +160,26 @@ def exported_run(tmp_path):
     return make_run(tmp_path / "results", "tiny", "unet", 1.0, tmp_path / "data")
 
 
-def test_export_refuses_to_replace_files_it_did_not_write_unless_asked(exported_run, tmp_path, capsys):
+def test_export_refuses_to_replace_files_it_did_not_write_unless_asked(exported_run, tmp_path,
+                                                                       capsys):
     out = tmp_path / "exported"
     out.mkdir()
     (out / "model.pt").write_bytes(b"the user's model")
     (out / "MODEL_CARD.md").write_text("the user's card")
     assert export.main([str(exported_run), str(out), "--format", "torchscript"]) == 1
     err = capsys.readouterr().err
-    assert "not written by export" in err and "MODEL_CARD.md, model.pt" in err and "--overwrite" in err
+    assert "not written by export" in err and "MODEL_CARD.md, model.pt" in err
+    assert "--overwrite" in err
     assert (out / "model.pt").read_bytes() == b"the user's model"
     done = export.export_run(exported_run, out, ["torchscript"], overwrite=True)
     assert done["files"]["torchscript"].stat().st_size > 1000
-    again = export.export_run(exported_run, out, ["torchscript"])  # its own files: replaced without asking
+    # its own files: replaced without asking
+    again = export.export_run(exported_run, out, ["torchscript"])
     assert len(again["card"].read_text()) > 200  # the card export wrote, not the user's
 
 
-def test_export_writes_no_file_through_a_link_and_refuses_a_file_as_its_folder(exported_run, tmp_path,
+def test_export_writes_no_file_through_a_link_and_refuses_a_file_as_its_folder(exported_run,
+                                                                                tmp_path,
                                                                                 capsys):
     out, outside = tmp_path / "exported", tmp_path / "outside.md"
     out.mkdir()
@@ -177,7 +197,8 @@ def test_checkpoints_get_the_processs_normal_file_mode(tmp_path):
     old = os.umask(0o022)
     try:
         path = save_checkpoint({"model": {"w": torch.zeros(1)}}, tmp_path / "last.pt")
-        assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by the other users of a shared grid
+        # readable by the other users of a shared grid
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
         os.umask(0o077)
         path = save_checkpoint({"model": {"w": torch.zeros(1)}}, tmp_path / "best.pt")
         assert stat.S_IMODE(path.stat().st_mode) == 0o600  # a stricter umask is kept

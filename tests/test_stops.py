@@ -1,5 +1,5 @@
-"""Stopping a run before its end: SIGTERM/SIGUSR1 save a resumable checkpoint and say how to resume; a run
-another worker took over stops before its next save; checkpoints know their run."""
+"""Stopping a run before its end: SIGTERM/SIGUSR1 save a resumable checkpoint and say how to resume;
+a run another worker took over stops before its next save; checkpoints know their run."""
 import os
 import signal
 import subprocess
@@ -20,13 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _spec(tiny, **changes):
-    config = resolve_config("smoke", **{"image_size": 32, "batch_size": 4, "num_epochs": 3, "split_seed": 0,
-                                        **changes})
+    settings = {"image_size": 32, "batch_size": 4, "num_epochs": 3, "split_seed": 0, **changes}
+    config = resolve_config("smoke", **settings)
     return runs.make_spec("unet", 1.0, 0, tiny, config)
 
 
 class SignalAt(DiceBCELoss):
-    """Dice+BCE that sends this process ``signum`` at training step ``step`` (as a scheduler would)."""
+    """Dice+BCE that sends this process ``signum`` at training step ``step`` (as a scheduler
+    would)."""
 
     def __init__(self, step, signum):
         super().__init__()
@@ -41,7 +42,8 @@ class SignalAt(DiceBCELoss):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
-def test_a_signal_saves_a_checkpoint_mid_epoch_and_the_run_resumes_from_it(tiny, results, monkeypatch, signum):
+def test_a_signal_saves_a_checkpoint_mid_epoch_and_the_run_resumes_from_it(tiny, results,
+                                                                           monkeypatch, signum):
     reference = engine.fit(_spec(tiny), tiny, keep_last=True, progress=False)
     reference_history = runs.read_history(reference["run_dir"])
     for folder in Path(reference["run_dir"]).parent.iterdir():  # the same run again, interrupted
@@ -50,8 +52,9 @@ def test_a_signal_saves_a_checkpoint_mid_epoch_and_the_run_resumes_from_it(tiny,
     with stops.on_signals(), pytest.raises(stops.Preempted) as stopped:
         engine.fit(_spec(tiny), tiny, keep_last=True, progress=False)
     message = str(stopped.value)
-    assert message.startswith(f"⏸ Stopped by {signal.Signals(signum).name}") and "\n" not in message
-    assert "at epoch 2, batch 2 of 5" in message and "Run the same command again to resume (exit code 75)" in message
+    assert message.startswith(f"⏸ Stopped by {signal.Signals(signum).name}")
+    assert "\n" not in message and "at epoch 2, batch 2 of 5" in message
+    assert "Run the same command again to resume (exit code 75)" in message
     last = load_checkpoint(next(results.glob("runs/*/checkpoints/last.pt")))
     assert (last["epoch"], last["batches_done"]) == (1, 2)          # a resume goes on after batch 2
     monkeypatch.setattr(state, "DiceBCELoss", DiceBCELoss)
@@ -59,7 +62,8 @@ def test_a_signal_saves_a_checkpoint_mid_epoch_and_the_run_resumes_from_it(tiny,
     assert resumed["status"] == "resumed"
     history = runs.read_history(resumed["run_dir"])
     assert history["epoch"].tolist() == [1, 2, 3]
-    assert history["val_dice"].tolist() == pytest.approx(reference_history["val_dice"].tolist(), abs=1e-6)
+    expected = reference_history["val_dice"].tolist()
+    assert history["val_dice"].tolist() == pytest.approx(expected, abs=1e-6)
 
 
 def test_outside_on_signals_a_signal_keeps_its_usual_handler():
@@ -69,26 +73,31 @@ def test_outside_on_signals_a_signal_keeps_its_usual_handler():
     assert signal.getsignal(signal.SIGUSR1) is before and stops.requested() is None
 
 
-def test_a_run_another_worker_took_over_stops_before_its_next_save_and_the_grid_goes_on(tiny, results,
-                                                                                         monkeypatch, capsys):
+def test_a_run_another_worker_took_over_stops_before_its_next_save_and_the_grid_goes_on(
+        tiny, results, monkeypatch, capsys):
     monkeypatch.setattr(stops, "guards", [])
     stops.add_guard(claims.lost_message)
-    config = resolve_config("smoke", image_size=32, batch_size=4, num_epochs=3, split_seed=0, models="unet",
-                            fractions="0.5,1.0", seeds=0)
+    config = resolve_config("smoke", image_size=32, batch_size=4, num_epochs=3, split_seed=0,
+                            models="unet", fractions="0.5,1.0", seeds=0)
 
     def steal(run_id, history):  # after epoch 1 of the first run, another worker takes it over
         if len(history) == 1 and "f050" in run_id:
-            (runs.run_dir(run_id) / claims.CLAIM_NAME).write_text('{"worker": "other:9", "token": "theirs"}')
+            theirs = '{"worker": "other:9", "token": "theirs"}'
+            (runs.run_dir(run_id) / claims.CLAIM_NAME).write_text(theirs)
 
-    table = grid.run_grid(config, tiny, progress=False, callbacks=[steal], claim=claims.claim_run, wait_s=0.1)
+    table = grid.run_grid(config, tiny, progress=False, callbacks=[steal], claim=claims.claim_run,
+                          wait_s=0.1)
     assert table["status"].tolist() == ["taken over", "trained"]
     stolen = Path(table["run_dir"].iloc[0])
-    assert runs.read_history(stolen)["epoch"].tolist() == [1]      # nothing saved after it was taken over
-    assert not (stolen / "done.json").exists() and (stolen / claims.CLAIM_NAME).exists()  # theirs, kept
+    # nothing saved after it was taken over
+    assert runs.read_history(stolen)["epoch"].tolist() == [1]
+    # theirs, kept
+    assert not (stolen / "done.json").exists() and (stolen / claims.CLAIM_NAME).exists()
     assert "another worker took this run over" in capsys.readouterr().out
 
 
-def test_best_pt_records_its_run_and_another_runs_checkpoint_is_named_in_one_line(tiny, results, capsys):
+def test_best_pt_records_its_run_and_another_runs_checkpoint_is_named_in_one_line(tiny, results,
+                                                                                  capsys):
     done = engine.fit(_spec(tiny, num_epochs=1), tiny, progress=False)
     best = Path(done["run_dir"]) / "checkpoints" / "best.pt"
     assert load_checkpoint(best)["run_id"] == done["run_id"]
@@ -104,19 +113,23 @@ def test_best_pt_records_its_run_and_another_runs_checkpoint_is_named_in_one_lin
 
 @pytest.mark.slow
 def test_the_slurm_example_forwards_its_signal_and_requeues_a_run_that_saved(tmp_path):
-    """SIGUSR1 to the batch script (sbatch --signal=B:USR1@...): the training saves, says how to resume,
-    exits 75, and the script requeues the job; the requeued job resumes and finishes."""
+    """SIGUSR1 to the batch script (sbatch --signal=B:USR1@...): the training saves, says how to
+    resume, exits 75, and the script requeues the job; the requeued job resumes and finishes."""
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scontrol.log'}\n")
     (fake / "scontrol").chmod(0o755)
-    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
-           "SLURM_SUBMIT_DIR": str(ROOT), "SLURM_JOB_ID": "4242", "KIT_HOME": str(tmp_path / "home"),
-           "KIT_DATA_DIR": str(tmp_path / "home" / "data"), "KIT_RESULTS_DIR": str(tmp_path / "home" / "results")}
-    command = ["bash", str(ROOT / "helpers" / "training" / "examples" / "slurm_array.sh"), "--profile", "smoke",
-               "--models", "unet", "--fractions", "1.0", "--epochs", "4", "--checkpoint-minutes", "1e-9"]
-    job = subprocess.Popen(command, env={**env, "SLURM_ARRAY_TASK_ID": "", "SLURM_ARRAY_TASK_COUNT": ""},
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    home = tmp_path / "home"
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "PYTHON": sys.executable,
+           "OMP_NUM_THREADS": "1", "SLURM_SUBMIT_DIR": str(ROOT), "SLURM_JOB_ID": "4242",
+           "KIT_HOME": str(home), "KIT_DATA_DIR": str(home / "data"),
+           "KIT_RESULTS_DIR": str(home / "results"), "SLURM_ARRAY_TASK_ID": "",
+           "SLURM_ARRAY_TASK_COUNT": ""}
+    script = ROOT / "helpers" / "training" / "examples" / "slurm_array.sh"
+    command = ["bash", str(script), "--profile", "smoke", "--models", "unet", "--fractions", "1.0",
+               "--epochs", "4", "--checkpoint-minutes", "1e-9"]
+    job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
     deadline = time.monotonic() + 240
     while not list((tmp_path / "home" / "results").glob("runs/*/checkpoints/last.pt")):
         assert job.poll() is None and time.monotonic() < deadline, job.communicate()
@@ -127,8 +140,7 @@ def test_the_slurm_example_forwards_its_signal_and_requeues_a_run_that_saved(tmp
     assert "⏸ Stopped by SIGUSR1" in err and "Run the same command again to resume" in err
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
     assert not list((tmp_path / "home" / "results").glob(f"runs/*/{claims.CLAIM_NAME}"))  # released
-    again = subprocess.run(command, env={**env, "SLURM_ARRAY_TASK_ID": "", "SLURM_ARRAY_TASK_COUNT": ""},
-                           capture_output=True, text=True, timeout=240)
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert again.returncode == 0 and "Resuming" in again.stdout, again.stderr[-2000:]
     history = pd.read_csv(next((tmp_path / "home" / "results").glob("runs/*/history.csv")))
     assert history["epoch"].tolist() == [1, 2, 3, 4]

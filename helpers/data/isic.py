@@ -158,8 +158,8 @@ def upright(image: Image.Image) -> Image.Image:
 
 
 def check_regular(path: Path, kind: str = "image") -> None:
-    """Refuse a path that is not a regular file (a named pipe would block the read forever, a device or
-    socket gives no picture).
+    """Refuse a path that is not a regular file (a named pipe would block the read forever, a device
+    or socket gives no picture).
 
     Raises:
         BadFile: naming the path and what it is.
@@ -209,9 +209,9 @@ GREY_TOLERANCE = 8  # an RGB mask is grey when its channels differ by at most th
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
-    """A one-value-per-pixel image wider than 8 bits as 8-bit grayscale, scaled by the range it holds:
-    integers up to 255 as they are, up to 65,535 as 16-bit (÷ 257); floats up to 1 as fractions (× 255),
-    up to 255 as they are.
+    """A one-value-per-pixel image wider than 8 bits as 8-bit grayscale, scaled by the range it
+    holds: integers up to 255 as they are, up to 65,535 as 16-bit (÷ 257); floats up to 1 as
+    fractions (× 255), up to 255 as they are.
 
     Raises:
         ValueError: values that are not finite, negative, or beyond those ranges (the mode named).
@@ -224,20 +224,22 @@ def _eight_bit(image: Image.Image) -> Image.Image:
         scale = 1.0 if top <= 255 else 1 / 257 if top <= 65535 else None
     if scale is None or low < 0 or not np.isfinite(values).all():
         kinds = "0 to 1 or 0 to 255" if image.mode == "F" else "0 to 255 or 0 to 65,535"
-        raise ValueError(f"image mode {image.mode} holds values from {low:g} to {top:g}, not {kinds}, "
-                         f"so it is no picture the kit can read; save it as an 8-bit RGB PNG or JPEG.")
+        raise ValueError(f"image mode {image.mode} holds values from {low:g} to {top:g}, not "
+                         f"{kinds}, so it is no picture the kit can read; save it as an 8-bit RGB "
+                         f"PNG or JPEG.")
     return Image.fromarray(np.round(values * scale).clip(0, 255).astype(np.uint8))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """8-bit RGB from any mode Pillow opens: the same picture as the image's plain 8-bit version.
 
-    16-bit, 32-bit integer and float values are scaled to 8 bits by the range they hold (:func:`_eight_bit`);
-    transparency goes on white; 1-bit, grayscale, palette, CMYK and YCbCr are converted.
+    16-bit, 32-bit integer and float values are scaled to 8 bits by the range they hold
+    (:func:`_eight_bit`); transparency goes on white; 1-bit, grayscale, palette, CMYK and YCbCr are
+    converted.
 
     Raises:
-        ValueError: a mode or a range of values that gives no picture (the message names the mode; the caller
-            names the file).
+        ValueError: a mode or a range of values that gives no picture (the message names the mode;
+            the caller names the file).
     """
     if image.mode in WIDE:
         image = _eight_bit(image)
@@ -248,8 +250,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     try:
         return image.convert("RGB")
     except ValueError as err:
-        raise ValueError(f"image mode {image.mode} cannot be turned into RGB ({err}); save it as an 8-bit "
-                         f"RGB PNG or JPEG.") from None
+        raise ValueError(f"image mode {image.mode} cannot be turned into RGB ({err}); save it as "
+                         f"an 8-bit RGB PNG or JPEG.") from None
 
 
 def grayscale_mask(mask: Image.Image, path: Path) -> tuple[np.ndarray, str]:

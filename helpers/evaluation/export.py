@@ -3,11 +3,13 @@
     python -m helpers.evaluation.export results/runs/<run id> exported/ [--format onnx torchscript] [--depth N] [--check]
                                         [--legacy-onnx]
 
-writes ``model.onnx`` and/or ``model.pt`` and ``MODEL_CARD.md`` (:mod:`helpers.evaluation.model_card`) into the
-output folder; ``--check`` prints the parity figures. ``export_manifest.json`` there lists the files export wrote:
-a file of another name that an export would replace stops it before anything is written, unless ``--overwrite``
-(:mod:`helpers.evaluation.outputs`), and every file is written through a temporary file and a rename. Read an export back with
-:func:`helpers.evaluation.exported.read_metadata`, run it with ``python -m helpers.evaluation.predict FILE ...``.
+writes ``model.onnx`` and/or ``model.pt`` and ``MODEL_CARD.md``
+(:mod:`helpers.evaluation.model_card`) into the output folder; ``--check`` prints the parity
+figures. ``export_manifest.json`` there lists the files export wrote: a file of another name that an
+export would replace stops it before anything is written, unless ``--overwrite``
+(:mod:`helpers.evaluation.outputs`), and every file is written through a temporary file and a
+rename. Read an export back with :func:`helpers.evaluation.exported.read_metadata`, run it with
+``python -m helpers.evaluation.predict FILE ...``.
 
 **What the graph computes.** Normalised float32 images (B, 3, H, W), RGB, (pixel / 255 − mean) / std with the
 kit's ImageNet mean and std (:data:`helpers.data.loaders.IMAGENET_MEAN`, ``IMAGENET_STD``) → probabilities
@@ -131,7 +133,8 @@ def export_torchscript(module: nn.Module, path: str | Path, metadata: dict, exam
         warnings.simplefilter("ignore")  # TracerWarning on the models' size checks; jit's deprecation warnings
         traced = torch.jit.trace(module, example)
         extra = {METADATA_FILE: json.dumps(metadata)}
-        paths.write_atomic(Path(path), lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=extra))
+        paths.write_atomic(Path(path),
+                           lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=extra))
     return metadata
 
 
@@ -267,7 +270,8 @@ def available_formats() -> tuple[str, ...]:
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, formats=("onnx", "torchscript"), *, depth: int | None = None,
-               check: bool = False, opset: int = OPSET, legacy: bool = False, overwrite: bool = False) -> dict:
+               check: bool = False, opset: int = OPSET, legacy: bool = False,
+               overwrite: bool = False) -> dict:
     """Export a run's best model (see the module docstring) and write the model card next to it.
 
     Args:
@@ -314,7 +318,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats=("onnx", "torch
 
 
 def _check_own(out_dir: Path, planned: set[str], overwrite: bool) -> None:
-    """Refuse outputs that would replace files export did not write (:func:`helpers.evaluation.outputs.check_clash`).
+    """Refuse outputs that would replace files export did not write
+    (:func:`helpers.evaluation.outputs.check_clash`).
 
     Raises:
         OutputClash: such files exist and ``overwrite`` is false.
@@ -349,7 +354,8 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--legacy-onnx", action="store_true",
                         help="ONNX with torch's legacy TorchScript-based exporter instead of the dynamo one (default)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace files in the output folder that export did not write (default: refuse)")
+                        help="replace files in the output folder that export did not write "
+                             "(default: refuse)")
     args = cli.add_debug(parser).parse_args(argv)
     out = cli.out_folder(args.out, args.out_dir)
     if out is None:

@@ -209,4 +209,5 @@ def write_model_card(run_dir: str | Path, metadata: dict, files: dict[str, Path]
                      written: dict[str, dict] | None = None) -> Path:
     """Write ``MODEL_CARD.md`` into ``out_dir`` and return its path (arguments: :func:`model_card`)."""
     path, text = Path(out_dir) / "MODEL_CARD.md", model_card(run_dir, metadata, files, written)
-    return paths.write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))  # never through a link
+    # through a temporary file: a link there is replaced, never written through
+    return paths.write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -1,16 +1,17 @@
-"""Output folders that keep what the user made: what ``predict`` and ``export`` may write there, and how.
+"""Output folders that keep what the user made: what ``predict`` and ``export`` may write there, and
+how.
 
 Each command lists the files it wrote in a manifest in its output folder (``predict_manifest.json``,
 ``export_manifest.json``). Before anything is written:
 
 - an output path that is an existing file, not a folder, is refused (:func:`check_folder`);
 - a file the command did not write, which an output would replace, stops it unless ``--overwrite``
-  (:func:`check_clash`); names are compared without regard to case (they collide on macOS and Windows),
-  and a link counts as a file, dangling or not.
+  (:func:`check_clash`); names are compared without regard to case (they collide on macOS and
+  Windows), and a link counts as a file, dangling or not.
 
 Every output is written to a temporary file of its own and renamed into place
-(:func:`helpers.paths.write_atomic`): a link in the output folder is replaced, never written through, and
-an interrupted write leaves no half file.
+(:func:`helpers.paths.write_atomic`): a link in the output folder is replaced, never written
+through, and an interrupted write leaves no half file.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ class OutputClash(FileExistsError):
 
 
 def check_folder(out_dir: str | Path, what: str = "OUTPUT") -> Path:
-    """The output folder, refused when the path is an existing file (:func:`helpers.cli.check_out_folder`).
+    """The output folder, refused when the path is an existing file
+    (:func:`helpers.cli.check_out_folder`).
 
     Raises:
         cli.BadValue: names the path and says what to give instead.
@@ -47,13 +49,15 @@ def read_manifest(folder: str | Path, name: str) -> set[str] | None:
     try:
         files = json.loads(path.read_text())["files"]
     except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path} is unreadable ({type(err).__name__}: {err}); delete it if every file in "
-                         f"{folder} may be overwritten, or choose another output folder.") from None
+        raise ValueError(f"{path} is unreadable ({type(err).__name__}: {err}); delete it if every "
+                         f"file in {folder} may be overwritten, or choose another output "
+                         f"folder.") from None
     return set(map(str, files))
 
 
 def write_manifest(folder: Path, name: str, files: Iterable[str], written_by: str) -> None:
-    """Add ``files`` to the manifest ``folder/name`` (an unreadable one is started anew), atomically."""
+    """Add ``files`` to the manifest ``folder/name`` (an unreadable one is started anew),
+    atomically."""
     try:
         listed = read_manifest(folder, name) or set()
     except ValueError:  # unreadable, and the command was told to replace everything
@@ -64,10 +68,11 @@ def write_manifest(folder: Path, name: str, files: Iterable[str], written_by: st
 
 def check_clash(out_dir: Path, planned: Iterable[str], own: set[str], command: str,
                 overwrite: bool = False) -> None:
-    """Refuse, before anything is written, outputs that would replace files ``command`` did not write.
+    """Refuse, before anything is written, outputs that would replace files ``command`` did not
+    write.
 
-    A name clashes when an entry of ``out_dir`` has it without regard to case (a link too, even a dangling
-    one) and is not in ``own``.
+    A name clashes when an entry of ``out_dir`` has it without regard to case (a link too, even a
+    dangling one) and is not in ``own``.
 
     Raises:
         OutputClash: such files exist and ``overwrite`` is false (the message names some of them).
@@ -78,8 +83,9 @@ def check_clash(out_dir: Path, planned: Iterable[str], own: set[str], command: s
         return
     clash = sorted({present[name.lower()] for name in planned if name.lower() in present} - own)
     if clash and not overwrite:
-        shown = ", ".join(clash[:3]) + (f" and {len(clash) - 3} more" if len(clash) > 3 else "")
-        raise OutputClash(f"{out_dir}: {len(clash)} file(s) there were not written by {command} and would "
-                          f"be replaced ({shown}); choose an empty output folder, or pass --overwrite if "
-                          f"they may go.")
+        more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
+        shown = ", ".join(clash[:3]) + more
+        raise OutputClash(f"{out_dir}: {len(clash)} file(s) there were not written by {command} "
+                          f"and would be replaced ({shown}); choose an empty output folder, or "
+                          f"pass --overwrite if they may go.")
 

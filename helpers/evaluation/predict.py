@@ -218,8 +218,8 @@ def predict(run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path, 
             if batch:
                 rows += _predict_batch(model, batch, names, out_dir, settings, to_input)
     except KeyboardInterrupt:
-        print(f"Interrupted: {out_dir / TABLE} lists the {kept + len(rows)} image(s) whose outputs are complete; "
-              f"run the same command again to predict the rest.", file=sys.stderr)
+        print(f"Interrupted: {out_dir / TABLE} lists the {kept + len(rows)} image(s) whose outputs "
+              f"are complete; run the same command again to predict the rest.", file=sys.stderr)
         raise
     table = pd.DataFrame(rows, columns=COLUMNS)
     table.attrs.update(left_out=left_out, unreadable=unreadable, earlier=kept)
@@ -237,12 +237,14 @@ def _read_batch(files: list[Path], image_size: int) -> list[Loaded]:
     return batch
 
 
-def _predict_batch(model, batch: list[Loaded], names: dict[Path, str], out_dir: Path, settings: dict,
-                   to_input) -> list[dict]:
-    """Predict one batch, write its outputs, then add its rows to ``predictions.csv``; returns the rows."""
+def _predict_batch(model, batch: list[Loaded], names: dict[Path, str], out_dir: Path,
+                   settings: dict, to_input) -> list[dict]:
+    """Predict one batch, write its outputs, then add its rows to ``predictions.csv``; returns the
+    rows."""
     begun = time.perf_counter()
-    _, probs, _ = next(inference.iter_probs(model, np.stack([b.small for b in batch]), np.arange(len(batch)),
-                                            to_input=to_input, batch_size=len(batch), tta=settings["tta"]))
+    images = np.stack([b.small for b in batch])
+    _, probs, _ = next(inference.iter_probs(model, images, np.arange(len(batch)), to_input=to_input,
+                                            batch_size=len(batch), tta=settings["tta"]))
     ms = (time.perf_counter() - begun) * 1000 / len(batch)
     rows = [_write_outputs(out_dir, names[item.path], item, prob, settings) | {"ms": ms}
             for item, prob in zip(batch, probs)]
@@ -250,9 +252,10 @@ def _predict_batch(model, batch: list[Loaded], names: dict[Path, str], out_dir: 
     return rows
 
 
-def _plan(inputs: list[str | Path], out_dir: Path, overwrite: bool) -> tuple[list[Path], dict[Path, str], int]:
-    """The input files, their output ids and how many inputs were left out, after every refusal that must come
-    before any work (printing one line that names what was left out).
+def _plan(inputs: list[str | Path], out_dir: Path,
+          overwrite: bool) -> tuple[list[Path], dict[Path, str], int]:
+    """The input files, their output ids and how many inputs were left out, after every refusal that
+    must come before any work (printing one line that names what was left out).
 
     Raises:
         cli.BadValue: the output folder is (inside) an input folder, or there is no image to predict.
@@ -274,7 +277,8 @@ def _write_outputs(out_dir: Path, name: str, item: Loaded, prob: np.ndarray, set
     """Write one image's mask (original size) and overlay; return its row of ``predictions.csv`` (without ms)."""
     mask = inference.finalize(prob, settings["threshold"], settings["post"], item.size)  # (H, W) original
     written = Image.fromarray(mask.astype(np.uint8) * 255)
-    paths.write_atomic(out_dir / f"{name}{OUTPUTS[0]}", written.save)  # a link there is replaced, not followed
+    # through a temporary file: a link there is replaced, never written through
+    paths.write_atomic(out_dir / f"{name}{OUTPUTS[0]}", written.save)
     shown = inference.finalize(prob, settings["threshold"], settings["post"], item.preview.shape[:2])
     overlay = Image.fromarray(inference.overlay(item.preview, shown, colour=(255, 0, 255)))
     paths.write_atomic(out_dir / f"{name}{OUTPUTS[1]}", lambda tmp: overlay.save(tmp, quality=90))
@@ -352,8 +356,8 @@ def _main(argv: list[str]) -> int:
     seconds = time.perf_counter() - started
     missed = _missed(table.attrs)
     if table.empty:
-        print(f"✗ none of the images could be read (each is named above){missed}; nothing predicted in {output}",
-              file=sys.stderr)
+        print(f"✗ none of the images could be read (each is named above){missed}; nothing "
+              f"predicted in {output}", file=sys.stderr)
         return 1
     earlier = table.attrs.get("earlier", 0)
     print(f"✓ {len(table)} image(s) in {seconds:.1f} s ({len(table) / max(seconds, 1e-9):.1f} images/s, reading and "
@@ -363,8 +367,10 @@ def _main(argv: list[str]) -> int:
 
 
 def _missed(counts: dict) -> str:
-    """What the final line says of inputs not predicted: ``"; 2 unreadable, 3 left out (named above)"``."""
-    parts = [f"{counts[key]} {key.replace('_', ' ')}" for key in ("unreadable", "left_out") if counts.get(key)]
+    """What the final line says of inputs not predicted: ``"; 2 unreadable, 3 left out (named
+    above)"``."""
+    parts = [f"{counts[key]} {key.replace('_', ' ')}" for key in ("unreadable", "left_out")
+             if counts.get(key)]
     return f"; {', '.join(parts)} (named above)" if parts else ""
 
 

@@ -5,13 +5,14 @@ lets harm what the user made.
 - ``predict_manifest.json`` in the output folder lists the files predict wrote there (:func:`read_manifest`);
   a file of another name that an output would replace stops it before anything is written, unless asked
   (:func:`check_overwrite`). An output folder of an earlier version is recognised by its ``predictions.csv``.
-- Files a manifest lists are never inputs (:func:`collect_inputs`); every file or folder left out (not an
-  image, a folder that cannot be read, a linked folder, a dangling or looping link, a pipe) is named.
-- Inputs whose names repeat, without regard to case, keep their relative paths in their outputs' names
-  (:func:`output_names`).
-- A second prediction into a folder adds its rows to ``predictions.csv`` (replacing those of the images
-  it predicts again), one batch at a time (:func:`start_table`, :func:`add_rows`): after Ctrl-C the table
-  lists the images whose outputs are complete, and the manifest every file written.
+- Files a manifest lists are never inputs (:func:`collect_inputs`); every file or folder left out
+  (not an image, a folder that cannot be read, a linked folder, a dangling or looping link, a pipe)
+  is named.
+- Inputs whose names repeat, without regard to case, keep their relative paths in their outputs'
+  names (:func:`output_names`).
+- A second prediction into a folder adds its rows to ``predictions.csv`` (replacing those of the
+  images it predicts again), one batch at a time (:func:`start_table`, :func:`add_rows`): after
+  Ctrl-C the table lists the images whose outputs are complete, and the manifest every file written.
 """
 from __future__ import annotations
 
@@ -66,12 +67,12 @@ def _own_outputs(path: Path, seen: dict[Path, set[str]]) -> bool:
 
 
 def collect_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[str]]:
-    """Image files from files and folders (folders: their images, sorted); and notes naming each file or
-    folder left out, and why.
+    """Image files from files and folders (folders: their images, sorted); and notes naming each
+    file or folder left out, and why.
 
-    Files an earlier prediction wrote (listed in a ``predict_manifest.json``) are never inputs; a file given
-    twice (itself, and in its folder) is read once. Linked folders inside a folder are not followed (give
-    one as an input to include it); hidden files are counted in one note.
+    Files an earlier prediction wrote (listed in a ``predict_manifest.json``) are never inputs; a
+    file given twice (itself, and in its folder) is read once. Linked folders inside a folder are
+    not followed (give one as an input to include it); hidden files are counted in one note.
     """
     found, notes, seen, manifests, hidden = {}, [], set(), {}, []
     for item in map(Path, inputs):
@@ -86,12 +87,14 @@ def collect_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[str]]:
                 elif path.suffix.lower() in IMAGE_SUFFIXES:
                     found.setdefault(path.resolve(), path)
                 else:
-                    notes.append(f"{path}: not an image file (by its suffix {path.suffix or 'none'})")
+                    suffix = path.suffix or "none"
+                    notes.append(f"{path}: not an image file (by its suffix {suffix})")
         elif (why := _not_a_file(item)) is None:
             found.setdefault(item.resolve(), item)
         else:
             notes.append(f"{item}: {why}")
-    notes += [f"{folder}: earlier predictions (listed in its {MANIFEST})" for folder in sorted(seen)]
+    notes += [f"{folder}: earlier predictions (listed in its {MANIFEST})"
+              for folder in sorted(seen)]
     if hidden:
         notes.append(f"{len(hidden)} hidden file(s) ({', '.join(sorted(set(hidden))[:3])}"
                      f"{', ...' if len(set(hidden)) > 3 else ''})")
@@ -99,8 +102,8 @@ def collect_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[str]]:
 
 
 def _files_in(folder: Path, notes: list[str]) -> list[Path]:
-    """Every entry below ``folder`` that is not a folder, sorted; folders that cannot be read and linked
-    folders (not followed) are added to ``notes``."""
+    """Every entry below ``folder`` that is not a folder, sorted; folders that cannot be read and
+    linked folders (not followed) are added to ``notes``."""
     def unreadable(err: OSError) -> None:
         notes.append(f"{err.filename}: a folder that cannot be read ({err.strerror})")
 
@@ -108,8 +111,8 @@ def _files_in(folder: Path, notes: list[str]) -> list[Path]:
     for root, folders, files in os.walk(folder, onerror=unreadable):
         for name in folders:
             if (Path(root) / name).is_symlink():
-                notes.append(f"{Path(root) / name}: a linked folder, not followed (give it as an input "
-                             f"to include it)")
+                notes.append(f"{Path(root) / name}: a linked folder, not followed (give it as an "
+                             f"input to include it)")
         found += [Path(root) / name for name in files]
     return sorted(found)
 
@@ -134,19 +137,21 @@ def left_out_line(notes: list[str], limit: int = 10) -> str:
     """The one line that names what was left out of the inputs (empty when nothing was)."""
     if not notes:
         return ""
-    shown = "; ".join(notes[:limit]) + (f"; and {len(notes) - limit} more" if len(notes) > limit else "")
+    more = f"; and {len(notes) - limit} more" if len(notes) > limit else ""
+    shown = "; ".join(notes[:limit]) + more
     return f"Left out {len(notes)} input(s): {shown}."
 
 
 def output_names(paths: list[Path], taken: dict[str, str] | None = None) -> dict[Path, str]:
-    """The id of each input: its file stem; inputs whose stems repeat (without regard to case) keep their path
-    relative to the folder they share (``s1/images/x.png``, ``s2/images/x.png`` → ``s1_images_x_png``,
-    ``s2_images_x_png``), so no output overwrites another, on any file system.
+    """The id of each input: its file stem; inputs whose stems repeat (without regard to case) keep
+    their path relative to the folder they share (``s1/images/x.png``, ``s2/images/x.png`` →
+    ``s1_images_x_png``, ``s2_images_x_png``), so no output overwrites another, on any file system.
 
     Args:
         paths: the inputs.
-        taken: ids of an earlier prediction in the output folder → the file each was predicted from; an id
-            that differs from one of them only in case gets a number unless it is of the same file.
+        taken: ids of an earlier prediction in the output folder → the file each was predicted from;
+            an id that differs from one of them only in case gets a number unless it is of the same
+            file.
     """
     taken = {name.lower(): file for name, file in (taken or {}).items()}
     stems = Counter(p.stem.lower() for p in paths)
@@ -219,13 +224,15 @@ def write_manifest(out_dir: Path, files: set[str]) -> None:
 
 
 def earlier_ids(out_dir: str | Path) -> dict[str, str]:
-    """The ids in an earlier ``predictions.csv`` of predict's in ``out_dir`` → the file each was made from."""
+    """The ids in an earlier ``predictions.csv`` of predict's in ``out_dir`` → the file each was
+    made from."""
     table = _earlier_table(Path(out_dir))
     return dict(zip(table["id"], table["file"]))
 
 
 def _earlier_table(out_dir: Path) -> pd.DataFrame:
-    """predict's own ``predictions.csv`` in ``out_dir`` (empty when there is none, or it is not predict's)."""
+    """predict's own ``predictions.csv`` in ``out_dir`` (empty when there is none, or it is not
+    predict's)."""
     try:
         own = TABLE in read_manifest(out_dir)
         table = pd.read_csv(out_dir / TABLE, dtype={"id": str, "file": str}, keep_default_na=False)
@@ -235,8 +242,9 @@ def _earlier_table(out_dir: Path) -> pd.DataFrame:
 
 
 def start_table(out_dir: Path, names: list[str]) -> int:
-    """Write ``predictions.csv`` with the earlier rows of predict's own table there, less those of ``names``
-    (predicted again now); the rows of this prediction are added batch by batch (:func:`add_rows`).
+    """Write ``predictions.csv`` with the earlier rows of predict's own table there, less those of
+    ``names`` (predicted again now); the rows of this prediction are added batch by batch
+    (:func:`add_rows`).
 
     Returns:
         How many earlier rows were kept.

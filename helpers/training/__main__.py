@@ -137,7 +137,7 @@ def _sharing(info: devices.DistInfo) -> dict:
     ranks train each run together)."""
     if info.world_size > 1:
         return {}
-    stops.add_guard(claims.lost_message)  # a run another worker took over stops before its next save
+    stops.add_guard(claims.lost_message)  # a run taken over by another worker stops before a save
     return {"claim": claims.claim_run, "wait_s": claims.heartbeat_every()}
 
 
@@ -194,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns:
         0 when every run finished, 1 when a run diverged or failed, 2 for a value refused where it
-        entered, 75 (:data:`helpers.training.stops.EXIT_CODE`) when SIGTERM or SIGUSR1 stopped it: the
-        run in training saved last.pt first, and the same command resumes it.
+        entered, 75 (:data:`helpers.training.stops.EXIT_CODE`) when SIGTERM or SIGUSR1 stopped it:
+        the run in training saved last.pt first, and the same command resumes it.
     """
     return cli.run(_main, argv)
 

@@ -178,14 +178,15 @@ class Checkpointer:
         return tally
 
     def mid_epoch_due(self) -> bool:
-        """True when ``checkpoint_minutes`` have passed since the last save, or a signal asked to stop
-        (:mod:`helpers.training.stops`)."""
+        """True when ``checkpoint_minutes`` have passed since the last save, or a signal asked to
+        stop (:mod:`helpers.training.stops`)."""
         minutes = self.checkpoint_minutes
         due = minutes is not None and time.monotonic() - self.last_save > minutes * 60
         return due or stops.requested() is not None
 
     def maybe_save_mid_epoch(self, run: RunState, tally: EpochProgress) -> None:
-        """Save last.pt within an epoch when it is due (rank 0): a resume goes on after its last batch.
+        """Save last.pt within an epoch when it is due (rank 0): a resume goes on after its last
+        batch.
 
         Raises:
             stops.Preempted: a signal asked to stop; last.pt was saved first.
@@ -193,8 +194,8 @@ class Checkpointer:
         if self.mid_epoch_due() and run.dist.is_main:
             self._save_last(run, tally.epoch - 1, batches=tally.batches,
                             partial=[float(tally.loss_sum), tally.images])
-        stops.stop_if_requested(f"{self.run_id} saved in {self.checkpoint_dir / 'last.pt'} at epoch "
-                                f"{tally.epoch}, batch {tally.batches} of {tally.total}")
+        stops.stop_if_requested(f"{self.run_id} saved in {self.checkpoint_dir / 'last.pt'} at "
+                                f"epoch {tally.epoch}, batch {tally.batches} of {tally.total}")
 
     def end_epoch(self, run: RunState) -> None:
         """After an epoch (its row appended to the history): best.pt if its Dice is the best so far, then
@@ -226,7 +227,8 @@ class Checkpointer:
         self.last_save = time.monotonic()
 
     def _save(self, name: str, save: Callable[[Path, Path | None], object]) -> None:
-        """``save(path, local_copy)`` into the checkpoint folder; with ``local_fallback``, else locally.
+        """``save(path, local_copy)`` into the checkpoint folder; with ``local_fallback``, else
+        locally.
 
         Raises:
             stops.TakenOver: a save guard stopped the run first (another worker took it over).
@@ -257,7 +259,7 @@ class Checkpointer:
         history = self.progress.history
         done = runs.summarize(history, len(history) < self.spec.num_epochs)
         if run.dist.is_main:
-            stops.check_guards(self.folder)  # a run another worker took over is not marked done here
+            stops.check_guards(self.folder)  # a run taken over is not marked done here
             runs.write_history(self.folder, history)
             if self.local_only:  # LOCAL_FALLBACK was used: say so where notebook 04 and a later runtime look
                 local = self.local_dir or self.folder / "checkpoints"

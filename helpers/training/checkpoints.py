@@ -54,8 +54,8 @@ def previous_path(path: str | os.PathLike) -> Path:
 
 
 def _write_atomic(path: Path, write, keep_previous: bool) -> Path:
-    """One attempt: ``write(file)`` into a temp file in the folder → fsync → last → prev → temp → path
-    (:func:`helpers.paths.write_atomic`); then temp files left by writes killed mid-way go."""
+    """One attempt: ``write(file)`` into a temp file in the folder → fsync → last → prev → temp →
+    path (:func:`helpers.paths.write_atomic`); then temp files left by writes killed mid-way go."""
     def into(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # the process's normal file mode, as for any file it writes
             write(f)
@@ -131,7 +131,9 @@ def _refusal_reason(err: Exception) -> str:
     if found:
         return f"it names {found.group(1)}, which is code, not data"
     found = re.search(r"Unsupported operand \d+", str(err))
-    return f"{found.group(0).lower()} in its pickle" if found else "it holds objects that are not data"
+    if found:
+        return f"{found.group(0).lower()} in its pickle"
+    return "it holds objects that are not data"
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
@@ -151,9 +153,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     except pickle.UnpicklingError as err:  # what weights_only raises instead of running code
         raise UnsafeCheckpointError(
             f"Refused to load {path}: it is not made only of tensors and plain Python values "
-            f"({_refusal_reason(err)}), so it is not a checkpoint written by this kit, and loading it "
-            f"could run code. Do not load it unless you trust its source; delete it, or train the run "
-            f"again.") from None
+            f"({_refusal_reason(err)}), so it is not a checkpoint written by this kit, and loading "
+            f"it could run code. Do not load it unless you trust its source; delete it, or train "
+            f"the run again.") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
             struct.error) as err:
         # whatever a truncated or garbled file makes the unpickler raise
@@ -321,8 +323,8 @@ def restore_state(state: dict, model, optimizer=None, scheduler=None, scaler=Non
 def save_weights_atomic(model, path: str | os.PathLike, *, metric: float, epoch: int,
                         retries: int = 3, local_copy: str | os.PathLike | None = None,
                         run_id: str | None = None) -> Path:
-    """Write a small weights-only file (e.g. ``best.pt``): ``{"model", "best_metric", "epoch"}``, and
-    ``"run_id"``, the run that wrote it, when given.
+    """Write a small weights-only file (e.g. ``best.pt``): ``{"model", "best_metric", "epoch"}``,
+    and ``"run_id"``, the run that wrote it, when given.
 
     It loads with ``load_checkpoint`` and restores with ``restore_state(state, model)``.
     Returns ``path`` (see ``save_checkpoint``).

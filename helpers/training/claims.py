@@ -1,28 +1,32 @@
-"""A grid shared by workers: each run is claimed by one process at a time, through a claim file in its run folder.
+"""A grid shared by workers: each run is claimed by one process at a time, through a claim file in
+its run folder.
 
-Any number of training processes (``python -m helpers.training``) started on one results folder share the grid.
-Before a worker trains a run it writes ``<run folder>/claim.json`` (its name, and a token of its own). While it
-trains, a thread touches the file every :data:`HEARTBEAT_S` seconds; the claim is released (the file removed) when
-the run ends. A worker that dies leaves its claim behind, and the claim goes *stale* once its heartbeat is older
-than ``stale_after_s``: another worker then takes the run over and resumes it from its last checkpoint.
+Any number of training processes (``python -m helpers.training``) started on one results folder
+share the grid. Before a worker trains a run it writes ``<run folder>/claim.json`` (its name, and a
+token of its own). While it trains, a thread touches the file every :data:`HEARTBEAT_S` seconds; the
+claim is released (the file removed) when the run ends. A worker that dies leaves its claim behind,
+and the claim goes *stale* once its heartbeat is older than ``stale_after_s``: another worker then
+takes the run over and resumes it from its last checkpoint.
 
-Exactly one worker wins a claim, whatever the interleaving: every claim, takeover and release happens under an
-exclusive lock that the file system keeps (``fcntl.lockf`` on ``<runs>/.claims/<run>.lock``; the kernel drops it
-when its process dies, so it never goes stale itself). Where the file system has no locks, a takeover moves the
-stale claim to a name of its own and checks that what it moved is the claim it read (inode and content), putting
-it back otherwise, and a fresh claim is an exclusive create.
+Exactly one worker wins a claim, whatever the interleaving: every claim, takeover and release
+happens under an exclusive lock that the file system keeps (``fcntl.lockf`` on
+``<runs>/.claims/<run>.lock``; the kernel drops it when its process dies, so it never goes stale
+itself). Where the file system has no locks, a takeover moves the stale claim to a name of its own
+and checks that what it moved is the claim it read (inode and content), putting it back otherwise,
+and a fresh claim is an exclusive create.
 
-A claim's age is the time since its heartbeat by the clock, or the time this worker has seen it unchanged,
-whichever is longer: a claim that cannot be read, or whose time lies in the future (clocks of two hosts that
-disagree), is stale once it has not changed for ``stale_after_s`` since this worker first saw it.
+A claim's age is the time since its heartbeat by the clock, or the time this worker has seen it
+unchanged, whichever is longer: a claim that cannot be read, or whose time lies in the future
+(clocks of two hosts that disagree), is stale once it has not changed for ``stale_after_s`` since
+this worker first saw it.
 
-A worker whose claim was taken over (its heartbeat finds the file gone, or another worker's) stops training that
-run before its next save: :func:`check_held` raises :class:`ClaimLost`.
+A worker whose claim was taken over (its heartbeat finds the file gone, or another worker's) stops
+training that run before its next save: :func:`check_held` raises :class:`ClaimLost`.
 
-What the shared folder must offer: atomic renames and exclusive creates, and POSIX locks, as local disks and POSIX
-network file systems (NFS v3+ with its lock service, Lustre, GPFS, CephFS) do. Google Drive, mounted in Colab,
-offers none of these, and two Colab runtimes would not see each other's writes in time: keep one runtime per grid
-there.
+What the shared folder must offer: atomic renames and exclusive creates, and POSIX locks, as local
+disks and POSIX network file systems (NFS v3+ with its lock service, Lustre, GPFS, CephFS) do.
+Google Drive, mounted in Colab, offers none of these, and two Colab runtimes would not see each
+other's writes in time: keep one runtime per grid there.
 """
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ HEARTBEAT_S = 10.0   # how often a worker that trains a run touches its claim
 STALE_AFTER_S = 60.0  # a claim whose heartbeat is older than this belongs to a dead worker
 STALE_ENV = "KIT_CLAIM_STALE_S"  # a shorter staleness for tests (seconds)
 
-_first_seen: dict[tuple, float] = {}  # (claim file, what it was) → when this process first saw it so
+_first_seen: dict[tuple, float] = {}  # (claim file, what it was) → when this process saw it so
 _held: dict[Path, Claim] = {}         # run folder → this process's claim on it
 
 
@@ -57,7 +61,8 @@ class ClaimLost(RuntimeError):
 
 
 def stale_after() -> float:
-    """Seconds without a heartbeat after which a claim is stale (``$KIT_CLAIM_STALE_S``, else 60)."""
+    """Seconds without a heartbeat after which a claim is stale (``$KIT_CLAIM_STALE_S``, else
+    60)."""
     return float(os.environ.get(STALE_ENV) or STALE_AFTER_S)
 
 
@@ -74,20 +79,22 @@ def worker_name() -> str:
 class Claim:
     """This worker's claim on one run: a heartbeat while it is held, released by :meth:`release`.
 
-    Use it as a context manager: ``with claim_run(folder) as held: ...``; ``held`` is None when another live
-    worker holds the run.
+    Use it as a context manager: ``with claim_run(folder) as held: ...``; ``held`` is None when
+    another live worker holds the run.
     """
 
     def __init__(self, path: Path, token: str, heartbeat_s: float | None = None):
         self.path, self.token, self.heartbeat_s = path, token, heartbeat_s or heartbeat_every()
         self.lost = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"claim {path.parent.name}", daemon=True)
+        self._thread = threading.Thread(target=self._beat, name=f"claim {path.parent.name}",
+                                        daemon=True)
         _held[path.parent.resolve()] = self
         self._thread.start()
 
     def held(self) -> bool:
-        """Whether the claim file is still this worker's (False once another worker took the run over)."""
+        """Whether the claim file is still this worker's (False once another worker took the run
+        over)."""
         if not self.lost and _token(self.path) != self.token:
             self.lost = True
         return not self.lost
@@ -102,9 +109,10 @@ class Claim:
     def check(self) -> None:
         """Raise :class:`ClaimLost` when another worker has taken this run over."""
         if not self.held():
-            raise ClaimLost(f"{self.path.parent.name}: another worker took this run over (its claim "
-                            f"{self.path} is no longer this worker's, {worker_name()}), so this worker stops "
-                            f"training it without saving; the other worker goes on from the last checkpoint.")
+            raise ClaimLost(f"{self.path.parent.name}: another worker took this run over (its "
+                            f"claim {self.path} is no longer this worker's, {worker_name()}), so "
+                            f"this worker stops training it without saving; the other worker goes "
+                            f"on from the last checkpoint.")
 
     def release(self) -> None:
         """Stop the heartbeat and remove the claim, if it is still this worker's."""
@@ -123,15 +131,16 @@ class Claim:
 
 
 def check_held(run_folder: str | os.PathLike) -> None:
-    """Before a save: raise :class:`ClaimLost` when this process claimed the run and another worker took it over
-    (nothing happens for a run this process did not claim, e.g. in a notebook)."""
+    """Before a save: raise :class:`ClaimLost` when this process claimed the run and another worker
+    took it over (nothing happens for a run this process did not claim, e.g. in a notebook)."""
     claim = _held.get(Path(run_folder).resolve())
     if claim is not None:
         claim.check()
 
 
 def lost_message(run_folder: str | os.PathLike) -> str | None:
-    """Why this process must stop training a run it claimed (another worker took it over), or None."""
+    """Why this process must stop training a run it claimed (another worker took it over), or
+    None."""
     try:
         check_held(run_folder)
     except ClaimLost as err:
@@ -141,8 +150,8 @@ def lost_message(run_folder: str | os.PathLike) -> str | None:
 
 @contextlib.contextmanager
 def _locked(run_folder: Path) -> Iterator[None]:
-    """Hold the run's claim lock (a POSIX lock the kernel drops when its process dies); without lock support
-    (Windows, some network mounts), go on without it."""
+    """Hold the run's claim lock (a POSIX lock the kernel drops when its process dies); without lock
+    support (Windows, some network mounts), go on without it."""
     if fcntl is None:
         yield
         return
@@ -179,8 +188,9 @@ def _token(path: Path) -> str | None:
 
 
 def _age(path: Path, raw: bytes, status: os.stat_result) -> float:
-    """Seconds since the claim's heartbeat by the clock, or since this process first saw it as it is now,
-    whichever is longer (an unreadable or future-dated claim ages from when it was first seen)."""
+    """Seconds since the claim's heartbeat by the clock, or since this process first saw it as it is
+    now, whichever is longer (an unreadable or future-dated claim ages from when it was first
+    seen)."""
     key = (str(path), status.st_ino, status.st_mtime_ns, hashlib.sha1(raw).hexdigest())
     first = _first_seen.setdefault(key, time.monotonic())
     return max(time.time() - status.st_mtime, time.monotonic() - first)
@@ -219,7 +229,8 @@ def _dead(worker: str) -> bool:
 
 
 def _create(path: Path, token: str) -> bool:
-    """Create the claim file if there is none, complete at once: True for the one process whose create wins."""
+    """Create the claim file if there is none, complete at once: True for the one process whose
+    create wins."""
     text = json.dumps({"worker": worker_name(), "claimed_at": time.time(), "token": token})
     tmp = path.with_name(f".{CLAIM_NAME}.{token}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -245,8 +256,9 @@ def _create_exclusive(path: Path, text: str) -> bool:
 
 
 def _take_over(path: Path, seen: tuple[bytes, os.stat_result], token: str) -> bool:
-    """Replace the stale claim ``seen`` by this worker's: move it to a name of its own, check that what was
-    moved is that claim (inode and content), and put it back when it is not (another worker's fresh claim)."""
+    """Replace the stale claim ``seen`` by this worker's: move it to a name of its own, check that
+    what was moved is that claim (inode and content), and put it back when it is not (another
+    worker's fresh claim)."""
     moved = path.with_name(f"{CLAIM_NAME}.stale-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         os.rename(path, moved)
@@ -270,8 +282,8 @@ def claim_run(run_folder: str | os.PathLike, heartbeat_s: float | None = None) -
         run_folder: the run's folder (created if needed).
         heartbeat_s: seconds between heartbeats (default :func:`heartbeat_every`).
 
-    A claim is stale when its heartbeat is older than :func:`stale_after` (see :func:`_age`), or at once when
-    its worker was a process of this machine that has ended.
+    A claim is stale when its heartbeat is older than :func:`stale_after` (see :func:`_age`), or at
+    once when its worker was a process of this machine that has ended.
     """
     folder = Path(run_folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -290,13 +302,14 @@ def claim_run(run_folder: str | os.PathLike, heartbeat_s: float | None = None) -
             return None
         if not _take_over(path, seen, token):
             return None
-    print(f"Taking over {folder.name}: its worker {held.get('worker', '?')} stopped (no heartbeat for "
-          f"{held['age_s']:.0f} s).", flush=True)
+    print(f"Taking over {folder.name}: its worker {held.get('worker', '?')} stopped (no heartbeat "
+          f"for {held['age_s']:.0f} s).", flush=True)
     return Claim(path, token, heartbeat_s)
 
 
 def in_shard(index: int, shard: tuple[int, int] | None) -> bool:
-    """Whether grid cell ``index`` belongs to shard ``(i, n)`` (cells i, i + n, i + 2n, ...); None: every cell."""
+    """Whether grid cell ``index`` belongs to shard ``(i, n)`` (cells i, i + n, i + 2n, ...); None:
+    every cell."""
     return shard is None or index % shard[1] == shard[0]
 
 

@@ -231,4 +231,5 @@ def _train_one(spec: runs.RunSpec, prepared, config: profiles.RunConfig, checkpo
         return {"run_id": runs.run_id(spec), "run_dir": str(runs.run_dir(spec)), "status": "diverged"}
     except stops.TakenOver as err:  # another worker trains it now
         print(err)
-        return {"run_id": runs.run_id(spec), "run_dir": str(runs.run_dir(spec)), "status": "taken over"}
+        return {"run_id": runs.run_id(spec), "run_dir": str(runs.run_dir(spec)),
+                "status": "taken over"}

@@ -203,8 +203,9 @@ def read_history(folder: str | os.PathLike) -> pd.DataFrame:
     if missing or any(not pd.api.types.is_numeric_dtype(table[c]) for c in needed):
         what = f"no columns {', '.join(missing)}" if missing else f"non-numbers in {', '.join(needed)}"
         raise ValueError(f"{path} is garbled ({what}); delete the run folder and train it again.")
-    # an epoch written twice (a resume that repeated it): its last row is the one that counts, in epoch order
-    return table.drop_duplicates("epoch", keep="last").sort_values("epoch", kind="stable").reset_index(drop=True)
+    # an epoch written twice (a resume that repeated it): its last row counts, in epoch order
+    table = table.drop_duplicates("epoch", keep="last").sort_values("epoch", kind="stable")
+    return table.reset_index(drop=True)
 
 
 def read_json(path: str | os.PathLike) -> dict:
@@ -248,10 +249,11 @@ def load_run_config(folder: str | os.PathLike) -> dict:
     return check_config_types(path, read_json(path))
 
 
-CONFIG_TYPES = {  # the fields of config.json the kit reads back, by the kind of value each must hold
-    "run_id": "text", "model": "text", "model_config": "text", "model_overrides": "object", "protocol": "text",
-    "dataset": "text", "prepared_dir": "text", "checkpoint_dir": "text", "fraction": "number",
-    "image_size": "whole number", "seed": "whole number", "split_seed": "whole number",
+CONFIG_TYPES = {  # the fields of config.json the kit reads back, by the kind of value each holds
+    "run_id": "text", "model": "text", "model_config": "text", "model_overrides": "object",
+    "protocol": "text", "dataset": "text", "prepared_dir": "text", "checkpoint_dir": "text",
+    "fraction": "number", "image_size": "whole number", "seed": "whole number",
+    "split_seed": "whole number",
 }
 _KINDS = {"text": lambda v: isinstance(v, str), "object": lambda v: isinstance(v, dict),
           "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
@@ -259,16 +261,19 @@ _KINDS = {"text": lambda v: isinstance(v, str), "object": lambda v: isinstance(v
 
 
 def check_config_types(path: Path, config: dict) -> dict:
-    """``config`` as read from ``path``, once every field the kit reads holds the kind of value it must.
+    """``config`` as read from ``path``, once every field the kit reads holds the kind of value it
+    must.
 
     Raises:
         ValueError: names the file, the field, its value and the kind expected.
     """
     for name, kind in CONFIG_TYPES.items():
         if name in config and not _KINDS[kind](config[name]):
-            example = {"text": '"unet"', "object": "{}", "number": "0.25", "whole number": "256"}[kind]
-            raise ValueError(f"{path}: {name} is {json.dumps(config[name])}, not a {kind} (e.g. {example}); put "
-                             f"back the value the run was trained with, or delete the run folder and train it again.")
+            example = {"text": '"unet"', "object": "{}", "number": "0.25",
+                       "whole number": "256"}[kind]
+            raise ValueError(f"{path}: {name} is {json.dumps(config[name])}, not a {kind} (e.g. "
+                             f"{example}); put back the value the run was trained with, or delete "
+                             f"the run folder and train it again.")
     return config
 
 
@@ -386,13 +391,15 @@ def load_run_model(folder: str | os.PathLike, which: str = "best", map_location:
 
 
 def _note_another_run(folder, which: str, state: dict, config: dict) -> None:
-    """Say, in one line, when a checkpoint records another run's id than the run folder it was loaded from."""
+    """Say, in one line, when a checkpoint records another run's id than the run folder it was
+    loaded from."""
     mine, theirs = config.get("run_id") or Path(folder).name, state.get("run_id")
     if theirs is None and which == "last":
         theirs = (state.get("config") or {}).get("run_id")
     if theirs and theirs != mine:
-        print(f"⚠ {which}.pt of run {mine} was saved by run {theirs}: it was copied in from another run, and "
-              f"its weights are used as they are; put back this run's own {which}.pt if that was not meant.")
+        print(f"⚠ {which}.pt of run {mine} was saved by run {theirs}: it was copied in from another "
+              f"run, and its weights are used as they are; put back this run's own {which}.pt if "
+              f"that was not meant.")
 
 
 def _misfit(folder, which: str, weights: dict, model: nn.Module, config: dict) -> str:

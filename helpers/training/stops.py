@@ -4,8 +4,8 @@
   preemption, ``kill``) and SIGUSR1 (Slurm's ``--signal``, a warning before the time limit) do not
   kill the process: the run in training saves ``last.pt`` at its next batch (a mid-epoch checkpoint
   a resume goes on from), releases its claim, and the command prints one line saying how to resume
-  and exits with :data:`EXIT_CODE` (75, "try again"). Further signals wait for that save (a scheduler
-  may send SIGTERM to every process of a job, and the batch script pass it on as well).
+  and exits with :data:`EXIT_CODE` (75, "try again"). Further signals wait for that save (a
+  scheduler may send SIGTERM to every process of a job, and the batch script pass it on as well).
 - **Save guards.** Before every save the checkpointer asks the :data:`guards` (e.g. "is this run
   still this worker's?", :func:`helpers.training.claims.lost_message`); one that answers with a
   message stops the run without saving (:class:`TakenOver`), and the grid goes on with the others.
@@ -22,7 +22,8 @@ from pathlib import Path
 EXIT_CODE = 75  # BSD's EX_TEMPFAIL: stopped early, everything saved; run the same command again
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
 
-guards: list[Callable[[Path], str | None]] = []  # guard(run folder) → why the run must stop, or None
+# guard(run folder) → why the run must stop, or None
+guards: list[Callable[[Path], str | None]] = []
 _received: list[str] = []  # the signal that asked this process to stop (at most one)
 
 
@@ -31,7 +32,8 @@ class RunStopped(RuntimeError):
 
 
 class Preempted(RunStopped):
-    """A signal asked the process to stop: the run saved ``last.pt`` first (exit with :data:`EXIT_CODE`)."""
+    """A signal asked the process to stop: the run saved ``last.pt`` first (exit with
+    :data:`EXIT_CODE`)."""
 
 
 class TakenOver(RunStopped):
@@ -50,8 +52,8 @@ def _on_signal(number: int, frame) -> None:
 
 @contextlib.contextmanager
 def on_signals() -> Iterator[None]:
-    """While inside: SIGTERM and SIGUSR1 ask the run in training to save and stop (see the module's docstring);
-    outside the main thread, nothing changes."""
+    """While inside: SIGTERM and SIGUSR1 ask the run in training to save and stop (see the module's
+    docstring); outside the main thread, nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -78,8 +80,8 @@ def add_guard(guard: Callable[[Path], str | None]) -> None:
 
 
 def stop_if_requested(where: str) -> None:
-    """Raise :class:`Preempted` when a signal asked to stop; ``where`` says what was saved (or that nothing
-    needed to be)."""
+    """Raise :class:`Preempted` when a signal asked to stop; ``where`` says what was saved (or that
+    nothing needed to be)."""
     if (name := requested()) is not None:
-        raise Preempted(f"⏸ Stopped by {name} (process {os.getpid()}): {where}. Run the same command "
-                        f"again to resume (exit code {EXIT_CODE}).")
+        raise Preempted(f"⏸ Stopped by {name} (process {os.getpid()}): {where}. Run the same "
+                        f"command again to resume (exit code {EXIT_CODE}).")

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # A Slurm job array: each array task trains its fixed share of the grid (--shard I/N).
 #   sbatch --array=0-3 helpers/training/examples/slurm_array.sh --profile t4
-# Without --array the job trains the whole grid, shared through claims with any other job on the same
-# results folder (every run once).
+# Without --array the job trains the whole grid, shared through claims with any other job on the
+# same results folder (every run once).
 # Time limits and preemption: Slurm sends this script SIGUSR1 two minutes before the time limit
-# (--signal=B:USR1@120), and SIGTERM when it preempts the job. The script passes the signal on to the
-# training, which saves last.pt, releases its claim and exits with code 75; the script then requeues
-# the job (--requeue), and the requeued job resumes each run where it stopped.
+# (--signal=B:USR1@120), and SIGTERM when it preempts the job. The script passes the signal on to
+# the training, which saves last.pt, releases its claim and exits with code 75; the script then
+# requeues the job (--requeue), and the requeued job resumes each run where it stopped.
 #SBATCH --job-name=lesion-grid
 #SBATCH --gres=gpu:1
 #SBATCH --cpus-per-task=4
