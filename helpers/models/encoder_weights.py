@@ -104,8 +104,10 @@ def load_encoder_weights(model: nn.Module, weights: str | Path | None = None, do
     encoder = getattr(model, "encoder", None)
     if encoder is None or not hasattr(encoder, "name"):
         name = type(model).__name__
-        raise ValueError(f"this {name} has no pretrainable encoder (its config has encoder=None); "
-                         "build it with the 'r34' configuration, e.g. build_model('unet', 'r34')")
+        raise ValueError(f"this {name} has no pretrainable encoder (its config has encoder=None): choose the r34 "
+                         "configuration, with --model-config unet=r34 (or unetpp=r34) on the command line, "
+                         "SETTINGS = {\"model_configs\": {\"unet\": \"r34\"}} in a notebook, or "
+                         "build_model('unet', 'r34') in code")
     if weights is not None:
         where, state = str(weights), _read(Path(weights), encoder.name)
     elif download:
