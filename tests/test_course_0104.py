@@ -64,21 +64,24 @@ def _published_output(notebook: Path, cell_id: str) -> str:
 
 # ---- the claims: a sentence pattern, and what the numbers in it must agree with ---------------------------------
 def claim_01_fraction_sizes():
-    m = _claim(NB01, r"70 % of (\d+) is (\d+) training images, and 10 % of those is (\d+).*?(\d+) at 25 %, (\d+) at 50 %\. "
-                     r"With (\d+) images: (\d+) and (\d+)\. For\s+the real data, 70 % of ([\d,]+) is ([\d,]+), so the 10 % "
+    m = _claim(NB01, r"draws (\d+) of the ([\d,]+) images\. How many training images will its\s+10 % fraction hold\? .*?"
+                     r"70 % of (\d+) is (\d+) training images, and 10 % of those is (\d+).*?(\d+) at 25 % \(([\d.]+), rounded "
+                     r"to the even neighbour\), (\d+) at\s+50 %\. For all the data, 70 % of ([\d,]+) is ([\d,]+), so the 10 % "
                      r"run trains on (\d+) images")
-    n, n_train, f10, f25, f50, n2, n2_train, n2_f10, real, real_train, real_f10 = map(_number, m.groups())
+    drawn, all_images, n, n_train, f10, f25, exact25, f50, real, real_train, real_f10 = map(_number, m.groups())
+    assert drawn == n == PROFILES["demo"].data_subset and all_images == real
     assert exercises.kit_fraction_sizes(int(n), (0.1, 0.25, 0.5, 1.0)) == [f10, f25, f50, n_train]
-    assert exercises.kit_fraction_sizes(int(n2), (0.1, 1.0)) == [n2_f10, n2_train]
+    assert 0.25 * n_train == exact25
     assert exercises.kit_fraction_sizes(int(real), (0.1, 1.0)) == [real_f10, real_train]
     assert real == download.OFFICIAL_FILES["train_images"].count
     return m
 
 
 def claim_01_profiles_sample_sizes():
-    m = _claim(NB01, r"the profile you ran:\s+(\d+) images,\s+(\d+),\s+and\s+(\d+)\)")  # smoke, demo, cpu and t4
-    assert [PROFILES[p].synthetic_count for p in ("smoke", "demo", "cpu", "t4")] == [_number(m[1]), _number(m[2]),
-                                                                                     _number(m[3]), _number(m[3])]
+    m = _claim(NB01, r"the\s+profile you ran:\s+(\d+) synthetic images,\s+(\d+) real ones,\s+and\s+all ([\d,]+)\)")
+    assert PROFILES["smoke"].synthetic_count == _number(m[1]) and PROFILES["demo"].data_subset == _number(m[2])
+    assert _number(m[3]) == download.OFFICIAL_FILES["train_images"].count  # cpu and class: the whole bundled archive
+    assert PROFILES["cpu"].data_subset is None and PROFILES["class"].data_subset is None
     return m
 
 
@@ -104,8 +107,9 @@ def claim_01_official_sets():
     m = _claim(NB01, r"official validation \((\d+)\)\s+and test \(([\d,]+)\) sets")
     assert (_number(m[1]), _number(m[2])) == (download.OFFICIAL_FILES["val_images"].count,
                                               download.OFFICIAL_FILES["test_images"].count)
-    m2 = _claim(NB01, r"that is ([\d,]+) large JPEGs per epoch")
-    assert _number(m2[1]) == download.OFFICIAL_FILES["train_images"].count
+    m2 = _claim(NB01, r"that is ([\d,]+) training and (\d+) validation JPEGs per epoch")  # what an epoch reads
+    split = list(prep.seed_split([str(k) for k in range(download.OFFICIAL_FILES["train_images"].count)], 0).values())
+    assert (_number(m2[1]), _number(m2[2])) == (split.count("train"), split.count("val"))
     assert "2594 pairs" in _published_output(STUDY / "notebooks" / NB01.name, "c06")  # the real data, as published
     return [m, m2]
 
@@ -116,6 +120,25 @@ def claim_01_mask_threshold_and_sizes():
     m2 = _claim(NB01, r"downsampling to (\d+)–(\d+) px")
     assert (PROFILES["smoke"].image_size, PROFILES["t4"].image_size) == (_number(m2[1]), _number(m2[2]))
     return [m, m2]
+
+
+def claim_01_original_study_and_bundled_archive():
+    """The original study's headline Dice, the bundled archive's pixel size and megabytes, the ITA groups' ends."""
+    from helpers.data import bundled
+    from helpers.evaluation import image_factors
+    from helpers.reporting import report
+
+    study = _claim(NB01, r"reported a mean per-image test Dice of (0\.\d+) for UNet\+\+ on all\s+the data")
+    assert round(report.REFERENCE_DICE["unetpp"][1.0], 3) == _number(study[1])
+    archive = _claim(NB01, r"bundled with the kit at (\d+) × (\d+) pixels \(\s*, (\d+) MB\)")
+    assert _number(archive[1]) == _number(archive[2]) == bundled.RESOLUTION == PROFILES["cpu"].image_size
+    if bundled.archive_path().is_file():  # the archive, as committed
+        assert round(bundled.archive_path().stat().st_size / 1e6) == _number(archive[3])
+    rule = _claim(NB01, r"Rulers are not counted on their own: at (\d+) px")
+    assert _number(rule[1]) == bundled.RESOLUTION
+    ita = _claim(NB01, r"from\s+very light \(above (\d+)°\) to dark \(below (−\d+)°\)")
+    assert (_number(ita[2]), _number(ita[1])) == (image_factors.ITA_EDGES[0], image_factors.ITA_EDGES[-1])
+    return [study, archive, rule, ita]
 
 
 def claim_04_dice_iou():
@@ -235,13 +258,14 @@ def claim_04_definitions():
 
 
 CLAIMS = {NB01: [claim_01_fraction_sizes, claim_01_profiles_sample_sizes, claim_01_round_half_to_even,
-                 claim_01_split_and_fractions, claim_01_official_sets, claim_01_mask_threshold_and_sizes],
+                 claim_01_split_and_fractions, claim_01_official_sets, claim_01_mask_threshold_and_sizes,
+                 claim_01_original_study_and_bundled_archive],
           NB04: [claim_04_dice_iou, claim_04_pooled_vs_per_image, claim_04_reading_an_interval,
                  claim_04_overlapping_bands, claim_04_gap_is_not_the_failed_share, claim_04_prediction_costs_on_a_cpu,
                  claim_04_definitions]}
 # Numbers that name or define rather than claim: what they are
 NAMES = {NB01: {"1": "Task 1 of ISIC 2018", "2018": "ISIC 2018", "2019": "a year", "4.0": "the licence's version",
-                "5": "a journal volume", "180161": "an article number"},
+                "5": "a journal volume", "180161": "an article number", "3": "the challenge's Task 3"},
          NB04: {"1": "Dice 1 is perfect", "2018": "ISIC 2018", "512": "the name of the 512-px copy of ISIC 2018"}}
 
 

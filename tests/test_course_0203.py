@@ -261,6 +261,24 @@ def test_03_exercise_2_answer_matches_the_published_runs():
     others = {round(real["unetpp", 0.1], 3), round(real["transunet", 0.1], 3)}
     assert f"(test Dice {real['unet', 0.1]:.3f} against {others.pop():.3f} for both others)" in text and not others
     assert f"UNet++ at 100 % ({real['unetpp', 1.0]:.3f})" in text
+    verdicts = pd.read_csv(REAL / "comparisons.csv").query("metric == 'dice' and fraction == 0.1")
+    verdict = verdicts.set_index(["model_a", "model_b"])["verdict"]
+    assert verdict["unet", "unetpp"] == "unet better" and verdict["transunet", "unet"] == "no clear difference"
+    assert "UNet's over UNet++ at 10 % is; its lead over TransUNet there is not clear" in " ".join(text.split())
+
+
+@pytest.mark.skipif(not (DEMO / "03_unetpp_transunet.ipynb").is_file(), reason="no published demo notebooks")
+def test_03_attention_reading_matches_the_published_demo():
+    """'most of it went to the border and corner tokens': the published demo's attention table says so."""
+    text = " ".join(_markdown(NB03).split())
+    assert "in the published demo run (`results/demo_notebooks/`) most of it went to the **border and corner tokens**" in text
+    printed = _output(DEMO / "03_unetpp_transunet.ipynb", "c20b")  # a wide table, printed in two blocks
+    rows = {}
+    for line in printed.splitlines():
+        if line.startswith(("border tokens", "corner tokens")):
+            rows.setdefault(line[:13], []).extend(float(w) for w in line[13:].split() if w != "\\")
+    (_, _, border_share, _), (_, _, _, corner_times_even) = rows["border tokens"], rows["corner tokens"]
+    assert border_share > 0.5 and corner_times_even > 1  # most of the attention; corners above their even share
 
 
 @pytest.mark.skipif(not (REAL / "notebooks").is_dir(), reason="no published real-data notebooks")
