@@ -147,7 +147,8 @@ def test_the_command_line_writes_the_files_and_prints_parity(exports, tmp_path, 
     assert main([str(folder), str(tmp_path / "out"), "--format", "torchscript", "--check"]) == 0
     out = capsys.readouterr().out
     assert "parity torchscript random 3x3x32x32" in out and "model card" in out
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["MODEL_CARD.md", "model.pt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["MODEL_CARD.md", "export_manifest.json",
+                                                                    "model.pt"]
     elsewhere = make_run(tmp_path / "results", "no-data", "unet", 1.0, tmp_path / "not-prepared")  # data not here
     assert export_run(elsewhere, tmp_path / "no-data", ["torchscript"], check=True)["parity"]["torchscript"].keys() == \
         {"random 1x3x32x32", "random 3x3x32x32", "random 2x3x64x64"}

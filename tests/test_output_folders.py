@@ -204,3 +204,21 @@ def test_checkpoints_get_the_processs_normal_file_mode(tmp_path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600  # a stricter umask is kept
     finally:
         os.umask(old)
+
+
+def test_the_challenge_export_and_the_results_tables_never_write_through_a_link(tmp_path):
+    from helpers.evaluation import challenge
+    from helpers.reporting import tables
+
+    out, outside = tmp_path / "submission", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    (out / "ISIC_0000001_segmentation.png").symlink_to(outside / "planted.png")  # dangling
+    (tmp_path / "submission.zip").symlink_to(outside / "planted.zip")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / tables.SUMMARY_FILE).symlink_to(outside / "planted.csv")
+    challenge.write_mask(out, "ISIC_0000001", np.ones((8, 8), bool))
+    zipped = challenge.zip_folder(out)
+    tables.write_summary(tmp_path / "results")
+    assert list(outside.iterdir()) == []                              # nothing written outside
+    assert not (out / "ISIC_0000001_segmentation.png").is_symlink() and not zipped.is_symlink()

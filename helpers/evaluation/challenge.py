@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from helpers import paths
 from helpers.evaluation import inference
 from helpers.evaluation.scoring import read_eval
 from helpers.training import devices, runs
@@ -31,9 +32,9 @@ def mask_filename(isic_id: str) -> str:
 
 def write_mask(out_dir: str | Path, isic_id: str, preds: np.ndarray) -> Path:
     """Write one binary prediction, bool (H, W), as a 0/255 greyscale PNG named for the challenge."""
-    path = Path(out_dir) / mask_filename(isic_id)
-    Image.fromarray(np.where(np.asarray(preds, bool), 255, 0).astype(np.uint8)).save(path)
-    return path
+    mask = Image.fromarray(np.where(np.asarray(preds, bool), 255, 0).astype(np.uint8))
+    # through a temporary file: a link there is replaced, never written through
+    return paths.write_atomic(Path(out_dir) / mask_filename(isic_id), mask.save)
 
 
 def export_predictions(model, prepared, out_dir: str | Path, *, to_input=None, split: str = "test",
@@ -71,7 +72,9 @@ def export_truth(prepared, out_dir: str | Path, split: str = "test") -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for row in prepared.indices(split):
-        (out_dir / mask_filename(prepared.table["isic_id"].iloc[row])).write_bytes(prepared.original_mask_png(row))
+        png = prepared.original_mask_png(row)
+        paths.write_atomic(out_dir / mask_filename(prepared.table["isic_id"].iloc[row]),
+                           lambda tmp, png=png: tmp.write_bytes(png))
     return out_dir
 
 
@@ -79,10 +82,12 @@ def zip_folder(folder: str | Path, zip_path: str | Path | None = None) -> Path:
     """Zip the PNGs of a folder (flat, as the challenge's upload expects); returns the zip's path."""
     folder = Path(folder)
     zip_path = Path(zip_path or folder.with_suffix(".zip"))
-    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for png in sorted(folder.glob("*.png")):
-            archive.write(png, png.name)
-    return zip_path
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+            for png in sorted(folder.glob("*.png")):
+                archive.write(png, png.name)
+
+    return paths.write_atomic(zip_path, write)
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path | None = None, *, load_model=None, to_input=None,

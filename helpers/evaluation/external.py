@@ -254,8 +254,8 @@ def write_external(results_root: str | Path | None = None, n_boot: int = 2000, s
     (root / EXTERNAL_FILE).unlink(missing_ok=True)
     if table.empty:
         return None
-    table.to_csv(root / EXTERNAL_FILE, index=False, float_format="%.6g")
-    return root / EXTERNAL_FILE
+    return paths.write_atomic(root / EXTERNAL_FILE,  # never through a link there
+                              lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
 
 
 def readable(table: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:

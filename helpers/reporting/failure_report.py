@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from helpers import paths
 from helpers.evaluation import failures, inference, scoring
 from helpers.reporting.figures import overlay
 from helpers.training import runs
@@ -53,8 +54,11 @@ def report_section(shown: pd.DataFrame, root: Path, md_table) -> str:
         table = failures.failure_table(run_dir)
     except (OSError, ValueError, KeyError) as err:
         return f"_(not available for `{run_dir.name}`: {type(err).__name__}: {err})_"
-    table.to_csv(root / "failures.csv", index=False, float_format="%.4g")
-    worst_cases(run_dir, table).savefig(root / "figures" / "worst_cases.png", dpi=110)
+    paths.write_atomic(root / "failures.csv",  # through temporary files: never through a link there
+                       lambda tmp: table.to_csv(tmp, index=False, float_format="%.4g"))
+    worst = worst_cases(run_dir, table)
+    paths.write_atomic(root / "figures" / "worst_cases.png",
+                       lambda tmp: worst.savefig(tmp, dpi=110))
     effect = failures.postprocess_effect(run_dir)
     post = "" if effect["already"] else (
         "\n- keeping only the largest component and filling its holes (`POSTPROCESS = True` in notebook 04), "

@@ -232,8 +232,9 @@ def make_figures(summary: pd.DataFrame, results_root=None) -> dict[str, Path]:
              "training_curves": figures.training_curves(load_histories(shown, root)),
              "cases": _or_none(best_run_gallery, shown, root)}
     drawn = {name: fig for name, fig in drawn.items() if hasattr(fig, "savefig")}  # not None, not a "not here" line
-    for name, fig in drawn.items():
-        fig.savefig(root / "figures" / f"{name}.png", dpi=110)
+    for name, fig in drawn.items():  # through a temporary file: never through a link there
+        paths.write_atomic(root / "figures" / f"{name}.png",
+                           lambda tmp, fig=fig: fig.savefig(tmp, dpi=110))
     return {name: root / "figures" / f"{name}.png" for name in drawn}
 
 
@@ -297,7 +298,8 @@ def write_report(results_root=None, n_boot: int = 2000, seed: int = 0) -> Path:
     summary = pd.read_csv(tables.write_summary(root, n_boot, seed))
     comparisons = pd.concat([tables.compare_models(summary, m, root, n_boot, seed)
                              for m in ("dice", "jaccard_thresholded")], ignore_index=True)
-    comparisons.to_csv(root / tables.COMPARISONS_FILE, index=False, float_format="%.6g")
+    paths.write_atomic(root / tables.COMPARISONS_FILE,
+                       lambda tmp: comparisons.to_csv(tmp, index=False, float_format="%.6g"))
     figures, shown = make_figures(summary, root), figure_runs(summary, root)
     failure_text = failure_report.report_section(shown, root, _md_table)
     counts = summary["status"].value_counts().to_dict()
@@ -327,5 +329,5 @@ def write_report(results_root=None, n_boot: int = 2000, seed: int = 0) -> Path:
              + (" (the runs here used the synthetic sample, so the columns are not comparable)" if synthetic else "")
              + ".\n\n"
              + _md_table(reference_table(shown)) + "\n\n" + REFERENCE_NOTES]
-    (root / "report.md").write_text("\n\n".join(parts) + "\n")
-    return root / "report.md"
+    text = "\n\n".join(parts) + "\n"
+    return paths.write_atomic(root / "report.md", lambda tmp: tmp.write_text(text))

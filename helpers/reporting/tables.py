@@ -85,8 +85,9 @@ def write_summary(results_root: str | Path | None = None, n_boot: int = 2000, se
     """Write ``<results>/summary.csv`` (see :func:`collect_summary`) and return its path."""
     root = Path(results_root or paths.results_dir())
     root.mkdir(parents=True, exist_ok=True)
-    collect_summary(root, n_boot, seed).to_csv(root / SUMMARY_FILE, index=False, float_format="%.6g")
-    return root / SUMMARY_FILE
+    summary = collect_summary(root, n_boot, seed)
+    return paths.write_atomic(root / SUMMARY_FILE,  # never through a link there
+                              lambda tmp: summary.to_csv(tmp, index=False, float_format="%.6g"))
 
 
 def newest_runs(summary: pd.DataFrame, results_root: str | Path | None = None) -> pd.DataFrame:
