@@ -21,6 +21,7 @@ from helpers import paths
 from helpers.data import download, prep
 from helpers.evaluation import stats
 from helpers.profiles import PROFILES
+from helpers.evaluation import exercises as result_exercises
 from helpers.training import exercises, metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -324,14 +325,14 @@ def _defined(code: str, name: str):
 
 def test_the_answers_in_the_notebooks_are_right():
     assert exercises.check_fraction_sizes(_defined(_answer_code(NB01, "fraction_sizes"), "fraction_sizes")).status == "right"
-    assert exercises.check_bootstrap_ci(_defined(_answer_code(NB04, "bootstrap_ci"), "bootstrap_ci")).status == "right"
+    assert result_exercises.check_bootstrap_ci(_defined(_answer_code(NB04, "bootstrap_ci"), "bootstrap_ci")).status == "right"
 
 
 @pytest.mark.parametrize("path, name", [(NB01, "fraction_sizes"), (NB04, "bootstrap_ci")])
 def test_the_blank_exercise_in_the_notebook_is_not_done_yet(path, name):
     cell = next("".join(c["source"]) for c in _cells(path) if c["cell_type"] == "code" and f"def {name}(" in "".join(c["source"]))
     blank = _defined(cell, name)
-    check = {"fraction_sizes": exercises.check_fraction_sizes, "bootstrap_ci": exercises.check_bootstrap_ci}[name]
+    check = {"fraction_sizes": exercises.check_fraction_sizes, "bootstrap_ci": result_exercises.check_bootstrap_ci}[name]
     verdict = check(blank)
     assert verdict.status == "not done yet" and "complete the function" in repr(verdict)
     assert any(f"exercises.check_{name}({name})" in "".join(c["source"]) for c in _cells(path))
@@ -369,12 +370,12 @@ def test_bootstrap_ci_right_and_wrong_answers():
         half = 1.96 * np.std(values) / np.sqrt(len(values))
         return np.mean(values) - half, np.mean(values) + half
 
-    assert exercises.check_bootstrap_ci(kit).status == "right"
+    assert result_exercises.check_bootstrap_ci(kit).status == "right"
     for wrong in (ninety, spread_of_values, lambda v, n, s: 0.5):
-        assert exercises.check_bootstrap_ci(wrong).status == "not yet", wrong
-    assert "Hint" in repr(exercises.check_bootstrap_ci(ninety))
-    assert exercises.check_bootstrap_ci(raises).status == "not done yet"
-    verdict = exercises.check_bootstrap_ci(normal)
+        assert result_exercises.check_bootstrap_ci(wrong).status == "not yet", wrong
+    assert "Hint" in repr(result_exercises.check_bootstrap_ci(ninety))
+    assert result_exercises.check_bootstrap_ci(raises).status == "not done yet"
+    verdict = result_exercises.check_bootstrap_ci(normal)
     assert verdict.status == "not yet" and "normal approximation" in repr(verdict)
 
 

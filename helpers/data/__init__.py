@@ -7,7 +7,9 @@
 - ``folders``: the plain image/mask folders layout (folder pairs, mask suffix, pairing) and shared folder walking.
 - ``download``: resumable downloads and the table of official ISIC 2018 Task 1 zips.
 - ``archives``: safe zip extraction (Windows paths fixed, escaping entries refused).
+- ``bundled``: the real ISIC 2018 Task 1 training set at 128 px that comes with the kit (the default data).
 - ``sources``: ``DATA_SOURCE`` dispatch and ``ensure_prepared``.
+- ``locks``: one preparation at a time per dataset, when several workers start on a fresh home.
 - ``prep``: the resized uint8 cache, the split and the nested fractions.
 - ``study``: the study notebook 01 chooses and records; 02-04, the runner and the CLI follow it.
 - ``loaders``: Dataset, augmentation, repeatable samplers and DataLoaders over the cache.

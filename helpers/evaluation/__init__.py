@@ -4,6 +4,7 @@
   pruned UNet++ copies, mask outlines on images.
 - ``predict``: masks for your own unlabelled images (any size, orientation or mode), and its command line.
 - ``predict_files``: predict's inputs, unique output names, and an output folder that never harms the user's files.
+- ``outputs``: output folders that keep what the user made (manifests, refusals, never through a link).
 - ``export``: a run's best model as TorchScript and ONNX with its preprocessing as metadata, parity checks, the command.
 - ``exported``: an export read back (metadata) and run as a kit model (predict.py takes one instead of a run folder).
 - ``model_card``: the ``MODEL_CARD.md`` written next to an export (data, licence, recipe, metrics, intended use).
@@ -16,6 +17,7 @@
 - ``calibration``: Dice against the threshold, the reliability diagram and the calibration error.
 - ``shipped``: the kit's three trained models on the bundled real images (their test scores, probabilities).
 - ``challenge``: the ISIC 2018 challenge format (0/255 PNGs at original size) and its zip.
+- ``exercises``: the check of notebook 04's code exercise (a bootstrap confidence interval).
 
 Uses data, models and training; imports nothing from reporting.
 """

@@ -12,6 +12,7 @@
 - ``engine``: ``fit`` — one run, trained, resumed or skipped, around the loop through its hooks.
 - ``grid``: ``run_grid`` — models × fractions × seeds — and the command line.
 - ``claims``: one worker per run when several share a grid (a claim file with a heartbeat; ``--shard``).
+- ``stops``: stopping a run from outside its loop (SIGTERM or SIGUSR1, or a claim another worker took).
 - ``live``: training curves redrawn after every epoch in a notebook.
 - ``tensorboard``: each run's TensorBoard event files (history.csv's numbers, a few predictions), where installed.
 - ``exercises``: the checks of the exercises in which the student writes code (right, not yet, not done yet).
