@@ -15,7 +15,7 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-export.txt
 
 install: $(STAMP)  ## create/update the virtual environment only
 
-demo: $(STAMP)  ## run the notebooks headlessly on the offline sample (PROFILE=demo|smoke|cpu|t4)
+demo: $(STAMP)  ## run the notebooks headlessly on 300 real lesions of the bundled archive (PROFILE=demo|smoke|cpu|class)
 	$(PY) -m helpers.pipeline --profile $(PROFILE) $(ARGS)
 
 test: $(STAMP)  ## lint (ruff), then unit tests + every notebook under nbval (smoke profile)
