@@ -19,9 +19,9 @@ import pytest
 
 from helpers import paths
 from helpers.data import download, prep
+from helpers.evaluation import exercises as result_exercises
 from helpers.evaluation import stats
 from helpers.profiles import PROFILES
-from helpers.evaluation import exercises as result_exercises
 from helpers.training import exercises, metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,12 +258,19 @@ def claim_04_definitions():
     return found
 
 
+def claim_04_threshold_on_a_sample_of_validation_images():
+    found = _claim(NB04, r"predicts (160) validation images")
+    code = "".join(next(c for c in _cells(NB04) if c.get("id") == "ev08")["source"])
+    assert f'"val", count={found.group(1)})' in code
+    return found
+
+
 CLAIMS = {NB01: [claim_01_fraction_sizes, claim_01_profiles_sample_sizes, claim_01_round_half_to_even,
                  claim_01_split_and_fractions, claim_01_official_sets, claim_01_mask_threshold_and_sizes,
                  claim_01_original_study_and_bundled_archive],
           NB04: [claim_04_dice_iou, claim_04_pooled_vs_per_image, claim_04_reading_an_interval,
                  claim_04_overlapping_bands, claim_04_gap_is_not_the_failed_share, claim_04_prediction_costs_on_a_cpu,
-                 claim_04_definitions]}
+                 claim_04_definitions, claim_04_threshold_on_a_sample_of_validation_images]}
 # Numbers that name or define rather than claim: what they are
 NAMES = {NB01: {"1": "Task 1 of ISIC 2018", "2018": "ISIC 2018", "2019": "a year", "4.0": "the licence's version",
                 "5": "a journal volume", "180161": "an article number", "3": "the challenge's Task 3"},

@@ -9,7 +9,7 @@ def test_three_profiles_with_design_sizes():
     assert (PROFILES["smoke"].image_size, PROFILES["cpu"].image_size, PROFILES["t4"].image_size) == (64, 128, 256)
     assert PROFILES["t4"].amp == "auto" and PROFILES["cpu"].amp == "off"
     for p in PROFILES.values():
-        assert p.fractions == ((0.10, 1.00) if p.name == "class" else (0.10, 0.25, 0.50, 1.00))
+        assert p.fractions == ((0.10, 1.00) if p.name in ("class", "demo") else (0.10, 0.25, 0.50, 1.00))
         assert p.seeds == (42,) and p.split_seed == 42
         assert set(p.model_configs) == {"unet", "unetpp", "transunet"} and p.deep_supervision
 
