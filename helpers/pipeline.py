@@ -18,6 +18,7 @@ import argparse
 import ast
 import io
 import json
+import os
 import sys
 import time
 import tokenize
@@ -250,9 +251,10 @@ def run_notebooks(profile: str, parameters: dict | None = None, only: list[str] 
         target = out_dir / notebook.name
         start = time.perf_counter()
         print(f"▶ {notebook.name} (profile {profile}) → {target}", flush=True)
-        try:
-            pm.execute_notebook(notebook, target, parameters=params, cwd=str(notebook.parent),
-                                kernel_name="python3", progress_bar=False)
+        try:  # headless: no one watches the curves while they train (each redraw would be saved)
+            with paths.scoped_env(KIT_LIVE_PLOTS=os.environ.get("KIT_LIVE_PLOTS", "0")):
+                pm.execute_notebook(notebook, target, parameters=params, cwd=str(notebook.parent),
+                                    kernel_name="python3", progress_bar=False)
         except pm.PapermillExecutionError as err:
             raise RuntimeError(f"{notebook.name} failed ({err.ename}: {err.evalue}); the executed copy with "
                                f"the traceback is {target}") from None

@@ -301,6 +301,28 @@ def test_live_curves_collect_every_run_and_match_the_files(tiny, results):
         assert list(live_line.get_ydata()) == list(file_line.get_ydata())
 
 
+def test_live_curves_redraw_at_most_every_few_seconds_and_once_more_at_the_end(monkeypatch):
+    import IPython.display
+
+    from helpers.training import live
+
+    shown = []
+
+    class Handle:
+        def update(self, fig):
+            shown.append("update")
+
+    monkeypatch.setattr(IPython.display, "display", lambda fig, display_id: shown.append("new") or Handle())
+    clock = iter([0.0, 0.5, 1.0, 3.5, 4.0, 4.2, 4.3, 4.4])
+    monkeypatch.setattr(live.time, "monotonic", lambda: next(clock))
+    curves = live.LiveCurves(live=True)
+    for epoch in range(1, 5):  # epochs end at 0.0 (drawn), 1.0, 3.5 (drawn: 3 s since the last) and 4.2 s
+        curves("run", [{"epoch": e, "train_loss": 1.0, "val_loss": 1.0, "val_dice": 0.5} for e in range(1, epoch + 1)])
+    assert shown == ["new", "update"]  # not after every epoch: each redraw is an image the notebook keeps
+    curves.show()  # what live.train does after the grid: the last epochs are always drawn
+    assert shown == ["new", "update", "update"]
+
+
 def test_command_line_options_reach_the_run_config_and_zero_is_a_value(capsys):
     args = training_cli.parser().parse_args(["--profile", "cpu", "--models", "unet,unetpp", "--fractions", "0.1", "1.0",
                                      "--seeds", "1,2", "--weight-decay", "0", "--num-workers", "0", "--lr", "3e-4",

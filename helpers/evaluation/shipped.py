@@ -102,15 +102,19 @@ def test_scores(prepared, factors: pd.DataFrame | None = None) -> pd.DataFrame:
 
 
 def probabilities(
-    run_dir: str | Path, prepared, split: str = "val"
+    run_dir: str | Path, prepared, split: str = "val", count: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """A run's probabilities on one split of ``prepared``, on the CPU.
+
+    Args:
+        count: the first ``count`` images of the split only (the seed split's order is random, so they
+            are a fair sample of it); None: all.
 
     Returns:
         ``(probs float32 (N, S, S), masks bool (N, S, S))``.
     """
     model = runs.load_run_model(run_dir)
-    rows = split_rows(prepared, split)
+    rows = split_rows(prepared, split)[:count]
     probs = np.concatenate([p for _, p, _ in inference.iter_probs(model, prepared.images, rows)])
     return probs, np.asarray(prepared.masks[rows]).astype(bool)
 

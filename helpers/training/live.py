@@ -1,4 +1,4 @@
-"""Training curves, live in a notebook: one figure for a grid of runs, redrawn after every epoch.
+"""Training curves, live in a notebook: one figure for a grid of runs, redrawn as epochs end (every few seconds).
 
     curves = LiveCurves()
     grid.run_grid(cfg, prepared, callbacks=[curves])   # or live.train(cfg, prepared): the same, with these curves
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -73,22 +74,30 @@ class LiveCurves:
             (``KIT_LIVE_PLOTS=0`` turns it off, e.g. for long headless batches).
     """
 
+    every = 3.0  # seconds: at most one redraw this often (each is an image sent to the notebook and saved)
+
     def __init__(self, live: bool | None = None):
         if live is None:
             live = _in_kernel() and os.environ.get("KIT_LIVE_PLOTS", "1") != "0"
         self.live, self.histories, self._fig, self._handle = live, {}, None, None
+        self._drawn = -float("inf")
 
     def __call__(self, run_id: str, history: list[dict]) -> None:
-        """Record a run's history so far (called by ``fit`` after every epoch)."""
+        """Record a run's history so far (called by ``fit`` after every epoch); redraw if it is time."""
         self.histories[run_id] = pd.DataFrame(history)
-        if self.live:
-            from IPython.display import display  # optional: only in a notebook kernel
+        if self.live and time.monotonic() - self._drawn >= self.every:
+            self.show()
 
-            self._fig = draw_histories(self.histories, self._fig)
-            if self._handle is None:
-                self._handle = display(self._fig, display_id=True)
-            else:
-                self._handle.update(self._fig)
+    def show(self) -> None:
+        """Draw the curves now, into the figure the notebook shows (made on the first call)."""
+        from IPython.display import display  # optional: only in a notebook kernel
+
+        self._fig = draw_histories(self.histories, self._fig)
+        if self._handle is None:
+            self._handle = display(self._fig, display_id=True)
+        else:
+            self._handle.update(self._fig)
+        self._drawn = time.monotonic()
 
     def figure(self) -> Figure:
         """The curves of every run seen so far."""
@@ -102,5 +111,9 @@ def train(config, prepared, *, restart: bool = False, keep_last: bool = False, l
     Returns:
         The grid's table, one row per run.
     """
-    return grid.run_grid(config, prepared, restart=restart, keep_last=keep_last, local_fallback=local_fallback,
-                         callbacks=[LiveCurves()])
+    curves = LiveCurves()
+    table = grid.run_grid(config, prepared, restart=restart, keep_last=keep_last,
+                          local_fallback=local_fallback, callbacks=[curves])
+    if _in_kernel() and curves.histories:
+        curves.show()  # the last epochs (also in a headless run, which redraws nothing while training)
+    return table
