@@ -19,18 +19,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from helpers.models.transunet_weights import LoadReport
 
-_WEIGHTS = {"resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1}  # encoder name → torchvision weights
+_WEIGHTS = {"resnet34": "ResNet34_Weights"}  # encoder name → its torchvision weights enum (IMAGENET1K_V1)
+
+
+def _weights(encoder: str):
+    """The torchvision ImageNet weights of an encoder (torchvision imported only here: it costs seconds)."""
+    import torchvision
+
+    return getattr(torchvision.models, _WEIGHTS[encoder]).IMAGENET1K_V1
 _SCRATCH = ("encoder.full.",)  # encoder parts that have no ImageNet counterpart (the full-resolution level 0)
 
 
 def hub_file(encoder: str = "resnet34") -> Path:
     """Where the torch hub cache keeps an encoder's ImageNet weights (read there without a download)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(_WEIGHTS[encoder].url).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(_weights(encoder).url).name
 
 
 def _save_hint(encoder: str) -> str:
@@ -50,7 +56,7 @@ def _read(path: Path, encoder: str) -> dict[str, torch.Tensor]:
 
 def _download(encoder: str) -> dict[str, torch.Tensor]:
     """The weights from the torch hub cache, downloaded there first if missing."""
-    weights = _WEIGHTS[encoder]
+    weights = _weights(encoder)
     try:
         return torch.hub.load_state_dict_from_url(weights.url, map_location="cpu", progress=True, weights_only=True)
     except OSError as error:  # URLError, HTTPError, socket timeouts and connection errors

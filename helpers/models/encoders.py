@@ -23,12 +23,11 @@ ResNet is built with `weights=None`: nothing is ever downloaded here.
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from helpers.models.blocks import DoubleConv
 
-ENCODERS = {"resnet34": torchvision.models.resnet34}  # name → torchvision builder (called with weights=None)
+ENCODERS = {"resnet34": "resnet34"}  # name → torchvision builder's name (called with weights=None)
 RESNET_LEVELS = 5  # poolings of a ResNet: the stem (2x), its max pool (2x) and layer2-4 (2x each)
 
 
@@ -46,7 +45,9 @@ class ResNetEncoder(nn.Module):
         super().__init__()
         if not 1 <= depth <= RESNET_LEVELS:
             raise ValueError(f"a {name} encoder has depth 1 to {RESNET_LEVELS}; got depth={depth} — use depth=5")
-        resnet = ENCODERS[name](weights=None)
+        import torchvision  # only here: importing it costs seconds, and only ResNet encoders need it
+
+        resnet = getattr(torchvision.models, ENCODERS[name])(weights=None)
         self.name, self.depth = name, depth
         self.full = DoubleConv(in_channels, base)
         self.conv1 = resnet.conv1 if in_channels == 3 else nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)

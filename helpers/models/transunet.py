@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.resnet import Bottleneck
 
 from helpers.models.blocks import ConvBNReLU, DoubleConv, check_input_size
 
@@ -113,6 +112,8 @@ class ResNetBackbone(nn.Module):
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        from torchvision.models.resnet import Bottleneck  # here: importing torchvision costs seconds
+
         in_channels = width
         for index, num_blocks in enumerate(config.resnet_blocks):
             planes, stride = width * 2**index, 1 if index == 0 else 2

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-import torchvision
 
 from helpers.models.transunet import TransUNet, resize_pos_embed
+
+if TYPE_CHECKING:
+    import torchvision
 
 _RESNET_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.")
 _VIT_LAYER_KEYS = {
@@ -169,6 +172,8 @@ def load_pretrained(
             or a shape does not fit the model.
         RuntimeError: If a download fails (the machine seems offline).
     """
+    import torchvision  # here: importing it costs seconds, and only pretrained TransUNets need it
+
     resnet = _fetch(resnet_weights, torchvision.models.ResNet50_Weights.IMAGENET1K_V1, download, "resnet_weights")
     vit = _fetch(vit_weights, torchvision.models.ViT_B_16_Weights.IMAGENET1K_V1, download, "vit_weights")
     if resnet is None and vit is None:

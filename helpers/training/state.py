@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torchvision.models import ResNet50_Weights
 
 from helpers import paths, version_info
 from helpers.data.loaders import Loaders, make_loaders
@@ -75,6 +74,8 @@ def init_from_imagenet(model: nn.Module) -> None:
         report = load_pretrained(model, download=True)
     else:
         with tempfile.TemporaryDirectory() as tmp:
+            from torchvision.models import ResNet50_Weights  # here: importing it costs seconds
+
             torch.save(ResNet50_Weights.IMAGENET1K_V1.get_state_dict(progress=True), Path(tmp) / "r50.pt")
             report = load_pretrained(model, resnet_weights=Path(tmp) / "r50.pt")
     print(f"ImageNet initialisation: {report}")
