@@ -306,15 +306,14 @@ PROFILES: dict[str, RunConfig] = {
     ),
     "demo": RunConfig(
         name="demo",
-        description="make demo: 300 real lesions drawn from the bundled archive, tiny models, 48 px, 7 epochs at "
+        description="make demo: 300 real lesions drawn from the bundled archive, tiny models, 64 px, 7 epochs at "
                     "10 % and 100 % of the data, on the CPU.",
-        image_size=48,
+        image_size=64,
         synthetic_count=200,
         data_subset=300,
         # Sized for make demo in about 3 minutes on 2 CPU cores, training included (results/demo_notebooks/README.md
         # has the measured time and test Dice). Two fractions keep the data-efficiency lesson at half the cost of four;
-        # batch 8 halves the steps (the tiny models are overhead-bound), lr 3e-3 lets 7 epochs learn; 48 px trains
-        # in 52 s against 70 s at 64 px, at the same validation Dice (0.80-0.81 at 100 %, 2 CPU cores).
+        # batch 8 halves the steps (the tiny models are overhead-bound at 64 px), lr 3e-3 lets 7 epochs learn.
         model_configs={"unet": "tiny", "unetpp": "tiny", "transunet": "tiny"},
         fractions=(0.10, 1.00),
         num_epochs=7,
