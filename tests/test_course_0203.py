@@ -253,9 +253,10 @@ def test_03_exercise_2_answer_matches_the_published_runs():
     printed = _output(DEMO / "03_unetpp_transunet.ipynb", "c18")
     columns = printed.splitlines()[0].split()[1:]  # model  transunet  unet  unetpp
     demo = {fraction: dict(zip(columns, values)) for fraction, values in _table_rows(printed, r"[01]\.\d+").items()}
-    at_10, at_100 = demo["0.10"], demo["1.00"]
-    assert max(at_10, key=at_10.get) == "unetpp" and max(at_100, key=at_100.get) == "transunet"
-    assert f"UNet++ leads at 10 % ({at_10['unetpp']:.2f} validation\n   Dice, UNet {at_10['unet']:.2f})" in text
+    at_10, at_100 = demo["0.1"], demo["1.0"]
+    assert max(at_10, key=at_10.get) == "transunet" and max(at_100.values()) - min(at_100.values()) <= 0.02
+    assert (f"TransUNet leads at 10 % ({at_10['transunet']:.2f} validation\n   Dice, UNet {at_10['unet']:.2f}, "
+            f"UNet++ {at_10['unetpp']:.2f})") in text
     real = pd.read_csv(REAL / "summary.csv").set_index(["model", "fraction"])["dice_mean"]
     assert real.xs(0.1, level="fraction").idxmax() == "unet" and real.xs(1.0, level="fraction").idxmax() == "unetpp"
     others = {round(real["unetpp", 0.1], 3), round(real["transunet", 0.1], 3)}
@@ -284,17 +285,16 @@ def test_03_attention_reading_matches_the_published_demo():
 @pytest.mark.skipif(not (REAL / "notebooks").is_dir(), reason="no published real-data notebooks")
 def test_03_exercise_4_answer_matches_the_published_pruning_tables():
     text = _markdown(NB03)
-    demo_pattern = r"demo sample `L2` kept nearly all of the full network's Dice \(([\d.]+) against\s+([\d.]+)\) at (\d+) %"
+    demo_pattern = r"demo run `L2` lost ([\d.]+) \(([\d.]+) against ([\d.]+)\) at (\d+) %"
     for path, pattern in ((DEMO, demo_pattern),
-                          (REAL / "notebooks", r"lost ([\d.]+) \(([\d.]+) against ([\d.]+)\) at (\d+) %")):
+                          (REAL / "notebooks", r"128 px it lost ([\d.]+) \(([\d.]+) against ([\d.]+)\) at (\d+) %")):
         published = _output(path / "03_unetpp_transunet.ipynb", "c22") + _output(path / "03_unetpp_transunet.ipynb", "c22t")
         rows = _table_rows(published, r"L\d")
         l2, l4 = rows["L2"], rows["L4"]
         numbers = [float(x) for x in re.search(pattern, text).groups()]
-        if len(numbers) == 3:  # demo: L2 Dice, L4 Dice, share of time
-            assert numbers == [round(l2[0], 3), round(l4[0], 3), round(100 * l2[1] / l4[1])]
-        else:  # real data: the loss, L2 Dice, L4 Dice, share of time
-            assert numbers == [round(l4[0] - l2[0], 2), round(l2[0], 3), round(l4[0], 3), round(100 * l2[1] / l4[1])]
+        digits = 3 if path == DEMO else 2  # the loss: 0.036 on the demo run, 0.07 on the real data
+        assert numbers == [round(l4[0] - l2[0], digits), round(l2[0], 3), round(l4[0], 3),
+                           round(100 * l2[1] / l4[1])]
 
 
 @pytest.mark.skipif(not (REAL / "notebooks").is_dir(), reason="no published real-data notebooks")
