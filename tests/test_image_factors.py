@@ -207,3 +207,20 @@ def test_the_evidence_figures_draw():
     fig = evidence.worst_cases(image, lesion()[None], lesion(top=0)[None], worst)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["truth (annotator's mask)", "prediction"]
+
+
+@pytest.mark.slow
+def test_the_model_cards_skin_tone_figures_are_the_bundled_archives(tmp_path, monkeypatch):
+    """The ITA counts a model card states are what image_factors measures on all 2,594 bundled images."""
+    import re
+
+    from helpers.evaluation import model_card, shipped
+
+    monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
+    every = shipped.bundled_data()
+    factors = image_factors.image_factors(np.asarray(every.images), np.asarray(every.masks))
+    counts = factors["ita_group"].value_counts()
+    stated = {name: int(n.replace(",", "")) for name, n in
+              re.findall(r"(very light|light|intermediate|tan|brown|dark) ([\d,]+) \(", model_card.SKIN_TONE_MEASURED)}
+    assert stated == {name: int(counts[name]) for name in image_factors.ITA_GROUPS}
+    assert f"{int(factors['ita'].isna().sum())} without skin" in model_card.SKIN_TONE_MEASURED
