@@ -28,7 +28,7 @@ _WEIGHTS = {"resnet34": "ResNet34_Weights"}  # encoder name → its torchvision 
 
 def _weights(encoder: str):
     """The torchvision ImageNet weights of an encoder (torchvision imported only here: it costs seconds)."""
-    import torchvision
+    import torchvision  # heavy (seconds): only where ImageNet weights are read
 
     return getattr(torchvision.models, _WEIGHTS[encoder]).IMAGENET1K_V1
 _SCRATCH = ("encoder.full.",)  # encoder parts that have no ImageNet counterpart (the full-resolution level 0)
