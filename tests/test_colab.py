@@ -137,7 +137,9 @@ def test_each_notebook_on_its_own_runtime_finds_what_the_others_left_on_drive(co
     assert set(summary["model"]) == {"unet", "unetpp", "transunet"}  # 04 reports the runs of 02 and 03
     assert (colab.home / "results" / "report.md").is_file()
     prepared = sorted(p.parent.name for p in colab.home.glob("data/prepared/*/prepared.json"))
-    assert prepared == ["my-lesions_seed_64px_s42"]  # 01 prepared once; 02 and 03 reused it from Drive
+    # 01 prepared the study's data once, and the bundled archive at 128 px for the shipped models' evidence once;
+    # 02 and 03 reused both from Drive
+    assert prepared == ["isic2018-task1-128_seed_128px_s42", "my-lesions_seed_64px_s42"]
     assert "Copying the prepared data" in logs["02_unet.ipynb"]  # ... reading it from a local copy
     assert list(colab.content.glob("kit-local/data/prepared/*/images.npy"))  # 04's runtime has its copy too
     assert not list(colab.drive.rglob("raw"))  # raw files stay on the runtimes' disks
