@@ -27,8 +27,9 @@ def test_runner_writes_executed_notebook_with_outputs(tmp_path, monkeypatch):
     nb = json.loads(executed.read_text())
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
     assert any("image/png" in o.get("data", {}) for o in outputs)
-    assert "SPLIT_SEED = 7" in "".join(c["source"] if isinstance(c["source"], str) else "".join(c["source"])
-                                 for c in nb["cells"])
+    injected = next("".join(c["source"]) for c in nb["cells"]
+                    if "injected-parameters" in c.get("metadata", {}).get("tags", []))
+    assert "SETTINGS = " in injected and '"split_seed": 7' in injected  # 01 takes the setting in SETTINGS
     assert (tmp_path / "results" / "data" / "synthetic-60-s0_seed_64px_s7" / "splits.csv").is_file()
     assert list((tmp_path / "data" / "prepared").glob("*_s7"))
 
