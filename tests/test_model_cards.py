@@ -37,7 +37,7 @@ def test_a_shipped_card_has_hub_metadata_with_the_committed_values(card):
     for section in ("## Intended use", "## Out-of-scope use", "## Limitations"):
         assert section in text, f"{card}: no {section}"
     assert "Not for diagnosis" in text and "not dermoscopy" in text and "Dermoscopy only" in text
-    assert "mostly from fair-skinned patients" in text  # and the measured share, once measured
+    assert "most training images show light skin" in text and model_card.SKIN_TONE_MEASURED in text
     assert "../shared" not in text
 
 
