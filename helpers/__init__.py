@@ -1,7 +1,7 @@
 """The kit's code, grouped by the study's stages; the notebooks import it, the tools use it.
 
 Layers, lowest first; a module imports only from its own layer or lower ones, there are no import cycles,
-and no course module imports ``tools/`` (``tests/test_architecture.py`` checks all three):
+and no course module imports ``tools/`` (``tests/kit/test_architecture.py`` checks all three):
 
     cli          how a command line reports an error: one line and an exit code        every command
     paths        where things live: the kit's home, local or on Drive; Colab detection   all notebooks

@@ -19,5 +19,5 @@ Each module is a command (``python -m helpers.tools.<module> --help``):
   their Dice through ``predict``.
 - ``publish``: executed notebooks, their paths made relative and large images made JPEGs, to commit beside a study.
 
-Layer: the highest; a tool may import any course module (``tests/test_architecture.py`` checks the reverse).
+Layer: the highest; a tool may import any course module (``tests/kit/test_architecture.py`` checks the reverse).
 """
