@@ -21,6 +21,7 @@ from helpers.profiles import resolve_config
 from helpers.training import engine, runs, state
 from helpers.training.checkpoints import load_checkpoint
 from helpers.training.losses import DiceBCELoss
+from tests.models.tester import ModelTester
 
 RESNET34_PARAMS = 21_284_672  # torchvision's resnet34 without its fc layer
 EXPECTED_PARAMS = {"unet": 24_471_009, "unetpp": 26_286_721}
@@ -62,18 +63,26 @@ def _assert_encoder_equals(model: torch.nn.Module, weights: dict[str, torch.Tens
     return len(keys)
 
 
-@pytest.mark.parametrize("size", [64, 96])
-@pytest.mark.parametrize("name", ["unet", "unetpp"])
-def test_r34_models_give_logits_at_the_input_size_and_gradients_everywhere(name: str, size: int) -> None:
-    torch.manual_seed(0)
-    model = build_model(name, "r34")
-    images = torch.randn(2, 3, size, size)  # (B, 3, H, W)
-    logits = model(images)
-    assert logits.shape == (2, 1, size, size)
-    logits.mean().backward()
-    for key, parameter in model.named_parameters():
-        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), key
-    assert model.encoder.layer4[0].conv1.weight.grad.abs().sum() > 0  # the 1/32 level takes part
+class TestUNetR34(ModelTester):
+    name = "unet"
+    configs = ("r34",)
+    size = 64  # five levels: multiples of 32
+    other_sizes = ((96, 96), (64, 96))
+    params = {"r34": 24_471_009}
+
+    @pytest.mark.slow  # tracing a 24-26 M-parameter graph takes 5-15 s on 2 cores
+    def test_export_matches_eager(self) -> None:
+        super().test_export_matches_eager()
+
+    def test_the_deepest_encoder_level_takes_part(self) -> None:
+        model = self.build()
+        model(self.images()).mean().backward()
+        assert model.encoder.layer4[0].conv1.weight.grad.abs().sum() > 0  # the 1/32 level
+
+
+class TestUNetPlusPlusR34(TestUNetR34):
+    name = "unetpp"
+    params = {"r34": 26_286_721}
 
 
 def test_r34_levels_and_parameter_counts() -> None:
