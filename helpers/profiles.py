@@ -86,7 +86,7 @@ class RunConfig:
                               maximum=SEED_MAX)
     models: tuple = setting("the models the grid trains (a list, or comma-separated)", default=MODELS,
                             choices=MODELS)
-    fractions: tuple = setting("training fractions of the grid, whole percentages in (0, 1], e.g. 0.1,1.0",
+    fractions: tuple = setting("training fractions of the grid, each a whole percentage in (0, 1], e.g. [0.1, 1.0]",
                                default=FRACTIONS)
     seeds: tuple = setting("initialisation, batch-order and augmentation seed(s): one run each", default=(42,),
                             minimum=0, maximum=SEED_MAX)

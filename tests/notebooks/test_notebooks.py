@@ -1,5 +1,6 @@
 """Notebook hygiene: no committed outputs, a literal parameters cell first, one repository URL."""
 import ast
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -176,6 +177,37 @@ def test_papermill_reads_every_parameter_of_the_parameters_cell(path, caplog):
 
 FORM_LINE = re.compile(r'^([A-Z_]+) = (.+?)  #@param (\[.*\]|\{type:"(raw|string|boolean|number)"\})'
                        r'( \{allow-input: true\})?$')
+
+
+def _declared_settings() -> dict:
+    """Every declared setting's field by name: the study, the run config and the grid options."""
+    from helpers import profiles
+    from helpers.data import study
+
+    kinds = (dataclasses.fields(study.Study), dataclasses.fields(study.GridOptions), profiles.SETTINGS.values())
+    return {f.name: f for fields in kinds for f in fields if f.metadata}
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_a_form_field_that_is_a_setting_shows_its_declared_help(path):
+    """The form's description of a setting is its one declaration's help (what --help and --list print),
+    after a bold title and before what the form adds (None: the profile's). PROFILE is the exception: in 01 it
+    chooses the study's profile, in 02-04 it defaults to the one 01 chose, so each form says which."""
+    declared = _declared_settings()
+    lines = "".join(_code_cells(path)[0]["source"]).splitlines()
+    checked = []
+    for k, line in enumerate(lines):
+        name = line.split(" = ")[0]
+        if "#@param" not in line or name == "PROFILE" or name.lower() not in declared:
+            continue
+        text = lines[k - 1].removeprefix("#@markdown ")
+        title, _, described = text.partition(": ")
+        assert title.startswith("**") and title.endswith("**"), f"{path.name}: {name}'s description has no title"
+        assert described.startswith(declared[name.lower()].metadata["help"]), \
+            f"{path.name}: {name}'s form help is not its declared help {declared[name.lower()].metadata['help']!r}"
+        checked.append(name)
+    if path.name.startswith(("01", "02", "03")):
+        assert checked, f"{path.name}: no form field is a declared setting"
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
