@@ -12,8 +12,8 @@ synthetic sample. Other layouts (PH2, plain image and mask folders) are found by
 :mod:`helpers.data.layouts`, which pairs them into the same :class:`Pair` and validates them with
 :func:`load_pair` (``lenient=True``).
 Nothing is skipped silently: every orphan, broken or odd file becomes a :class:`Problem`
-naming the file and what is wrong. Photos are read upright (:func:`upright`: their EXIF orientation applied, as
-a phone or viewer shows them), so a mask drawn on the photo as you see it pairs with it.
+naming the file and what is wrong. Photos are read upright (:func:`upright`: their EXIF orientation
+applied, as a phone or viewer shows them), so a mask drawn on the photo as you see it pairs with it.
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ SPLIT_DIRS = {
     "val": ("ISIC2018_Task1-2_Validation_Input", "ISIC2018_Task1_Validation_GroundTruth"),
     "test": ("ISIC2018_Task1-2_Test_Input", "ISIC2018_Task1_Test_GroundTruth"),
 }
-FILE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")  # image and mask files of every layout
+# image and mask files of every layout
+FILE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 IMAGE_RE = re.compile(r"^(ISIC_\d{7})\.(jpe?g|png|bmp|tiff?)$", re.IGNORECASE)
 MASK_RE = re.compile(r"^(ISIC_\d{7})_segmentation\.(png|jpe?g|bmp|tiff?)$", re.IGNORECASE)
 IGNORED = {".ds_store", "thumbs.db", "attribution.txt", "license.txt", "readme.txt", "desktop.ini"}
@@ -53,8 +54,9 @@ class BadFile(DataError):
 class Pair:
     """One image and its ground-truth mask.
 
-    ``isic_id`` is the image's id: its ISIC id in the ISIC layout, the file stem (``IMD002``, ``photo_17``)
-    in the others. The name stays ``isic_id`` everywhere (``splits.csv``, metrics tables) for every layout.
+    ``isic_id`` is the image's id: its ISIC id in the ISIC layout, the file stem (``IMD002``,
+    ``photo_17``) in the others. The name stays ``isic_id`` everywhere (``splits.csv``, metrics
+    tables) for every layout.
     """
 
     isic_id: str
@@ -90,22 +92,26 @@ def find_split_dirs(root: str | Path, split: str = "train") -> tuple[Path, Path]
         if hits:
             masks = hits[0].parent / mask_name
             if not masks.is_dir():
-                raise DataError(f"{hits[0]} has images but {masks} is missing: put the ground-truth "
-                                f"folder {mask_name} beside it (unzip the ground-truth zip there).")
+                raise DataError(f"{hits[0]} has images but {masks} is missing: put the "
+                                f"ground-truth folder {mask_name} beside it (unzip the "
+                                f"ground-truth zip there).")
             return hits[0], masks
     return None
 
 
 def _listing(folder: Path, pattern: re.Pattern, kind: str) -> tuple[dict[str, Path], list[Problem]]:
-    """Files of one folder keyed by ISIC id, plus problems for names that do not fit or ids found twice."""
+    """Files of one folder keyed by ISIC id, plus problems for names that do not fit or ids found
+    twice."""
     found, problems, twice = {}, [], {}
     for path in sorted(folder.iterdir()):
         if path.name.lower() in IGNORED or path.name.startswith((".", "_")) or path.is_dir():
             continue
         match = pattern.match(path.name)
         if match is None:
-            problems.append(Problem(path, f"unrecognised {kind} file name; expected "
-                                          f"{'ISIC_XXXXXXX.jpg' if kind == 'image' else 'ISIC_XXXXXXX_segmentation.png'}"))
+            problems.append(Problem(
+                path,
+                f"unrecognised {kind} file name; expected "
+                f"{'ISIC_XXXXXXX.jpg' if kind == 'image' else 'ISIC_XXXXXXX_segmentation.png'}"))
         elif match.group(1).upper() in found:
             twice.setdefault(match.group(1).upper(), [found[match.group(1).upper()]]).append(path)
         else:
@@ -117,9 +123,11 @@ def _listing(folder: Path, pattern: re.Pattern, kind: str) -> tuple[dict[str, Pa
 
 
 def duplicate_problem(files: list[Path], kind: str) -> Problem:
-    """The problem of one id found in several files (``x.jpg`` and ``x.png``): the pair is left out."""
-    return Problem(files[0], f"{kind} id found in {len(files)} files ({', '.join(f.name for f in files)}); "
-                             f"ids must be unique: keep one of them and remove the others.")
+    """The problem of one id found in several files (``x.jpg`` and ``x.png``): the pair is left
+    out."""
+    return Problem(files[0], f"{kind} id found in {len(files)} files "
+                             f"({', '.join(f.name for f in files)}); ids must be unique: keep one "
+                             f"of them and remove the others.")
 
 
 def pair_files(images_dir: str | Path, masks_dir: str | Path) -> tuple[list[Pair], list[Problem]]:
@@ -136,12 +144,14 @@ def pair_files(images_dir: str | Path, masks_dir: str | Path) -> tuple[list[Pair
         problems.append(Problem(images[isic_id], f"image has no mask ({isic_id}_segmentation.png "
                                                  f"missing in {masks_dir})"))
     for isic_id in sorted(set(masks) - set(images)):
-        problems.append(Problem(masks[isic_id], f"mask has no image ({isic_id}.jpg missing in {images_dir})"))
+        problems.append(Problem(masks[isic_id], f"mask has no image ({isic_id}.jpg missing in "
+                                                f"{images_dir})"))
     pairs = [Pair(i, images[i], masks[i]) for i in sorted(set(images) & set(masks))]
     return pairs, problems
 
 
-ORIENTATION = 0x0112  # the EXIF tag that says how the stored pixels are turned (1: as stored; 6, 8: by 90°)
+# the EXIF tag that says how the stored pixels are turned (1: as stored; 6, 8: by 90°)
+ORIENTATION = 0x0112
 
 
 def orientation(image: Image.Image) -> int:
@@ -150,7 +160,8 @@ def orientation(image: Image.Image) -> int:
 
 
 def upright(image: Image.Image) -> Image.Image:
-    """The image as a phone or viewer shows it: turned (and mirrored) by its EXIF orientation; itself when upright.
+    """The image as a phone or viewer shows it: turned (and mirrored) by its EXIF orientation;
+    itself when upright.
 
     The one way the kit turns photos, for preparing data and for predicting alike.
     """
@@ -192,13 +203,15 @@ def _open(path: Path, kind: str) -> Image.Image:
 def open_pair(pair: Pair) -> tuple[Image.Image, Image.Image, str]:
     """Decode a pair upright (:func:`upright`), and a note when that could not be done.
 
-    A mask is taken as drawn on the upright photo. Only where the upright sizes differ but the stored ones match
-    (a mask drawn on the stored pixels by a tool that ignores EXIF) are both used as stored, with a note.
+    A mask is taken as drawn on the upright photo. Only where the upright sizes differ but the
+    stored ones match (a mask drawn on the stored pixels by a tool that ignores EXIF) are both used
+    as stored, with a note.
     """
     image, mask = _open(pair.image_path, "image"), _open(pair.mask_path, "mask")
     image_up, mask_up = upright(image), upright(mask)
     if image_up.size != mask_up.size and image.size == mask.size:
-        return image, mask, f"EXIF orientation {orientation(image)} not applied: the mask fits the stored pixels"
+        return image, mask, (f"EXIF orientation {orientation(image)} not applied: the mask fits "
+                             f"the stored pixels")
     return image_up, mask_up, ""
 
 
@@ -255,10 +268,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def grayscale_mask(mask: Image.Image, path: Path) -> tuple[np.ndarray, str]:
-    """A mask of any common mode as uint8 grayscale values # (H, W), and a note on a lossy conversion.
+    """A mask of any common mode as uint8 grayscale values # (H, W), and a note on a lossy
+    conversion.
 
-    Grayscale and 1-bit as they are; RGB, palette and opaque RGBA/LA whose channels are equal (within
-    ``GREY_TOLERANCE``, for JPEG noise) as their grey; 16-bit scaled to 8 when it uses values above 255.
+    Grayscale and 1-bit as they are; RGB, palette and opaque RGBA/LA whose channels are equal
+    (within ``GREY_TOLERANCE``, for JPEG noise) as their grey; 16-bit scaled to 8 when it uses
+    values above 255.
 
     Raises:
         BadFile: a colour mask, transparent pixels, or a mode no mask has.
@@ -270,22 +285,25 @@ def grayscale_mask(mask: Image.Image, path: Path) -> tuple[np.ndarray, str]:
         values = np.asarray(mask, dtype=np.int64)
         if values.max() <= 255:
             return values.clip(0, 255).astype(np.uint8), ""
-        return (values.clip(0, 65535) * 255 // 65535).astype(np.uint8), f"mask was {mode}, scaled to 8 bits"
+        return ((values.clip(0, 65535) * 255 // 65535).astype(np.uint8),
+                f"mask was {mode}, scaled to 8 bits")
     if mode in ("LA", "RGBA", "PA") or (mode == "P" and "transparency" in mask.info):
         see_through = np.asarray(mask.convert("RGBA"))[..., 3] < 255
         if see_through.any():
-            raise BadFile(path, f"mask has transparent pixels ({int(see_through.sum()):,}); save it without "
-                                f"transparency, as a grayscale image with lesion 255 and background 0.")
+            raise BadFile(path, f"mask has transparent pixels ({int(see_through.sum()):,}); save "
+                                f"it without transparency, as a grayscale image with lesion 255 "
+                                f"and background 0.")
         mask = mask.convert("RGB")
     if mask.mode in ("RGB", "P"):
         rgb = np.asarray(mask.convert("RGB")).astype(np.int16)
         spread = rgb.max(axis=-1) - rgb.min(axis=-1)
         if spread.max() > GREY_TOLERANCE:
             raise BadFile(path, f"mask is a colour image ({mode}; red, green and blue differ at "
-                                f"{int((spread > GREY_TOLERANCE).sum()):,} pixels); save it as a single-channel "
-                                f"grayscale image with lesion 255 and background 0.")
+                                f"{int((spread > GREY_TOLERANCE).sum()):,} pixels); save it as a "
+                                f"single-channel grayscale image with lesion 255 and background 0.")
         return np.asarray(mask.convert("L")), ""
-    raise BadFile(path, f"mask mode is {mode}, expected a single-channel (grayscale) image with values 0 and 255.")
+    raise BadFile(path, f"mask mode is {mode}, expected a single-channel (grayscale) image with "
+                        f"values 0 and 255.")
 
 
 def load_pair(pair: Pair, lenient: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
@@ -293,13 +311,15 @@ def load_pair(pair: Pair, lenient: bool = False) -> tuple[np.ndarray, np.ndarray
 
     Args:
         pair: the files.
-        lenient: False (the ISIC layout): the image must be RGB and the mask grayscale. True (PH2 and plain
-            folders): images of other modes (grayscale, RGBA, 16-bit, palette, CMYK) are converted to RGB
-            with a note, and masks saved as RGB (or palette, 16-bit) with equal channels are read as grayscale.
+        lenient: False (the ISIC layout): the image must be RGB and the mask grayscale. True (PH2
+            and plain folders): images of other modes (grayscale, RGBA, 16-bit, palette, CMYK) are
+            converted to RGB with a note, and masks saved as RGB (or palette, 16-bit) with equal
+            channels are read as grayscale.
 
     Returns:
         image uint8 # (H, W, 3), mask uint8 in {0, 1} # (H, W), and a note ("" when clean,
-        else e.g. "mask binarised at >127: 1,234 pixels were neither 0 nor 255"; several joined by "; ").
+        else e.g. "mask binarised at >127: 1,234 pixels were neither 0 nor 255"; several joined by
+        "; ").
 
     Raises:
         BadFile: naming the file and the problem (corrupt, not RGB, mask not single-channel,
@@ -309,7 +329,8 @@ def load_pair(pair: Pair, lenient: bool = False) -> tuple[np.ndarray, np.ndarray
     notes = [turned] if turned else []
     if image.mode != "RGB":
         if not lenient:
-            raise BadFile(pair.image_path, f"image mode is {image.mode}, expected RGB; convert it to an RGB JPEG.")
+            raise BadFile(pair.image_path, f"image mode is {image.mode}, expected RGB; convert it "
+                                           f"to an RGB JPEG.")
         notes.append(f"image was {image.mode}, converted to RGB")
         try:
             image = to_rgb(image)
@@ -320,17 +341,19 @@ def load_pair(pair: Pair, lenient: bool = False) -> tuple[np.ndarray, np.ndarray
                                       f"(grayscale) PNG with values 0 and 255.")
     if mask.size != image.size:
         raise BadFile(pair.mask_path, f"mask is {mask.size[0]}x{mask.size[1]} but its image "
-                                      f"{pair.image_path.name} is {image.size[0]}x{image.size[1]} (both upright, "
-                                      f"EXIF orientation applied); they must match.")
+                                      f"{pair.image_path.name} is {image.size[0]}x{image.size[1]} "
+                                      f"(both upright, EXIF orientation applied); they must match.")
     values, converted = grayscale_mask(mask, pair.mask_path)
     notes += [converted] if converted else []
     counts = np.bincount(values.ravel(), minlength=256)
     if counts[1:255].any():
         if not counts[128:].any():
-            raise BadFile(pair.mask_path, f"mask values only reach {values.max()}, so binarising at >127 "
-                                          f"would leave it empty (a 0/1 mask?); save lesion pixels as 255.")
+            raise BadFile(pair.mask_path, f"mask values only reach {values.max()}, so binarising "
+                                          f"at >127 would leave it empty (a 0/1 mask?); save "
+                                          f"lesion pixels as 255.")
         odd = int(counts[1:255].sum())
-        notes.append(f"mask binarised at >127: {odd:,} pixel{' was' if odd == 1 else 's were'} neither 0 nor 255")
+        notes.append(f"mask binarised at >127: {odd:,} pixel{' was' if odd == 1 else 's were'} "
+                     f"neither 0 nor 255")
     elif not counts[255]:
         notes.append("mask is empty (no lesion pixels)")
     return np.asarray(image), (values > 127).astype(np.uint8), "; ".join(notes)

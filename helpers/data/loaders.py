@@ -19,7 +19,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # else importing albumentations asks PyPI for a newer version
+# else importing albumentations asks PyPI for a newer version
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402
 import cv2
 import numpy as np
@@ -72,7 +73,8 @@ def to_model_input(images, device: torch.device | str | None = None,
     Args:
         images: uint8 (N, H, W, 3) or one image (H, W, 3); numpy array or torch tensor.
         device: where the result goes (the uint8 batch is moved first: 4× fewer bytes).
-        memory_format: ``torch.channels_last`` for training (faster convolutions on CUDA and on the CPU).
+        memory_format: ``torch.channels_last`` for training (faster convolutions on CUDA and on the
+            CPU).
         mean, std: per channel, of pixels scaled to [0, 1] (an exported model carries its own).
 
     Returns:
@@ -85,13 +87,16 @@ def to_model_input(images, device: torch.device | str | None = None,
         images = torch.from_numpy(np.array(images, dtype=images.dtype, copy=True))
     images = images[None] if images.ndim == 3 else images
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"to_model_input takes uint8 images (N, H, W, 3) as cached by helpers.data.prep; got "
-                         f"{images.dtype} {tuple(images.shape)}. Pass prepared.images[rows], not floats.")
+        raise ValueError(f"to_model_input takes uint8 images (N, H, W, 3) as cached by "
+                         f"helpers.data.prep; got {images.dtype} {tuple(images.shape)}. Pass "
+                         f"prepared.images[rows], not floats.")
     x = images.to(device or images.device, non_blocking=True).float()  # (N, H, W, 3)
     scale = torch.tensor([1 / (255 * s) for s in std], device=x.device)
     shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device)
-    x = x.mul_(scale).add_(shift).permute(0, 3, 1, 2)  # (N, 3, H, W), already channels_last in memory
-    return x.contiguous(memory_format=memory_format)  # a copy only for the default (contiguous) format
+    # (N, 3, H, W), already channels_last in memory
+    x = x.mul_(scale).add_(shift).permute(0, 3, 1, 2)
+    # a copy only for the default (contiguous) format
+    return x.contiguous(memory_format=memory_format)
 
 
 class LesionDataset(Dataset):
@@ -104,7 +109,8 @@ class LesionDataset(Dataset):
         transform: albumentations pipeline, or None for none (evaluation).
     """
 
-    def __init__(self, images: np.ndarray, masks: np.ndarray, rows, transform: A.Compose | None = None):
+    def __init__(self, images: np.ndarray, masks: np.ndarray, rows,
+                 transform: A.Compose | None = None):
         self.images, self.masks, self.transform = images, masks, transform
         self.rows = np.asarray(rows, dtype=np.int64)
 
@@ -144,19 +150,22 @@ class EpochSampler(Sampler):
         rank: this process.
     """
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True, num_replicas: int = 1, rank: int = 0):
+    def __init__(self, size: int, seed: int, shuffle: bool = True, num_replicas: int = 1,
+                 rank: int = 0):
         self.size, self.seed, self.shuffle = size, seed, shuffle
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Use the order of ``epoch``, skipping the first ``start`` items of this process (resume)."""
+        """Use the order of ``epoch``, skipping the first ``start`` items of this process
+        (resume)."""
         self.epoch, self.start = epoch, start
 
     def _epoch_order(self) -> tuple[torch.Tensor, torch.Tensor]:
         seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
         generator = torch.Generator().manual_seed(seed)
-        order = torch.randperm(self.size, generator=generator) if self.shuffle else torch.arange(self.size)
+        order = (torch.randperm(self.size, generator=generator) if self.shuffle
+                 else torch.arange(self.size))
         seeds = torch.randint(0, 2**31 - 1, (self.size,), generator=generator)
         pad = -self.size % self.num_replicas
         order, seeds = torch.cat([order, order[:pad]]), torch.cat([seeds, seeds[:pad]])
@@ -166,7 +175,8 @@ class EpochSampler(Sampler):
         order, seeds = self._epoch_order()
         return iter(list(zip(order.tolist(), seeds.tolist()))[self.start:])
 
-    def __len__(self) -> int:  # 0 when a resume skips the whole epoch (a checkpoint saved after its last batch)
+    # 0 when a resume skips the whole epoch (a checkpoint saved after its last batch)
+    def __len__(self) -> int:
         return max(0, -(-self.size // self.num_replicas) - self.start)
 
 
@@ -181,7 +191,8 @@ def single_threaded_opencv() -> None:
 
 
 def seed_worker(worker_id: int) -> None:
-    """Loader-worker start: seed numpy and random from the worker's torch seed, OpenCV single-threaded."""
+    """Loader-worker start: seed numpy and random from the worker's torch seed, OpenCV
+    single-threaded."""
     single_threaded_opencv()
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
@@ -206,9 +217,11 @@ def _loader(dataset: Dataset, sampler: Sampler, batch_size: int, num_workers: in
                       worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(seed))
 
 
-def make_loaders(prepared: Prepared, fraction: float, batch_size: int, num_workers: int = 0, seed: int = 42,
-                 distributed: bool = False, augment: bool = True, pin_memory: bool | None = None) -> Loaders:
-    """Training loader (the nested ``fraction`` of the train split, augmented) and validation loader.
+def make_loaders(prepared: Prepared, fraction: float, batch_size: int, num_workers: int = 0,
+                 seed: int = 42, distributed: bool = False, augment: bool = True,
+                 pin_memory: bool | None = None) -> Loaders:
+    """Training loader (the nested ``fraction`` of the train split, augmented) and validation
+    loader.
 
     Args:
         prepared: the prepared dataset.
@@ -235,11 +248,14 @@ def make_loaders(prepared: Prepared, fraction: float, batch_size: int, num_worke
     pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
     local = batch_size // world
     train_rows = prepared.indices("train", fraction)
-    train = LesionDataset(prepared.images, prepared.masks, train_rows, train_transform() if augment else None)
+    train = LesionDataset(prepared.images, prepared.masks, train_rows,
+                          train_transform() if augment else None)
     val = LesionDataset(prepared.images, prepared.masks, prepared.indices("val"))
-    val_sampler = list(range(rank, len(val), world))  # a shard each, no padding: every image counted once
+    # a shard each, no padding: every image counted once
+    val_sampler = list(range(rank, len(val), world))
     return Loaders(
-        train=_loader(train, EpochSampler(len(train), seed, True, world, rank), local, num_workers, seed, pin_memory),
+        train=_loader(train, EpochSampler(len(train), seed, True, world, rank), local, num_workers,
+                      seed, pin_memory),
         val=_loader(val, val_sampler, local, num_workers, seed, pin_memory),
         batch_size=batch_size)
 
@@ -254,4 +270,5 @@ def augmented_examples(prepared: Prepared, count: int = 6, seed: int = 0, row: i
     dataset = LesionDataset(prepared.images, prepared.masks, [row], train_transform())
     pairs = [(prepared.images[row], prepared.masks[row])]
     pairs += [tuple(t.numpy() for t in dataset[(0, seed + k)]) for k in range(count - 1)]
-    return np.stack([p[0] for p in pairs]), np.stack([p[1].reshape(p[0].shape[:2]) for p in pairs]).astype(np.uint8)
+    return (np.stack([p[0] for p in pairs]),
+            np.stack([p[1].reshape(p[0].shape[:2]) for p in pairs]).astype(np.uint8))

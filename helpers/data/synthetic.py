@@ -6,18 +6,19 @@ the official training zips unpack, so the same reading code serves it and the re
     <root>/ISIC2018_Task1-2_Training_Input/ISIC_9000000.jpg
     <root>/ISIC2018_Task1_Training_GroundTruth/ISIC_9000000_segmentation.png   (0/255)
 
-Ids start at 9000000 (9100000 for seed 1, and so on), far above the real ones, so sample and real images never
-collide, nor two samples of other seeds.
-Each image is drawn from its own seeded generator (``seed``, index), so image *i* is the
-same whatever ``count`` is. What a model has to cope with on real images is imitated:
-non-square images of varied sizes, skin tone and texture, irregular multi-tone lesions with
-fuzzy borders and dots, hairs across lesions, dark vignettes or a dermoscope's round field,
-ruler marks, gel bubbles, lesions that touch the border, and lesion areas from 2 % to 60 %.
-The mask is the lesion's 50 % opacity contour, so fuzzy borders are genuinely ambiguous.
+Ids start at 9000000 (9100000 for seed 1, and so on), far above the real ones, so sample and real
+images never collide, nor two samples of other seeds. Each image is drawn from its own seeded
+generator (``seed``, index), so image *i* is the same whatever ``count`` is. What a model has to
+cope with on real images is imitated: non-square images of varied sizes, skin tone and texture,
+irregular multi-tone lesions with fuzzy borders and dots, hairs across lesions, dark vignettes or a
+dermoscope's round field, ruler marks, gel bubbles, lesions that touch the border, and lesion areas
+from 2 % to 60 %. The mask is the lesion's 50 % opacity contour, so fuzzy borders are genuinely
+ambiguous.
 
-Two processes may make the same sample at once (two notebooks or workers on a fresh home): every file is
-written under a temporary name of its own and renamed into place, the pairs are the same whoever draws them,
-and each process checks that every pair is there before it marks the sample finished.
+Two processes may make the same sample at once (two notebooks or workers on a fresh home): every
+file is written under a temporary name of its own and renamed into place, the pairs are the same
+whoever draws them, and each process checks that every pair is there before it marks the sample
+finished.
 """
 from __future__ import annotations
 
@@ -35,16 +36,19 @@ IMAGE_DIR = "ISIC2018_Task1-2_Training_Input"
 MASK_DIR = "ISIC2018_Task1_Training_GroundTruth"
 FIRST_ID = 9_000_000
 GENERATOR_VERSION = 1
-SKIN_TONES = np.array([[242, 214, 204], [234, 190, 176], [218, 164, 146], [190, 134, 110], [150, 102, 82]],
+SKIN_TONES = np.array([[242, 214, 204], [234, 190, 176], [218, 164, 146], [190, 134, 110],
+                       [150, 102, 82]],
                       np.float32)
-LESION_TONES = np.array([[196, 136, 100], [160, 100, 72], [122, 74, 56], [88, 54, 46], [128, 84, 98], [70, 46, 56]],
+LESION_TONES = np.array([[196, 136, 100], [160, 100, 72], [122, 74, 56], [88, 54, 46],
+                         [128, 84, 98], [70, 46, 56]],
                         np.float32)
 BLUE_GREY = np.array([112, 112, 134], np.float32)
 
 
 def smooth_noise(rng: np.random.Generator, height: int, width: int, cell: int) -> np.ndarray:
     """Smooth random field in [-1, 1] with features about ``cell`` pixels wide. # (H, W)"""
-    grid = rng.uniform(-1, 1, (max(2, height // cell + 2), max(2, width // cell + 2))).astype(np.float32)
+    grid = rng.uniform(-1, 1,
+                       (max(2, height // cell + 2), max(2, width // cell + 2))).astype(np.float32)
     return np.asarray(Image.fromarray(grid).resize((width, height), Image.BICUBIC))
 
 
@@ -97,7 +101,8 @@ def lesion_colour(rng: np.random.Generator, field: np.ndarray, radius: float) ->
     colour = tones[0] * (1 - mix) + tones[1] * mix
     core = np.clip(1 - field, 0, 1)[..., None] * rng.uniform(0, 0.45)
     colour = colour * (1 - core)
-    veil = np.clip(smooth_noise(rng, height, width, cell) - 0.4, 0, 1)[..., None] * rng.uniform(0, 1.2)
+    veil = (np.clip(smooth_noise(rng, height, width, cell) - 0.4, 0, 1)[..., None]
+            * rng.uniform(0, 1.2))
     colour = colour * (1 - veil) + BLUE_GREY * veil
     dots = rng.random((height, width)) < rng.uniform(0, 0.003)
     colour[dots] *= 0.5
@@ -114,7 +119,8 @@ def draw_hairs(rng: np.random.Generator, img: np.ndarray, count: int) -> np.ndar
         p1 = (p0 + p2) / 2 + rng.normal(0, 0.15, 2) * (width, height)
         t = np.linspace(0, 1, 40)[:, None]
         pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2
-        draw.line([tuple(p) for p in pts], fill=int(rng.uniform(150, 255)), width=int(rng.integers(1, 4)))
+        draw.line([tuple(p) for p in pts], fill=int(rng.uniform(150, 255)),
+                  width=int(rng.integers(1, 4)))
     alpha = np.asarray(layer.filter(ImageFilter.GaussianBlur(0.7)), np.float32)[..., None] / 255
     return img * (1 - alpha) + np.array([35, 25, 22], np.float32) * alpha
 
@@ -133,7 +139,8 @@ def draw_artefacts(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
         r = int(rng.uniform(6, 40))
         cx, cy = rng.uniform(0, width), rng.uniform(0, height)
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=(250, 250, 250), width=2)
-        draw.arc([cx - r * 0.6, cy - r * 0.6, cx + r * 0.2, cy + r * 0.2], 180, 270, fill=(255, 255, 255), width=2)
+        draw.arc([cx - r * 0.6, cy - r * 0.6, cx + r * 0.2, cy + r * 0.2], 180, 270,
+                 fill=(255, 255, 255), width=2)
     return np.asarray(pil, np.float32)
 
 
@@ -166,7 +173,8 @@ def make_case(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         image uint8 # (H, W, 3), mask uint8 with values {0, 255} # (H, W)
     """
     rng = np.random.default_rng([seed, index])
-    width = int(rng.integers(56, 97)) * 8                           # 448 to 768 px wide, never square
+    # 448 to 768 px wide, never square
+    width = int(rng.integers(56, 97)) * 8
     height = int(width / rng.choice([1.05, 1.25, 1.33, 1.5])) // 2 * 2
     h2, w2 = height // 2, width // 2
     field, radius = lesion_field(rng, h2, w2)
@@ -175,8 +183,10 @@ def make_case(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
     alpha = alpha * rng.uniform(0.8, 1.0)                          # pigment lets skin show through
     img = skin(rng, h2, w2) * (1 - alpha) + lesion_colour(rng, field, radius) * alpha
     img = vignette(rng, img)
-    img = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).resize((width, height), Image.BICUBIC)
-    img = draw_hairs(rng, np.asarray(img, np.float32), int(rng.integers(1, 25)) if rng.random() < 0.6 else 0)
+    img = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).resize(
+        (width, height), Image.BICUBIC)
+    img = draw_hairs(rng, np.asarray(img, np.float32),
+                     int(rng.integers(1, 25)) if rng.random() < 0.6 else 0)
     img = draw_artefacts(rng, img)
     full_field = np.asarray(Image.fromarray(field).resize((width, height), Image.BILINEAR))
     mask = (full_field < 1).astype(np.uint8) * 255
@@ -184,9 +194,10 @@ def make_case(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sample_id(seed: int, index: int) -> str:
-    """The id of image ``index`` of the sample of ``seed``: ``ISIC_9000000`` up for seed 0, ``ISIC_9100000`` up for
-    seed 1, and so on (the seed's last digit), so two samples are two datasets with ids of their own (the external
-    test in notebook 04 refuses a dataset that shares ids with the training data)."""
+    """The id of image ``index`` of the sample of ``seed``: ``ISIC_9000000`` up for seed 0,
+    ``ISIC_9100000`` up for seed 1, and so on (the seed's last digit), so two samples are two
+    datasets with ids of their own (the external test in notebook 04 refuses a dataset that shares
+    ids with the training data)."""
     return f"ISIC_{FIRST_ID + 100_000 * (seed % 10) + index:07d}"
 
 
@@ -206,7 +217,8 @@ def _write_case(root: Path, seed: int, index: int) -> None:
     if image_path.exists() and mask_path.exists():
         return
     image, mask = make_case(seed, index)
-    paths.write_atomic(image_path, lambda tmp: Image.fromarray(image).save(tmp, format="JPEG", quality=90))
+    paths.write_atomic(image_path,
+                       lambda tmp: Image.fromarray(image).save(tmp, format="JPEG", quality=90))
     paths.write_atomic(mask_path, lambda tmp: Image.fromarray(mask).save(tmp, format="PNG"))
 
 
@@ -233,7 +245,8 @@ def generate_sample(root: str | Path, count: int = 200, seed: int = 0, progress:
     markers = [_read_marker(done), _read_marker(started)]
     if markers[0] == wanted:
         return root
-    if any(marker not in (None, wanted) for marker in markers):  # made with other settings (never: being made now)
+    # made with other settings (never: being made now)
+    if any(marker not in (None, wanted) for marker in markers):
         for folder in (IMAGE_DIR, MASK_DIR):                        # other settings: start afresh
             for old in (root / folder).glob("ISIC_9*"):
                 old.unlink(missing_ok=True)
@@ -245,22 +258,26 @@ def generate_sample(root: str | Path, count: int = 200, seed: int = 0, progress:
         jobs = pool.map(lambda i: _write_case(root, seed, i), range(count))
         for _ in tqdm(jobs, total=count, desc="synthetic sample", disable=not progress):
             pass
-    for index in range(count):  # every pair there (another process may have been clearing old files meanwhile)
+    # every pair there (another process may have been clearing old files meanwhile)
+    for index in range(count):
         _write_case(root, seed, index)
-    paths.write_atomic(root / "README.txt", lambda tmp: tmp.write_text("Synthetic dermoscopy-like sample made by "
-                                                                 "helpers/synthetic.py; not real patient data.\n"))
+    paths.write_atomic(root / "README.txt",
+                       lambda tmp: tmp.write_text("Synthetic dermoscopy-like sample made by "
+                                                  "helpers/synthetic.py; not real patient data.\n"))
     paths.write_atomic(done, lambda tmp: tmp.write_text(json.dumps(wanted)))
     started.unlink(missing_ok=True)
     return root
 
 
 FAULTS = {"truncated image": "the JPEG ends half-way", "missing mask": "an image without its mask",
-          "orphan mask": "a mask without its image", "grey mask": "a mask with values between 0 and 255",
+          "orphan mask": "a mask without its image",
+          "grey mask": "a mask with values between 0 and 255",
           "wrong size": "a mask smaller than its image"}
 
 
 def broken_sample(root: str | Path, count: int = 8, seed: int = 3) -> dict[str, str]:
-    """A small synthetic sample with one of each fault of :data:`FAULTS`, for the lesson on what goes wrong.
+    """A small synthetic sample with one of each fault of :data:`FAULTS`, for the lesson on what
+    goes wrong.
 
     Returns:
         fault → the id of the pair that has it.
@@ -276,5 +293,6 @@ def broken_sample(root: str | Path, count: int = 8, seed: int = 3) -> dict[str, 
     Image.fromarray((grey * 0.5).astype(np.uint8)).save(mask(3))
     small = Image.open(mask(4))
     small.resize((small.width // 2, small.height // 2)).save(mask(4))
-    (root / "sample.json").unlink(missing_ok=True)  # no longer the sample it was: drawn again next time
+    # no longer the sample it was: drawn again next time
+    (root / "sample.json").unlink(missing_ok=True)
     return dict(zip(FAULTS, ids))
