@@ -47,7 +47,8 @@ def best_threshold(curve: pd.DataFrame) -> tuple[float, float]:
 
 
 def reliability(probs: np.ndarray, masks: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
-    """Pixels binned by predicted probability: each bin's mean probability and observed lesion share.
+    """Pixels binned by predicted probability: each bin's mean probability and observed lesion
+    share.
 
     Args:
         probs: float (N, H, W) in [0, 1].

@@ -4,8 +4,8 @@
         ...                                         # the student's code
     exercises.check_bootstrap_ci(bootstrap_ci)      # right · not yet, with a hint · not done yet
 
-It follows :mod:`helpers.training.exercises` (the verdicts, and "not done yet" for a blank body), and compares
-with the kit's own bootstrap (:mod:`helpers.evaluation.stats`).
+It follows :mod:`helpers.training.exercises` (the verdicts, and "not done yet" for a blank body),
+and compares with the kit's own bootstrap (:mod:`helpers.evaluation.stats`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from helpers.training.exercises import NOT_DONE, NOT_YET, RIGHT, Verdict, run_ca
 
 
 def _normal_interval(values: np.ndarray) -> tuple[float, float]:
-    """mean ± 1.96 · sd / √n (sd of the values as the bootstrap sees them, ddof 0): the textbook 95 % CI."""
+    """mean ± 1.96 · sd / √n (sd of the values as the bootstrap sees them, ddof 0): the textbook 95
+    % CI."""
     half = 1.96 * values.std() / np.sqrt(values.size)
     return values.mean() - half, values.mean() + half
 
@@ -29,7 +30,8 @@ def _skewed_scores() -> np.ndarray:
 
 
 def check_bootstrap_ci(student, tolerance: float = 0.004, skew_tolerance: float = 0.006) -> Verdict:
-    """Notebook 04: ``student(values, n_boot, seed)`` must give the 95 % percentile-bootstrap CI of the mean.
+    """Notebook 04: ``student(values, n_boot, seed)`` must give the 95 % percentile-bootstrap CI of
+    the mean.
 
     Three cases: 40 symmetric values (the bootstrap matches the normal interval to about 0.002 with
     20,000 resamples, so a 90 % or 99 % interval, or the spread of the values, is off by more); 20
@@ -45,26 +47,29 @@ def check_bootstrap_ci(student, tolerance: float = 0.004, skew_tolerance: float 
     try:
         pairs = [(float(a[0]), float(a[1])) for a in answers]
     except (TypeError, IndexError, ValueError):
-        return Verdict(NOT_YET, f"not yet: return two numbers, (low, high); you returned {answers[0]!r}.")
+        return Verdict(NOT_YET, f"not yet: return two numbers, (low, high); you returned "
+                                f"{answers[0]!r}.")
     (low, high), (s_low, s_high), (flat_low, flat_high) = pairs
     hint = ("resample the values with replacement (same size) n_boot times, take each resample's "
             "mean, and return the 2.5th and 97.5th percentiles of those means")
     want = _normal_interval(values)
     if max(abs(low - want[0]), abs(high - want[1])) > tolerance:
-        return Verdict(NOT_YET, f"not yet: you gave ({low:.3f}, {high:.3f}); the 95 % CI of this mean is about "
-                                f"({want[0]:.3f}, {want[1]:.3f}). Hint: {hint}.")
+        return Verdict(NOT_YET, f"not yet: you gave ({low:.3f}, {high:.3f}); the 95 % CI of this "
+                                f"mean is about ({want[0]:.3f}, {want[1]:.3f}). Hint: {hint}.")
     boot = stats.percentile_interval(stats.bootstrap_means(skewed, 200_000, 0))
     normal = _normal_interval(skewed)
     if max(abs(s_low - boot[0]), abs(s_high - boot[1])) > skew_tolerance:
         like_normal = max(abs(s_low - normal[0]), abs(s_high - normal[1])) <= skew_tolerance
         why = ("that is the normal approximation mean ± 1.96·sd/√n, which is symmetric; on these "
                "skewed scores the bootstrap's interval is not. " if like_normal else "")
-        return Verdict(NOT_YET, f"not yet: on 20 skewed scores you gave ({s_low:.3f}, {s_high:.3f}), "
-                                f"the percentile bootstrap gives about ({boot[0]:.3f}, {boot[1]:.3f}); "
-                                f"{why}Hint: {hint}.")
+        return Verdict(NOT_YET, f"not yet: on 20 skewed scores you gave ({s_low:.3f}, "
+                                f"{s_high:.3f}), the percentile bootstrap gives about "
+                                f"({boot[0]:.3f}, {boot[1]:.3f}); {why}Hint: {hint}.")
     if abs(flat_low - 0.8) > 1e-9 or abs(flat_high - 0.8) > 1e-9:
-        return Verdict(NOT_YET, f"not yet: ten values all 0.8 must give (0.8, 0.8), you gave ({flat_low}, {flat_high}).")
-    return Verdict(RIGHT, f"right: ({low:.3f}, {high:.3f}), and the textbook mean ± 1.96·sd/√n gives "
-                          f"({want[0]:.3f}, {want[1]:.3f}): for symmetric scores they agree. On the "
-                          f"skewed scores yours is ({s_low:.3f}, {s_high:.3f}), the formula's "
-                          f"({normal[0]:.3f}, {normal[1]:.3f}): the bootstrap follows the skew.")
+        return Verdict(NOT_YET, f"not yet: ten values all 0.8 must give (0.8, 0.8), you gave "
+                                f"({flat_low}, {flat_high}).")
+    return Verdict(RIGHT, f"right: ({low:.3f}, {high:.3f}), and the textbook mean ± 1.96·sd/√n "
+                          f"gives ({want[0]:.3f}, {want[1]:.3f}): for symmetric scores they agree. "
+                          f"On the skewed scores yours is ({s_low:.3f}, {s_high:.3f}), the "
+                          f"formula's ({normal[0]:.3f}, {normal[1]:.3f}): the bootstrap follows "
+                          f"the skew.")

@@ -1,4 +1,5 @@
-"""What each image is like, from its pixels and its true mask: what makes it hard, and its skin tone.
+"""What each image is like, from its pixels and its true mask: what makes it hard, and its skin
+tone.
 
     factors = image_factors(prepared.images, prepared.masks)  # one row per image
     groups = by_group(scores, "ita_group")                    # mean Dice per group, n, bootstrap CI
@@ -96,7 +97,8 @@ def ita(lightness, b) -> np.ndarray:
 
 
 def ita_group(angles) -> pd.Categorical:
-    """The standard ITA group of each angle, ``dark`` (≤ -30°) to ``very light`` (> 55°); NaN: NaN."""
+    """The standard ITA group of each angle, ``dark`` (≤ -30°) to ``very light`` (> 55°); NaN:
+    NaN."""
     return pd.cut(
         np.asarray(angles, np.float64), [-np.inf, *ITA_EDGES, np.inf], labels=list(ITA_GROUPS)
     )
@@ -125,7 +127,8 @@ def ink_share(image: np.ndarray, skin: np.ndarray) -> float:
 
 
 def one_image(image: np.ndarray, mask: np.ndarray) -> dict:
-    """The factors of one image, uint8 (H, W, 3), and its true mask {0, 1} (H, W): module docstring."""
+    """The factors of one image, uint8 (H, W, 3), and its true mask {0, 1} (H, W): module
+    docstring."""
     lab, mask = to_lab(image), np.asarray(mask).astype(bool)  # (H, W, 3), (H, W)
     lit = lab[..., 0] >= DARK_L  # not nearly black
     ring = skin_ring(mask, lab[..., 0])

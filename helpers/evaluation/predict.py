@@ -1,27 +1,31 @@
 """Predict lesion masks on your own, unlabelled images with a trained run.
 
     python -m helpers.evaluation.predict results/runs/<run id> photo.jpg more_images/ out/
-    python -m helpers.evaluation.predict exported/model.onnx photo.jpg out/     (or a TorchScript model.pt)
+    python -m helpers.evaluation.predict exported/model.onnx photo.jpg out/
+        (or a TorchScript model.pt)
 
-For every image it writes into ``out/``: ``<stem>_segmentation.png`` (0/255, at the image's original size, as
-the ISIC challenge wants), ``<stem>_overlay.jpg`` (the image with the prediction's outline, at most 1,024 px),
-and one row of ``predictions.csv``: id, original width and height, lesion fraction, mean confidence (the mean
-of max(p, 1 − p) over the pixels), milliseconds. It uses the run's threshold, TTA and post-processing (from its
-``eval.json`` when notebook 04 evaluated it, else 0.5, no TTA, no post-processing) unless told otherwise. RUN may
-also be a model exported by :mod:`helpers.evaluation.export` (``.onnx`` or TorchScript ``.pt``): its metadata then
-gives the image size, mean and std, threshold, TTA and post-processing, and the same code predicts with it
+For every image it writes into ``out/``: ``<stem>_segmentation.png`` (0/255, at the image's original
+size, as the ISIC challenge wants), ``<stem>_overlay.jpg`` (the image with the prediction's outline,
+at most 1,024 px), and one row of ``predictions.csv``: id, original width and height, lesion
+fraction, mean confidence (the mean of max(p, 1 − p) over the pixels), milliseconds. It uses the
+run's threshold, TTA and post-processing (from its ``eval.json`` when notebook 04 evaluated it, else
+0.5, no TTA, no post-processing) unless told otherwise. RUN may also be a model exported by
+:mod:`helpers.evaluation.export` (``.onnx`` or TorchScript ``.pt``): its metadata then gives the
+image size, mean and std, threshold, TTA and post-processing, and the same code predicts with it
 (:class:`helpers.evaluation.exported.ExportedModel`).
 
-Images come as people have them: EXIF-rotated photos are turned upright; large JPEGs are decoded at reduced
-size (memory stays bounded: the model sees a few hundred pixels anyway); grayscale, RGBA (on white), CMYK, 16-bit
-and palette images are converted to RGB. A file that cannot be read is named and skipped and the rest goes on; a
-file that is not an image (by its suffix) is left out with a note.
+Images come as people have them: EXIF-rotated photos are turned upright; large JPEGs are decoded at
+reduced size (memory stays bounded: the model sees a few hundred pixels anyway); grayscale, RGBA (on
+white), CMYK, 16-bit and palette images are converted to RGB. A file that cannot be read is named
+and skipped and the rest goes on; a file that is not an image (by its suffix) is left out with a
+note.
 
-Nothing the user made is overwritten (:mod:`helpers.evaluation.predict_files`): the output folder may not be an
-input folder or lie inside one; ``predict_manifest.json`` there lists the files predict wrote, and a file of another
-name that an output would replace (e.g. a ground-truth ``ISIC_…_segmentation.png``) stops it before anything is
-written, unless ``--overwrite``; files a manifest lists are never inputs; two inputs of one name keep their
-relative paths in their outputs' names (``s1_images_IMG_0001_png``).
+Nothing the user made is overwritten (:mod:`helpers.evaluation.predict_files`): the output folder
+may not be an input folder or lie inside one; ``predict_manifest.json`` there lists the files
+predict wrote, and a file of another name that an output would replace (e.g. a ground-truth
+``ISIC_…_segmentation.png``) stops it before anything is written, unless ``--overwrite``; files a
+manifest lists are never inputs; two inputs of one name keep their relative paths in their outputs'
+names (``s1_images_IMG_0001_png``).
 """
 from __future__ import annotations
 
@@ -43,7 +47,8 @@ from helpers.data import synthetic
 from helpers.data.isic import check_regular, to_rgb
 from helpers.evaluation import exported, inference
 from helpers.evaluation.outputs import check_folder
-from helpers.evaluation.predict_files import (  # noqa: F401 (MANIFEST, OutputClash, read_manifest: part of predict's API)
+from helpers.evaluation.predict_files import (  # noqa: F401
+    # MANIFEST, OutputClash, read_manifest: part of predict's API
     COLUMNS,
     IMAGE_SUFFIXES,
     MANIFEST,
@@ -78,7 +83,8 @@ class Loaded:
 
 
 def load_image(path: str | Path, image_size: int) -> Loaded:
-    """Read one image upright and bounded in memory: the model's input, a preview, and the original size.
+    """Read one image upright and bounded in memory: the model's input, a preview, and the original
+    size.
 
     Raises:
         ValueError: the file is not an image PIL can decode (the message names it).
@@ -91,21 +97,29 @@ def load_image(path: str | Path, image_size: int) -> Loaded:
             orientation = image.getexif().get(0x0112, 1)
             if orientation in (5, 6, 7, 8):  # EXIF says: turned by 90°
                 width, height = height, width
-            if isinstance(image, JpegImagePlugin.JpegImageFile):  # JPEG and MPO (phones): decode at 1/2 … 1/8 scale
-                scale = OVERLAY_SIDE / max(image.size)  # the largest 1/n reduction whose longer side still has them
-                image.draft("RGB", (max(1, int(image.size[0] * scale)), max(1, int(image.size[1] * scale))))
+            # JPEG and MPO (phones): decode at 1/2 … 1/8 scale
+            if isinstance(image, JpegImagePlugin.JpegImageFile):
+                # the largest 1/n reduction whose longer side still has them
+                scale = OVERLAY_SIDE / max(image.size)
+                image.draft("RGB",
+                            (max(1, int(image.size[0] * scale)),
+                             max(1, int(image.size[1] * scale))))
             image = ImageOps.exif_transpose(image)
             image = to_rgb(image)
             image.thumbnail((OVERLAY_SIDE, OVERLAY_SIDE), Image.BOX)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"{path}: cannot be read as an image ({type(err).__name__}: {err}).") from err
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
+            ValueError) as err:
+        raise ValueError(
+            f"{path}: cannot be read as an image ({type(err).__name__}: {err}).") from err
     preview = np.asarray(image)
-    small = np.asarray(image.resize((image_size, image_size), Image.BOX))  # as the data was prepared
+    # as the data was prepared
+    small = np.asarray(image.resize((image_size, image_size), Image.BOX))
     return Loaded(path, small, preview, (height, width))
 
 
 def run_settings(run_dir: str | Path) -> dict:
-    """Threshold, TTA and post-processing of a run: those it was evaluated with (``eval.json``), else the defaults.
+    """Threshold, TTA and post-processing of a run: those it was evaluated with (``eval.json``),
+    else the defaults.
 
     Raises:
         ValueError: ``eval.json`` is unreadable (the message names it).
@@ -120,22 +134,25 @@ def load_predictor(run_dir: str | Path, device: str | None = None) -> tuple:
     """What predicting needs from a run folder or an exported model.
 
     Returns:
-        ``(model, settings, image_size, to_input)``: the model (images → logits, in eval mode, on its device),
-        :func:`run_settings`' dict, the side images are resized to, and uint8 (B, S, S, 3) → normalised input
-        (None: :func:`helpers.data.loaders.to_model_input`, what training used).
+        ``(model, settings, image_size, to_input)``: the model (images → logits, in eval mode, on
+        its device), :func:`run_settings`' dict, the side images are resized to, and uint8 (B, S, S,
+        3) → normalised input (None: :func:`helpers.data.loaders.to_model_input`, what training
+        used).
     """
     if exported.is_export(run_dir):  # a file: its metadata says everything
         model = exported.load_exported(run_dir, device)
         return model, model.settings(), model.image_size, model.to_input
     settings = run_settings(run_dir)
     image_size = trained_size(run_dir)
-    model = runs.load_run_model(run_dir, map_location=torch.device(device) if device else pick_device())
+    model = runs.load_run_model(run_dir,
+                                map_location=torch.device(device) if device else pick_device())
     return model, settings, image_size, None
 
 
 def run_problem(run_dir: str | Path | None) -> str:
-    """Why a run (or export) cannot predict, in one line naming the file; ``""`` when it can (notebook 04's "use
-    your model" asks this before predicting, so a broken run is listed as broken instead of stopping the notebook).
+    """Why a run (or export) cannot predict, in one line naming the file; ``""`` when it can
+    (notebook 04's "use your model" asks this before predicting, so a broken run is listed as broken
+    instead of stopping the notebook).
     """
     if run_dir is None:
         return "no evaluated run here: train in notebooks 02 and 03 first."
@@ -147,29 +164,34 @@ def run_problem(run_dir: str | Path | None) -> str:
 
 
 def trained_size(run_dir: str | Path) -> int:
-    """The image size a run was trained at: its ``config.json``'s, checked against what else records it (the run
-    id, the prepared data's ``prepared.json``), so an edited config.json cannot silently resize the inputs.
+    """The image size a run was trained at: its ``config.json``'s, checked against what else records
+    it (the run id, the prepared data's ``prepared.json``), so an edited config.json cannot silently
+    resize the inputs.
 
     Raises:
         ValueError: they disagree (the message names both and the file to mend).
     """
     config = runs.load_run_config(run_dir)
     size = int(config["image_size"])
-    witnesses = {f"its run id {name}": re.search(r"_(\d+)px_", name) for name in {Path(run_dir).name, config.get("run_id", "")}}
+    witnesses = {f"its run id {name}": re.search(r"_(\d+)px_", name)
+                 for name in {Path(run_dir).name, config.get("run_id", "")}}
     found = {where: int(match.group(1)) for where, match in witnesses.items() if match}
     prepared = runs.prepared_dir(config) / "prepared.json" if config.get("prepared_dir") else None
     if prepared is not None and prepared.is_file():
-        found[f"its prepared data {prepared}"] = int(runs.read_json(prepared).get("image_size", size))
+        found[f"its prepared data {prepared}"] = int(
+            runs.read_json(prepared).get("image_size", size))
     wrong = {where: other for where, other in found.items() if other != size}
     if wrong:
         where, other = next(iter(wrong.items()))
-        raise ValueError(f"{Path(run_dir) / 'config.json'} says image_size {size} but the run was trained at {other} px "
-                         f"({where}); set image_size back to {other} in config.json.")
+        raise ValueError(f"{Path(run_dir) / 'config.json'} says image_size {size} but the run was "
+                         f"trained at {other} px ({where}); set image_size back to {other} in "
+                         f"config.json.")
     return size
 
 
 def check_device(device: str | None) -> None:
-    """Refuse a device this machine does not have (:func:`helpers.cli.check_device`, the one check every command uses).
+    """Refuse a device this machine does not have (:func:`helpers.cli.check_device`, the one check
+    every command uses).
 
     Raises:
         cli.BadValue: not a device name, or a GPU that is not available here.
@@ -177,18 +199,22 @@ def check_device(device: str | None) -> None:
     cli.check_device(device)
 
 
-def predict(run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path, *, threshold: float | None = None,
-            tta: bool | None = None, post: bool | None = None, batch_size: int = 8, device: str | None = None,
-            progress: bool = True, overwrite: bool = False) -> pd.DataFrame:
-    """Predict a mask for every input image with a run's best model; write masks, overlays and ``predictions.csv``.
+def predict(run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path, *,
+            threshold: float | None = None, tta: bool | None = None, post: bool | None = None,
+            batch_size: int = 8, device: str | None = None, progress: bool = True,
+            overwrite: bool = False) -> pd.DataFrame:
+    """Predict a mask for every input image with a run's best model; write masks, overlays and
+    ``predictions.csv``.
 
     Args:
-        run_dir: a run folder (its ``config.json`` and ``best.pt``), or an exported ``.onnx`` / TorchScript ``.pt``.
+        run_dir: a run folder (its ``config.json`` and ``best.pt``), or an exported ``.onnx`` /
+            TorchScript ``.pt``.
         inputs: image files and folders.
         out_dir: where the outputs go (created); not an input folder, nor inside one.
         threshold, tta, post: override the run's settings (None: the run's).
         batch_size: images per forward pass.
-        device: ``cpu``, ``cuda``...; default the GPU if there is one (an export: the CPU; ONNX always the CPU).
+        device: ``cpu``, ``cuda``...; default the GPU if there is one (an export: the CPU; ONNX
+            always the CPU).
         progress: show a progress bar.
         overwrite: replace files in ``out_dir`` that predict did not write (default: refuse).
 
@@ -196,8 +222,8 @@ def predict(run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path, 
         The table written to ``predictions.csv`` (one row per image predicted).
 
     Raises:
-        cli.BadValue: a threshold outside [0, 1], a batch size below 1, an unavailable device, or an output
-            folder that is (or lies inside) an input folder.
+        cli.BadValue: a threshold outside [0, 1], a batch size below 1, an unavailable device, or an
+            output folder that is (or lies inside) an input folder.
         OutputClash: outputs would replace files predict did not write (and ``overwrite`` is false).
     """
     cli.fraction(threshold, "--threshold")
@@ -206,7 +232,8 @@ def predict(run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path, 
     out_dir = check_folder(out_dir)
     files, names, left_out = _plan(inputs, out_dir, overwrite)
     model, settings, image_size, to_input = load_predictor(run_dir, device)
-    settings.update({k: v for k, v in {"threshold": threshold, "tta": tta, "post": post}.items() if v is not None})
+    settings.update({k: v for k, v in {"threshold": threshold, "tta": tta, "post": post}.items()
+                     if v is not None})
     out_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(out_dir, check_overwrite(out_dir, list(names.values()), overwrite))
     kept = start_table(out_dir, list(names.values()))
@@ -258,14 +285,16 @@ def _plan(inputs: list[str | Path], out_dir: Path,
     must come before any work (printing one line that names what was left out).
 
     Raises:
-        cli.BadValue: the output folder is (inside) an input folder, or there is no image to predict.
+        cli.BadValue: the output folder is (inside) an input folder, or there is no image to
+            predict.
         OutputClash: see :func:`~helpers.evaluation.predict_files.check_overwrite`.
     """
     check_output_folder(out_dir, inputs)
     files, notes = collect_inputs(inputs)
     if not files:
-        raise cli.BadValue(f"no image files in {', '.join(map(str, inputs))} ({'; '.join(notes) or 'empty'}); give image "
-                           f"files ({', '.join(IMAGE_SUFFIXES)}) or folders that hold them.")
+        raise cli.BadValue(f"no image files in {', '.join(map(str, inputs))} "
+                           f"({'; '.join(notes) or 'empty'}); give image files "
+                           f"({', '.join(IMAGE_SUFFIXES)}) or folders that hold them.")
     names = output_names(files, earlier_ids(out_dir) if out_dir.is_dir() else {})
     check_overwrite(out_dir, list(names.values()), overwrite)
     if notes:
@@ -273,24 +302,32 @@ def _plan(inputs: list[str | Path], out_dir: Path,
     return files, names, len(notes)
 
 
-def _write_outputs(out_dir: Path, name: str, item: Loaded, prob: np.ndarray, settings: dict) -> dict:
-    """Write one image's mask (original size) and overlay; return its row of ``predictions.csv`` (without ms)."""
-    mask = inference.finalize(prob, settings["threshold"], settings["post"], item.size)  # (H, W) original
+def _write_outputs(out_dir: Path, name: str, item: Loaded, prob: np.ndarray,
+                   settings: dict) -> dict:
+    """Write one image's mask (original size) and overlay; return its row of ``predictions.csv``
+    (without ms)."""
+    # (H, W) original
+    mask = inference.finalize(prob, settings["threshold"], settings["post"], item.size)
     written = Image.fromarray(mask.astype(np.uint8) * 255)
     # through a temporary file: a link there is replaced, never written through
     paths.write_atomic(out_dir / f"{name}{OUTPUTS[0]}", written.save)
-    shown = inference.finalize(prob, settings["threshold"], settings["post"], item.preview.shape[:2])
+    shown = inference.finalize(prob, settings["threshold"], settings["post"],
+                               item.preview.shape[:2])
     overlay = Image.fromarray(inference.overlay(item.preview, shown, colour=(255, 0, 255)))
     paths.write_atomic(out_dir / f"{name}{OUTPUTS[1]}", lambda tmp: overlay.save(tmp, quality=90))
     return {"id": name, "file": str(item.path), "width": item.size[1], "height": item.size[0],
-            "lesion_fraction": float(mask.mean()), "mean_confidence": float(np.maximum(prob, 1 - prob).mean())}
+            "lesion_fraction": float(mask.mean()),
+            "mean_confidence": float(np.maximum(prob, 1 - prob).mean())}
 
 
-def example_inputs(prepared, out_dir: str | Path, count: int = 4, split: str = "test") -> list[Path]:
-    """A few images of a prepared dataset as files, to try predicting on as if they were your own photos.
+def example_inputs(prepared, out_dir: str | Path, count: int = 4,
+                   split: str = "test") -> list[Path]:
+    """A few images of a prepared dataset as files, to try predicting on as if they were your own
+    photos.
 
-    The original files where they are still on disk (full size, as they were taken), else the prepared arrays
-    saved as PNG (on a fresh Colab runtime the raw data is gone; the preparation on Drive remains).
+    The original files where they are still on disk (full size, as they were taken), else the
+    prepared arrays saved as PNG (on a fresh Colab runtime the raw data is gone; the preparation on
+    Drive remains).
 
     Returns:
         The paths of the files, in ``out_dir``.
@@ -313,46 +350,55 @@ def example_inputs(prepared, out_dir: str | Path, count: int = 4, split: str = "
 
 
 def try_inputs(run_dir: str | Path, out_dir: str | Path, count: int = 4) -> list[Path]:
-    """Images to try a run's model on, as files in ``out_dir``: a few test images of its data where that is prepared
-    here (:func:`example_inputs`), else a few images of the offline sample, made in seconds in the folder
-    ``offline_sample`` beside ``out_dir`` (a line says so: a committed study's model on a machine without its
-    data)."""
+    """Images to try a run's model on, as files in ``out_dir``: a few test images of its data where
+    that is prepared here (:func:`example_inputs`), else a few images of the offline sample, made in
+    seconds in the folder ``offline_sample`` beside ``out_dir`` (a line says so: a committed study's
+    model on a machine without its data)."""
     if runs.has_data(run_dir):
         return example_inputs(runs.load_run_data(run_dir), out_dir, count)
-    sample = synthetic.generate_sample(Path(out_dir).with_name("offline_sample"), count=count, progress=False)
-    print(f"The data of {Path(run_dir).name} is not on this machine: trying it on {count} images of the offline "
-          f"sample instead (drawn lesions, not photographs); put your own photos in {out_dir} to predict on them.")
+    sample = synthetic.generate_sample(Path(out_dir).with_name("offline_sample"), count=count,
+                                       progress=False)
+    print(f"The data of {Path(run_dir).name} is not on this machine: trying it on {count} images "
+          f"of the offline sample instead (drawn lesions, not photographs); put your own photos in "
+          f"{out_dir} to predict on them.")
     return sorted((sample / synthetic.IMAGE_DIR).glob("*.jpg"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``lesion-predict RUN INPUT... --out OUTPUT`` (``python -m helpers.evaluation.predict``; ``RUN INPUT... OUTPUT``
-    works too): errors as one line (:func:`helpers.cli.run`)."""
+    """``lesion-predict RUN INPUT... --out OUTPUT`` (``python -m helpers.evaluation.predict``;
+    ``RUN INPUT... OUTPUT`` works too): errors as one line (:func:`helpers.cli.run`)."""
     return cli.run(_main, argv)
 
 
 def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.evaluation.predict",
-                                     description="Predict lesion masks on your own images with a trained run.")
-    parser.add_argument("run", help="a run folder, e.g. results/runs/<run id>, or an exported model.onnx / model.pt")
-    parser.add_argument("paths", nargs="+", metavar="INPUT", help="image files or folders (without --out, the last "
-                        "one is the output folder)")
-    parser.add_argument("--out", default=None, help="the output folder (masks, overlays, predictions.csv)")
+                                     description="Predict lesion masks on your own images with a "
+                                                 "trained run.")
+    parser.add_argument("run", help="a run folder, e.g. results/runs/<run id>, or an exported "
+                                    "model.onnx / model.pt")
+    parser.add_argument("paths", nargs="+", metavar="INPUT",
+                        help="image files or folders (without --out, the last one is the "
+                             "output folder)")
+    parser.add_argument("--out", default=None, help="the output folder (masks, overlays, "
+                                                    "predictions.csv)")
     parser.add_argument("--threshold", type=float, default=None, help="default: the run's (0.5)")
-    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="flip TTA (default: the run's)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="flip TTA (default: the run's)")
     parser.add_argument("--post", action=argparse.BooleanOptionalAction, default=None,
                         help="keep the largest lesion, fill holes (default: the run's)")
     parser.add_argument("--batch-size", type=int, default=8)
     cli.add_device(parser)
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace files in the output folder that predict did not write (default: refuse)")
+                        help="replace files in the output folder that predict did not write "
+                             "(default: refuse)")
     args = cli.add_debug(parser).parse_args(argv)
     if args.out is None and len(args.paths) < 2:
         parser.error("give at least one INPUT and the output folder (--out)")
     *inputs, output = args.paths if args.out is None else [*args.paths, args.out]
     started = time.perf_counter()
-    table = predict(args.run, inputs, output, threshold=args.threshold, tta=args.tta, post=args.post,
-                    batch_size=args.batch_size, device=args.device, overwrite=args.overwrite)
+    table = predict(args.run, inputs, output, threshold=args.threshold, tta=args.tta,
+                    post=args.post, batch_size=args.batch_size, device=args.device,
+                    overwrite=args.overwrite)
     seconds = time.perf_counter() - started
     missed = _missed(table.attrs)
     if table.empty:
@@ -360,8 +406,9 @@ def _main(argv: list[str]) -> int:
               f"predicted in {output}", file=sys.stderr)
         return 1
     earlier = table.attrs.get("earlier", 0)
-    print(f"✓ {len(table)} image(s) in {seconds:.1f} s ({len(table) / max(seconds, 1e-9):.1f} images/s, reading and "
-          f"writing included){missed}; masks, overlays and predictions.csv in {output}"
+    print(f"✓ {len(table)} image(s) in {seconds:.1f} s ({len(table) / max(seconds, 1e-9):.1f} "
+          f"images/s, reading and writing included){missed}; masks, overlays and predictions.csv "
+          f"in {output}"
           + (f" (with {earlier} row(s) of earlier predictions)" if earlier else ""))
     return 0
 

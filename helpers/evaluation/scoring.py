@@ -1,4 +1,5 @@
-"""Scoring every run folder on its test images: which runs are pending, evaluate them, read their files back.
+"""Scoring every run folder on its test images: which runs are pending, evaluate them, read their
+files back.
 
     results/runs/<run_id>/  config.json  history.csv  done.json  (training)
                             test_metrics.csv  eval.json  test_preds.npz  (evaluation, this module)
@@ -47,7 +48,8 @@ def _checked(read, path: Path):
 
 
 def run_config(run_dir: str | Path) -> dict:
-    """A run's ``config.json`` (:func:`helpers.training.runs.load_run_config`); ValueError naming it if unreadable."""
+    """A run's ``config.json`` (:func:`helpers.training.runs.load_run_config`); ValueError naming it
+    if unreadable."""
     return _checked(lambda p: runs.load_run_config(p.parent), Path(run_dir) / "config.json")
 
 
@@ -63,7 +65,8 @@ def read_eval(run_dir: str | Path) -> dict:
 
 
 def read_metrics(path: Path) -> pd.DataFrame:
-    """A run's ``test_metrics.csv``; ValueError naming it if unreadable, empty or without ``isic_id``/``dice``."""
+    """A run's ``test_metrics.csv``; ValueError naming it if unreadable, empty or without
+    ``isic_id``/``dice``."""
     try:
         table = pd.read_csv(path)
     except (OSError, ValueError) as err:
@@ -78,38 +81,44 @@ def run_status(run_dir: str | Path) -> tuple[str, str]:
     """``(status, problem)`` of a run folder.
 
     Status is ``ok`` (finished and evaluated), ``not evaluated`` (finished, no test_metrics.csv),
-    ``unfinished`` (no finished done.json) or ``broken`` (a file is missing or unreadable); ``problem``
-    is empty for ``ok`` and otherwise names the file and what to do.
+    ``unfinished`` (no finished done.json) or ``broken`` (a file is missing or unreadable);
+    ``problem`` is empty for ``ok`` and otherwise names the file and what to do.
     """
     run_dir = Path(run_dir)
     try:
         run_config(run_dir)
         read_done(run_dir)
         if not runs.is_finished(run_dir):
-            return "unfinished", (f"{run_dir.name}: training has not finished (no done.json); resume it by "
-                                  "running its training notebook again, or delete the folder.")
+            return "unfinished", (f"{run_dir.name}: training has not finished (no done.json); "
+                                  "resume it by running its training notebook again, or delete the "
+                                  "folder.")
         read_eval(run_dir)
         if not (run_dir / inference.METRICS_FILE).exists():
-            return "not evaluated", (f"{run_dir.name}: finished but not evaluated (no test_metrics.csv); "
-                                     "run results.evaluate_runs() (notebook 04).")
+            return "not evaluated", (f"{run_dir.name}: finished but not evaluated "
+                                     "(no test_metrics.csv); run results.evaluate_runs() "
+                                     "(notebook 04).")
         read_metrics(run_dir / inference.METRICS_FILE)
     except ValueError as err:
         return "broken", f"{err}; delete the file (or the run folder) and run it again."
     return "ok", ""
 
 
-def evaluate_run(run_dir: str | Path, *, load_model=None, to_input=None, device: str | torch.device | None = None,
-                 prepared=None, **options) -> Path:
-    """Evaluate one finished run on its test split and write its files (see :mod:`helpers.evaluation.inference`).
+def evaluate_run(run_dir: str | Path, *, load_model=None, to_input=None,
+                 device: str | torch.device | None = None, prepared=None, **options) -> Path:
+    """Evaluate one finished run on its test split and write its files (see
+    :mod:`helpers.evaluation.inference`).
 
     Args:
         run_dir: the run folder (its ``config.json`` names the prepared dataset).
-        load_model: ``run_dir → nn.Module``; default :func:`helpers.training.runs.load_run_model` (best.pt).
-        to_input: uint8 (B, S, S, 3) → float (B, 3, S, S); default :func:`helpers.data.loaders.to_model_input`.
-        device: where to run (default :func:`helpers.training.devices.pick_device`: the GPU, else the CPU).
+        load_model: ``run_dir → nn.Module``; default :func:`helpers.training.runs.load_run_model`
+            (best.pt).
+        to_input: uint8 (B, S, S, 3) → float (B, 3, S, S); default
+            :func:`helpers.data.loaders.to_model_input`.
+        device: where to run (default :func:`helpers.training.devices.pick_device`: the GPU, else
+            the CPU).
         prepared: the :class:`helpers.data.prep.Prepared` dataset, if already open.
-        **options: passed to :func:`helpers.evaluation.inference.evaluate` (tta, post, threshold, batch_size, amp, ...);
-            batch size and mixed precision default to the run's own.
+        **options: passed to :func:`helpers.evaluation.inference.evaluate` (tta, post, threshold,
+            batch_size, amp, ...); batch size and mixed precision default to the run's own.
 
     Returns:
         The path of ``test_metrics.csv``.
@@ -125,12 +134,14 @@ def evaluate_run(run_dir: str | Path, *, load_model=None, to_input=None, device:
 
 
 def predictions(run_dir: str | Path, prepared=None) -> tuple:
-    """A run's final test predictions ``(isic_ids, preds bool (N, S, S))``: its ``test_preds.npz``, or, for a run
-    whose scores were copied without it (a committed study with its model), made now from its checkpoint with the
-    settings its ``eval.json`` records and saved beside them (its scores are left as they are).
+    """A run's final test predictions ``(isic_ids, preds bool (N, S, S))``: its ``test_preds.npz``,
+    or, for a run whose scores were copied without it (a committed study with its model), made now
+    from its checkpoint with the settings its ``eval.json`` records and saved beside them (its
+    scores are left as they are).
 
     Raises:
-        FileNotFoundError: no predictions and no checkpoint, or the run's data is not here (the message says so).
+        FileNotFoundError: no predictions and no checkpoint, or the run's data is not here (the
+            message says so).
         ValueError: ``test_preds.npz`` or ``eval.json`` is unreadable (named).
     """
     run_dir = Path(run_dir)
@@ -142,16 +153,18 @@ def predictions(run_dir: str | Path, prepared=None) -> tuple:
     used = read_eval(run_dir)
     prepared = prepared or runs.load_run_data(run_dir)
     model = runs.load_run_model(run_dir).to(devices.pick_device())
-    result = inference.evaluate(model, prepared, "test", tta=bool(used.get("tta")), post=bool(used.get("postprocess")),
-                                threshold=float(used.get("threshold", 0.5)), original_resolution=False,
-                                with_hd95=False, progress=False)
+    result = inference.evaluate(model, prepared, "test", tta=bool(used.get("tta")),
+                                post=bool(used.get("postprocess")),
+                                threshold=float(used.get("threshold", 0.5)),
+                                original_resolution=False, with_hd95=False, progress=False)
     inference.save_predictions(result.preds, result.table["isic_id"].to_numpy(str), run_dir)
     return result.table["isic_id"].to_numpy(str), result.preds
 
 
-def evaluate_runs(results_root: str | Path | None = None, *, overwrite: bool = False, progress: bool = True,
-                  **options) -> pd.DataFrame:
-    """Evaluate every finished run that has no ``test_metrics.csv`` yet (all finished ones if ``overwrite``).
+def evaluate_runs(results_root: str | Path | None = None, *, overwrite: bool = False,
+                  progress: bool = True, **options) -> pd.DataFrame:
+    """Evaluate every finished run that has no ``test_metrics.csv`` yet (all finished ones if
+    ``overwrite``).
 
     Args:
         results_root: the results folder (default ``paths.results_dir()``).
@@ -160,18 +173,20 @@ def evaluate_runs(results_root: str | Path | None = None, *, overwrite: bool = F
         **options: passed to :func:`evaluate_run` (load_model, to_input, device, tta, post, ...).
 
     Returns:
-        One row per run folder: ``run_id``, ``status`` before, and ``action`` (evaluated, or skipped /
-        failed and why).
+        One row per run folder: ``run_id``, ``status`` before, and ``action`` (evaluated, or skipped
+        / failed and why).
     """
     done, prepared_cache = [], {}
     for run_dir in tqdm(list_run_dirs(results_root), desc="evaluate runs", disable=not progress):
         status, problem = run_status(run_dir)
         if status == "not evaluated" or (overwrite and status == "ok"):
-            try:  # a missing dataset or checkpoint fails this run only (it stays flagged in the summary)
+            # a missing dataset or checkpoint fails this run only (it stays flagged in the summary)
+            try:
                 source = runs.prepared_dir(run_config(run_dir))
                 if source not in prepared_cache:
                     prepared_cache[source] = load_prepared(source)
-                evaluate_run(run_dir, prepared=prepared_cache[source], **{"progress": False, **options})
+                evaluate_run(run_dir, prepared=prepared_cache[source],
+                             **{"progress": False, **options})
                 action = "evaluated"
             except (OSError, ValueError, RuntimeError) as err:
                 action = f"failed: {type(err).__name__}: {err}"

@@ -107,8 +107,8 @@ def probabilities(
     """A run's probabilities on one split of ``prepared``, on the CPU.
 
     Args:
-        count: the first ``count`` images of the split only (the seed split's order is random, so they
-            are a fair sample of it); None: all.
+        count: the first ``count`` images of the split only (the seed split's order is random, so
+            they are a fair sample of it); None: all.
 
     Returns:
         ``(probs float32 (N, S, S), masks bool (N, S, S))``.
