@@ -1,5 +1,5 @@
-"""Figures of the data and the models: image sizes, lesion areas, splits, galleries of overlays, predictions,
-TransUNet's attention.
+"""Figures of the data and the models: image sizes, lesion areas, splits, galleries of overlays,
+predictions, TransUNet's attention.
 
 Every function returns its matplotlib Figure (and draws nothing on import), so a notebook
 shows it and a script can save it.
@@ -20,28 +20,38 @@ from PIL import Image
 
 from helpers.data.loaders import to_model_input
 from helpers.evaluation import inference
-from helpers.evaluation.inference import PALETTE, overlay  # noqa: F401  (figures.overlay: drawn here, defined there)
+from helpers.evaluation.inference import (  # noqa: F401
+    PALETTE,
+    overlay,  # figures.overlay: drawn here, defined there
+)
 from helpers.models import display_name
 from helpers.models.summary import layer_shapes
 
-# Lines and bars of up to three series (models, splits): Okabe & Ito's blue, orange and reddish purple, which stay
-# apart under protanopia and deuteranopia (tests/test_palette.py); overlays use PALETTE.
+# Lines and bars of up to three series (models, splits): Okabe & Ito's blue, orange and reddish
+# purple, which stay apart under protanopia and deuteranopia (tests/test_palette.py); overlays
+# use PALETTE.
 SERIES = ("#0072B2", "#E69F00", "#CC79A7")
-DIAGRAM = {"encoder": "#9ecae1", "bottleneck": "#f0e442", "decoder": "#fdae6b"}  # boxes of the model diagrams
+# boxes of the model diagrams
+DIAGRAM = {"encoder": "#9ecae1", "bottleneck": "#f0e442", "decoder": "#fdae6b"}
 TITLE, LABEL = 10, 9  # font sizes, readable at a notebook's width
 
 
 def outlined(image, mask, pred=None) -> np.ndarray:
-    """:func:`overlay` with outlines thick enough to see at a notebook's width (2 px from 96 px up)."""
+    """:func:`overlay` with outlines thick enough to see at a notebook's width (2 px from 96 px
+    up)."""
     return overlay(image, mask, pred=pred, width=2 if min(np.shape(image)[:2]) >= 96 else 1)
 
 
 def outline_legend(fig: Figure, pred: bool = True) -> None:
-    """A legend under the figure that names the outlines: truth (the annotator's mask) and prediction."""
-    handles = [Line2D([], [], color=np.asarray(PALETTE["truth"]) / 255, lw=3, label="truth (annotator's mask)")]
+    """A legend under the figure that names the outlines: truth (the annotator's mask) and
+    prediction."""
+    handles = [Line2D([], [], color=np.asarray(PALETTE["truth"]) / 255, lw=3,
+                      label="truth (annotator's mask)")]
     if pred:
-        handles.append(Line2D([], [], color=np.asarray(PALETTE["prediction"]) / 255, lw=3, label="prediction"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=LABEL, frameon=False)
+        handles.append(Line2D([], [], color=np.asarray(PALETTE["prediction"]) / 255, lw=3,
+                              label="prediction"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles),
+               fontsize=LABEL, frameon=False)
 
 
 def gallery(images, masks, titles=None, ncols: int = 6, size: float = 2.2) -> Figure:
@@ -69,7 +79,8 @@ def gallery(images, masks, titles=None, ncols: int = 6, size: float = 2.2) -> Fi
 
 
 def image_files(files, titles=None, ncols: int = 4, size: float = 3.0) -> Figure:
-    """Image files side by side (e.g. the overlays predict.py writes), titled with their names unless given."""
+    """Image files side by side (e.g. the overlays predict.py writes), titled with their names
+    unless given."""
     files = [Path(f) for f in files]
     nrows = max(1, -(-len(files) // ncols))
     fig = Figure(figsize=(size * ncols, size * nrows), layout="constrained")
@@ -93,7 +104,8 @@ def data_overview(table: pd.DataFrame) -> Figure:
     ax_size.scatter(table["orig_width"], table["orig_height"], s=8, alpha=0.4)
     ax_size.set(title="Original image sizes", xlabel="width (px)", ylabel="height (px)")
     ax_area.hist(table["lesion_fraction"], bins=30, color=SERIES[0])
-    ax_area.set(title="Lesion area / image area", xlabel="fraction of pixels that are lesion", ylabel="images")
+    ax_area.set(title="Lesion area / image area", xlabel="fraction of pixels that are lesion",
+                ylabel="images")
     counts = table["split"].value_counts().reindex(["train", "val", "test"]).fillna(0)
     bars = ax_split.bar(counts.index, counts.values, color=list(SERIES))
     ax_split.bar_label(bars)
@@ -112,8 +124,10 @@ def fraction_table(table: pd.DataFrame) -> pd.DataFrame:
 MODEL_COLOURS = dict(zip(("unet", "unetpp", "transunet"), SERIES))
 
 
-def error_overlay(image: np.ndarray, mask: np.ndarray, pred: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The image tinted by outcome: white = hit (TP), orange = false alarm (FP), dark blue = missed (FN).
+def error_overlay(image: np.ndarray, mask: np.ndarray, pred: np.ndarray,
+                  alpha: float = 0.5) -> np.ndarray:
+    """The image tinted by outcome: white = hit (TP), orange = false alarm (FP), dark blue = missed
+    (FN).
 
     Args:
         image: uint8 # (H, W, 3)
@@ -132,26 +146,31 @@ def error_overlay(image: np.ndarray, mask: np.ndarray, pred: np.ndarray, alpha: 
     return out.round().astype(np.uint8)
 
 
-def data_efficiency(summary: pd.DataFrame, metric: str = "dice", reference: dict | None = None) -> Figure:
+def data_efficiency(summary: pd.DataFrame, metric: str = "dice",
+                    reference: dict | None = None) -> Figure:
     """Test score against training fraction, one line per model, with its 95 % CI band.
 
     Args:
         summary: rows of ``summary.csv`` with ``model``, ``fraction``, ``<metric>_mean``,
             ``<metric>_ci_low`` and ``<metric>_ci_high`` (rows without them are left out).
-        metric: per-image metric averaged over test images, e.g. ``dice`` or ``jaccard_thresholded``.
+        metric: per-image metric averaged over test images, e.g. ``dice`` or
+            ``jaccard_thresholded``.
         reference: optional ``{model: {fraction: value}}`` drawn dashed and labelled as reference.
     """
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
-    rows = summary.dropna(subset=[f"{metric}_mean"]) if f"{metric}_mean" in summary else summary.iloc[:0]
+    rows = (summary.dropna(subset=[f"{metric}_mean"]) if f"{metric}_mean" in summary
+            else summary.iloc[:0])
     for model, group in rows.sort_values("fraction").groupby("model", sort=True):
         x, colour = 100 * group["fraction"].astype(float), MODEL_COLOURS.get(model)
         ax.plot(x, group[f"{metric}_mean"], "o-", color=colour, label=display_name(model))
-        ax.fill_between(x, group[f"{metric}_ci_low"], group[f"{metric}_ci_high"], color=colour, alpha=0.2)
+        ax.fill_between(x, group[f"{metric}_ci_low"], group[f"{metric}_ci_high"],
+                        color=colour, alpha=0.2)
     for model, values in (reference or {}).items():
         fractions = sorted(values)
-        ax.plot([100 * f for f in fractions], [values[f] for f in fractions], "x--", color=MODEL_COLOURS.get(model),
-                alpha=0.6, label=f"{display_name(model)}: original study (reference)")
+        ax.plot([100 * f for f in fractions], [values[f] for f in fractions], "x--",
+                color=MODEL_COLOURS.get(model), alpha=0.6,
+                label=f"{display_name(model)}: original study (reference)")
     ax.set_xscale("log")
     ax.set_xticks([10, 25, 50, 100], labels=["10 %", "25 %", "50 %", "100 %"])
     ax.minorticks_off()
@@ -163,10 +182,12 @@ def data_efficiency(summary: pd.DataFrame, metric: str = "dice", reference: dict
 
 
 def metric_distributions(per_image: pd.DataFrame, metric: str = "dice") -> Figure:
-    """Per-image score distributions: one panel per training fraction, a box and the points per model.
+    """Per-image score distributions: one panel per training fraction, a box and the points per
+    model.
 
     Args:
-        per_image: long table with columns ``model``, ``fraction`` and ``metric`` (one row per image and run).
+        per_image: long table with columns ``model``, ``fraction`` and ``metric`` (one row per image
+            and run).
         metric: the column to show.
     """
     fractions = sorted(per_image["fraction"].unique())
@@ -202,11 +223,14 @@ def training_curves(histories: pd.DataFrame) -> Figure:
         runs = histories[histories["model"] == model]
         fractions = sorted(runs["fraction"].unique())
         for k, fraction in enumerate(fractions):
-            run, colour = runs[runs["fraction"] == fraction], colormaps["viridis"](k / max(1, len(fractions) - 1))
-            axes[0, col].plot(run["epoch"], run["train_loss"], "o-", ms=3, color=colour, label=f"{100 * fraction:g} %")
+            run, colour = (runs[runs["fraction"] == fraction],
+                           colormaps["viridis"](k / max(1, len(fractions) - 1)))
+            axes[0, col].plot(run["epoch"], run["train_loss"], "o-", ms=3, color=colour,
+                              label=f"{100 * fraction:g} %")
             axes[0, col].plot(run["epoch"], run["val_loss"], "s--", ms=3, color=colour)
             axes[1, col].plot(run["epoch"], run["val_dice"], "o-", ms=3, color=colour)
-        axes[0, col].set_title(f"{display_name(model)}: loss (solid train, dashed val)", fontsize=LABEL)
+        axes[0, col].set_title(f"{display_name(model)}: loss (solid train, dashed val)",
+                               fontsize=LABEL)
         axes[1, col].set_title(f"{display_name(model)}: validation Dice", fontsize=LABEL)
         axes[1, col].set_xlabel("epoch")
         if fractions:
@@ -218,23 +242,28 @@ def training_curves(histories: pd.DataFrame) -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     axes[0, 0].set_ylabel("Dice + BCE loss")
     axes[1, 0].set_ylabel("Dice (per image, mean)")
-    broken = histories.attrs.get("broken") or []  # runs whose history.csv is unreadable (report.load_histories)
+    # runs whose history.csv is unreadable (report.load_histories)
+    broken = histories.attrs.get("broken") or []
     if broken:
-        fig.suptitle("left out (broken): " + "; ".join(b.split(" (")[0] for b in broken), fontsize=7, wrap=True)
+        fig.suptitle("left out (broken): " + "; ".join(b.split(" (")[0] for b in broken),
+                     fontsize=7, wrap=True)
     return fig
 
 
 def pick_cases(scores: np.ndarray, per_group: int = 3) -> dict[str, np.ndarray]:
-    """Indices of the best, median and worst scores, ``per_group`` each, no image twice; best first."""
+    """Indices of the best, median and worst scores, ``per_group`` each, no image twice; best
+    first."""
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")  # best first
     n = len(order)
     if n < 3 * per_group:
         return dict(zip(("best", "median", "worst"), np.array_split(order, 3)))
     mid = n // 2 - per_group // 2
-    return {"best": order[:per_group], "median": order[mid:mid + per_group], "worst": order[n - per_group:]}
+    return {"best": order[:per_group], "median": order[mid:mid + per_group],
+            "worst": order[n - per_group:]}
 
 
-def case_gallery(images, masks, preds, scores, ids, per_group: int = 3, size: float = 2.2) -> Figure:
+def case_gallery(images, masks, preds, scores, ids, per_group: int = 3,
+                 size: float = 2.2) -> Figure:
     """Best, median and worst test cases: truth outline light blue, prediction outline orange.
 
     Args:
@@ -265,11 +294,12 @@ def _pad(axes, picked) -> list:
     return [(ax, picked[k] if k < len(picked) else None) for k, ax in enumerate(axes)]
 
 
-def prediction_grid(models: dict, prepared, split: str = "val", count: int = 4, threshold: float = 0.5) -> Figure | str:
+def prediction_grid(models: dict, prepared, split: str = "val", count: int = 4,
+                    threshold: float = 0.5) -> Figure | str:
     """What trained models predict on the first ``count`` images of a split: one row per model.
 
-    Each picture is the image with the truth outlined in light blue and the prediction in orange; its title is that
-    image's Dice (per image, at the training size).
+    Each picture is the image with the truth outlined in light blue and the prediction in orange;
+    its title is that image's Dice (per image, at the training size).
 
     Args:
         models: label → model in eval mode on its device (e.g. ``runs.load_run_model(run_dir)``).
@@ -307,12 +337,14 @@ def attention_weights(model: torch.nn.Module, image: np.ndarray, layer: int = -1
         layer: which Transformer layer (default the last).
 
     Returns:
-        float (N, N): row q is how much token q attends to every token (each row sums to 1); the N tokens are the
+        float (N, N): row q is how much token q attends to every token (each row sums to 1); the N
+            tokens are the
         positions of the 1/16 feature map, row by row.
     """
     seen = []
     attention = model.transformer.layers[layer].attn
-    handle = attention.attn_drop.register_forward_hook(lambda _m, _i, weights: seen.append(weights.detach()))
+    handle = attention.attn_drop.register_forward_hook(
+        lambda _m, _i, weights: seen.append(weights.detach()))
     try:
         model.eval()
         with torch.no_grad():
@@ -323,15 +355,18 @@ def attention_weights(model: torch.nn.Module, image: np.ndarray, layer: int = -1
     return seen[0][0].mean(0).float().cpu().numpy()  # (heads, N, N) → (N, N)
 
 
-def attention_map(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, layer: int = -1) -> Figure:
-    """Where one token of the lesion looks: the image with the token marked, and its attention over the image.
+def attention_map(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray,
+                  layer: int = -1) -> Figure:
+    """Where one token of the lesion looks: the image with the token marked, and its attention over
+    the image.
 
-    The query token is the position of the 1/16 map nearest the lesion's centre (from the mask); its row of
-    :func:`attention_weights` is drawn at the image's size.
+    The query token is the position of the 1/16 map nearest the lesion's centre (from the mask); its
+    row of :func:`attention_weights` is drawn at the image's size.
     """
     weights = attention_weights(model, image, layer)
     side = int(round(len(weights) ** 0.5))
-    ys, xs = np.nonzero(mask) if np.any(mask) else (np.array([mask.shape[0] // 2]), np.array([mask.shape[1] // 2]))
+    ys, xs = (np.nonzero(mask) if np.any(mask)
+              else (np.array([mask.shape[0] // 2]), np.array([mask.shape[1] // 2])))
     cell = mask.shape[0] / side
     qy, qx = min(int(ys.mean() // cell), side - 1), min(int(xs.mean() // cell), side - 1)
     heat = weights[qy * side + qx].reshape(side, side)
@@ -344,7 +379,8 @@ def attention_map(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, l
     right.imshow(np.asarray(image))
     shown = right.imshow(np.kron(heat, np.ones((int(cell), int(cell)))), cmap="magma", alpha=0.6)
     fig.colorbar(shown, ax=right, shrink=0.8, label="attention")
-    right.set_title(f"its attention in Transformer layer {(layer if layer >= 0 else len(model.transformer.layers) + layer) + 1}"
+    right.set_title(f"its attention in Transformer layer "
+                    f"{(layer if layer >= 0 else len(model.transformer.layers) + layer) + 1}"
                     f" (mean of the heads)", fontsize=8)
     for ax in (left, right):
         ax.set_xticks([])
@@ -353,8 +389,9 @@ def attention_map(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, l
 
 
 def unet_diagram(model: torch.nn.Module, image_size: int) -> Figure:
-    """A UNet drawn from the model itself: a box per level (channels × side), down the encoder, up the decoder,
-    with its skip connections (needs the kit's UNet: blocks ``inc``, ``downs.i``, ``ups.i``)."""
+    """A UNet drawn from the model itself: a box per level (channels × side), down the encoder, up
+    the decoder, with its skip connections (needs the kit's UNet: blocks ``inc``, ``downs.i``,
+    ``ups.i``)."""
     shapes = layer_shapes(model, image_size).set_index("block")["output shape"]
     encoder = [shapes["inc"]] + [shapes[f"downs.{i}"] for i in range(len(model.downs))]
     decoder = [shapes[f"ups.{i}"] for i in range(len(model.ups))]
@@ -363,9 +400,11 @@ def unet_diagram(model: torch.nn.Module, image_size: int) -> Figure:
     ax = fig.subplots()
 
     def box(x, level, shape, colour):
-        ax.add_patch(matplotlib.patches.FancyBboxPatch((x - 0.45, -level - 0.3), 0.9, 0.6, boxstyle="round,pad=0.02",
-                                                       color=colour, alpha=0.85))
-        ax.text(x, -level, f"{shape[1]} ch\n{shape[2]}×{shape[3]}", ha="center", va="center", fontsize=7)
+        ax.add_patch(matplotlib.patches.FancyBboxPatch((x - 0.45, -level - 0.3), 0.9, 0.6,
+                                                       boxstyle="round,pad=0.02", color=colour,
+                                                       alpha=0.85))
+        ax.text(x, -level, f"{shape[1]} ch\n{shape[2]}×{shape[3]}", ha="center",
+                va="center", fontsize=7)
 
     for level, shape in enumerate(encoder):
         box(level, level, shape, DIAGRAM["encoder"] if level < depth else DIAGRAM["bottleneck"])
@@ -375,7 +414,8 @@ def unet_diagram(model: torch.nn.Module, image_size: int) -> Figure:
         ax.annotate("", xy=(2 * depth - level - 0.47, -level), xytext=(level + 0.47, -level),
                     arrowprops={"arrowstyle": "->", "color": "grey", "lw": 1, "ls": "--"})
     ax.text(depth / 2 - 0.6, 0.55, "encoder: pool, then 2 convolutions", fontsize=8)
-    ax.text(1.5 * depth - 0.6, 0.55, "decoder: up-convolution, join the skip, 2 convolutions", fontsize=8)
+    ax.text(1.5 * depth - 0.6, 0.55,
+            "decoder: up-convolution, join the skip, 2 convolutions", fontsize=8)
     ax.text(depth, -depth - 0.55, "bottleneck", ha="center", fontsize=8)
     ax.set(xlim=(-0.7, 2 * depth + 0.7), ylim=(-depth - 0.8, 0.9))
     ax.axis("off")
