@@ -1,11 +1,13 @@
-"""Where data, prepared caches and results live (the kit's home, local or on Drive); Colab detection.
+"""Where data, prepared caches and results live (the kit's home, local or on Drive); Colab
+detection.
 
 Everything lives under one **home** folder, ``<home>/data`` and ``<home>/results``, so notebooks run
 the same from ``notebooks/``, from the repository root under papermill, and on Colab after a clone:
 
-- ``KIT_HOME``: the kit's home (default: the repository of a clone; a kit installed with ``pip install .``, whose
-  code sits in ``site-packages``, takes the working directory instead, and never writes beside its code; on Colab
-  :mod:`helpers.runtime` sets a folder on Google Drive, so every notebook's runtime sees what the others made);
+- ``KIT_HOME``: the kit's home (default: the repository of a clone; a kit installed with
+  ``pip install .``, whose code sits in ``site-packages``, takes the working directory instead, and
+  never writes beside its code; on Colab :mod:`helpers.runtime` sets a folder on Google Drive, so
+  every notebook's runtime sees what the others made);
 - ``KIT_DATA_DIR`` / ``KIT_RESULTS_DIR``: put data or results somewhere else than ``<home>/...``;
 - ``KIT_LOCAL_DIR``: a local cache for a home on Drive (set by :mod:`helpers.runtime` on Colab): raw
   files extracted from zips, local copies of the prepared arrays (read every epoch) and the previous
@@ -39,15 +41,16 @@ def repo_root() -> Path:
 
 
 def installed(root: Path | None = None) -> bool:
-    """Whether the kit's code is an installed copy (a wheel in ``site-packages``) rather than a clone or an editable
-    install: then there is no repository to hold ``data/`` and ``results/``."""
+    """Whether the kit's code is an installed copy (a wheel in ``site-packages``) rather than a
+    clone or an editable install: then there is no repository to hold ``data/`` and ``results/``."""
     root = root or repo_root()
-    return not (root / "pyproject.toml").is_file() or any(part in ("site-packages", "dist-packages") for part in root.parts)
+    return (not (root / "pyproject.toml").is_file()
+            or any(part in ("site-packages", "dist-packages") for part in root.parts))
 
 
 def home_dir() -> Path:
-    """The kit's home: ``$KIT_HOME``, else the repository root of a clone, else (an installed kit) the working
-    directory."""
+    """The kit's home: ``$KIT_HOME``, else the repository root of a clone, else (an installed kit)
+    the working directory."""
     default = Path.cwd() if installed() else repo_root()
     return _folder(HOME_ENV, os.environ.get(HOME_ENV) or default)
 
@@ -71,21 +74,24 @@ def _folder(variable: str, value: str | os.PathLike) -> Path:
     folder = Path(value).expanduser().resolve()
     if folder.exists() and not folder.is_dir():
         given = f"${variable}" if os.environ.get(variable) else f"the folder (from ${HOME_ENV})"
-        raise NotADirectoryError(f"{given} is {folder}, which is a file, not a folder; set {variable} to a folder "
-                                 f"(created if needed), or unset it.")
+        raise NotADirectoryError(f"{given} is {folder}, which is a file, not a folder; set "
+                                 f"{variable} to a folder (created if needed), or unset it.")
     return folder
 
 
 def local_dir() -> Path | None:
-    """The runtime-local cache of a home on Drive (``$KIT_LOCAL_DIR``); None when the home is local."""
+    """The runtime-local cache of a home on Drive (``$KIT_LOCAL_DIR``); None when the home is
+    local."""
     value = os.environ.get(LOCAL_ENV)
     return Path(value).expanduser().resolve() if value else None
 
 
 def mirror(path: str | os.PathLike) -> Path | None:
-    """Where the local cache keeps its copy of ``path`` (a file or folder under the data or results home).
+    """Where the local cache keeps its copy of ``path`` (a file or folder under the data or results
+    home).
 
-    ``<local>/data/...`` or ``<local>/results/...``; None without a local cache or for a path outside both homes.
+    ``<local>/data/...`` or ``<local>/results/...``; None without a local cache or for a path
+    outside both homes.
     """
     local, path = local_dir(), Path(path).resolve()
     if local is None:
@@ -99,23 +105,24 @@ def mirror(path: str | os.PathLike) -> Path | None:
 def raw_dir(name: str) -> Path:
     """Folder for one raw dataset in the official ISIC layout, e.g. ``data/raw/synthetic``.
 
-    With a home on Drive it is on the local cache: thousands of small files are slow on Drive, and the
-    prepared arrays (which are on Drive) are all later notebooks need.
+    With a home on Drive it is on the local cache: thousands of small files are slow on Drive, and
+    the prepared arrays (which are on Drive) are all later notebooks need.
     """
     local = local_dir()
     return (local / "data" if local else data_dir()) / "raw" / name
 
 
 def downloads_dir() -> Path:
-    """Where the official zips are downloaded: ``data/downloads``; with a home on Drive, on the local cache (about
-    11 GB that only notebook 01 reads once: the prepared arrays on Drive are all later runtimes need). Give
-    ``DATA_DIR`` a folder on Drive to keep the zips there instead."""
+    """Where the official zips are downloaded: ``data/downloads``; with a home on Drive, on the
+    local cache (about 11 GB that only notebook 01 reads once: the prepared arrays on Drive are all
+    later runtimes need). Give ``DATA_DIR`` a folder on Drive to keep the zips there instead."""
     local = local_dir()
     return (local / "data" if local else data_dir()) / "downloads"
 
 
 def free_bytes(path: str | os.PathLike) -> int:
-    """Free space, in bytes, of the file system that holds ``path`` (or its nearest existing parent)."""
+    """Free space, in bytes, of the file system that holds ``path`` (or its nearest existing
+    parent)."""
     path = Path(path).resolve()
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -138,11 +145,12 @@ def prepared_root() -> Path:
 
 def write_atomic(path: Path, write: Callable[[Path], object], *, durable: bool = False,
                  previous: Path | None = None) -> Path:
-    """Write a file via a temporary sibling and a rename, so a killed process never leaves half a file.
+    """Write a file via a temporary sibling and a rename, so a killed process never leaves half a
+    file.
 
-    The kit's one atomic write: checkpoints, extracted zip entries, records and tables all go through it.
-    The temporary name is this process's own (pid and a random part): two processes writing the same file
-    never share, or remove, each other's temporary file; the last rename wins.
+    The kit's one atomic write: checkpoints, extracted zip entries, records and tables all go
+    through it. The temporary name is this process's own (pid and a random part): two processes
+    writing the same file never share, or remove, each other's temporary file; the last rename wins.
 
     Args:
         path: the final file.
@@ -186,14 +194,17 @@ def fsync(path: Path) -> None:
 
 
 def portable(path: str | os.PathLike, home: str | os.PathLike) -> str:
-    """How a run folder records ``path``: relative to ``home`` when inside it (POSIX form), else absolute."""
+    """How a run folder records ``path``: relative to ``home`` when inside it (POSIX form), else
+    absolute."""
     path, home = Path(path).resolve(), Path(home).resolve()
     return path.relative_to(home).as_posix() if path.is_relative_to(home) else str(path)
 
 
-def locate(recorded: str, home: str | os.PathLike, moved_to: str | os.PathLike | None = None) -> Path | None:
-    """The folder a recorded path names now: relative ones under ``home``; an absolute one as it is if it
-    exists, else (written on another machine) ``moved_to / <its name>`` if that exists; else None."""
+def locate(recorded: str, home: str | os.PathLike,
+           moved_to: str | os.PathLike | None = None) -> Path | None:
+    """The folder a recorded path names now: relative ones under ``home``; an absolute one as it is
+    if it exists, else (written on another machine) ``moved_to / <its name>`` if that exists; else
+    None."""
     path = Path(recorded)
     if not path.is_absolute():
         return Path(home) / path
@@ -220,15 +231,16 @@ def colab_url(notebook: str, repo_url: str = REPO_URL, branch: str = "main") -> 
 
 
 def mount_drive() -> Path:
-    """Mount Google Drive at ``/content/drive`` (once per runtime; again if the mount died) and return your files'
-    folder, ``MyDrive``.
+    """Mount Google Drive at ``/content/drive`` (once per runtime; again if the mount died) and
+    return your files' folder, ``MyDrive``.
 
     Raises:
         RuntimeError: not running on Colab (there is no Drive to mount).
     """
     if not in_colab():
-        raise RuntimeError("Google Drive can only be mounted inside Colab; elsewhere set MOUNT_DRIVE = False and "
-                           "KIT_HOME to an ordinary folder (empty: the repository).")
+        raise RuntimeError("Google Drive can only be mounted inside Colab; elsewhere set "
+                           "MOUNT_DRIVE = False and KIT_HOME to an ordinary folder (empty: the "
+                           "repository).")
     from google.colab import drive  # type: ignore[import-not-found]  # optional: only on Colab
 
     mount_point = content_root() / "drive"
@@ -243,8 +255,8 @@ def mount_drive() -> Path:
 
 @contextlib.contextmanager
 def scoped_env(**values):
-    """Environment variables set to ``values`` (as strings) for the block, then restored (e.g. a scratch results
-    folder for a benchmark: ``with scoped_env(KIT_RESULTS_DIR=tmp): ...``)."""
+    """Environment variables set to ``values`` (as strings) for the block, then restored (e.g. a
+    scratch results folder for a benchmark: ``with scoped_env(KIT_RESULTS_DIR=tmp): ...``)."""
     old = {k: os.environ.get(k) for k in values}
     os.environ.update({k: str(v) for k, v in values.items()})
     try:

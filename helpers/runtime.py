@@ -1,21 +1,24 @@
-"""Set up the runtime a notebook runs in: the kit's home (on Google Drive on Colab), what Colab lacks, the GPU.
+"""Set up the runtime a notebook runs in: the kit's home (on Google Drive on Colab), what Colab
+lacks, the GPU.
 
-Every notebook's setup cell clones the kit if needed and then makes one call, before anything touches data::
+Every notebook's setup cell clones the kit if needed and then makes one call, before anything
+touches data::
 
     kit = runtime.start(PROFILE, MOUNT_DRIVE, KIT_HOME, needs_gpu=True)
 
-On Colab each notebook opened from its badge, and every reconnect, gets a fresh machine, so :func:`start`
+On Colab each notebook opened from its badge, and every reconnect, gets a fresh machine, so
+:func:`start`
 
-1. mounts Google Drive (``MOUNT_DRIVE``: None means on Colab, off elsewhere) and makes a folder on it
-   the kit's **home** (``KIT_HOME``, default ``MyDrive/skin-lesion-kit``): prepared data, run folders,
-   checkpoints and results go there, where the next runtime finds them; the runtime's own disk holds
-   a cache (raw files, local copies of the prepared arrays, previous checkpoints);
+1. mounts Google Drive (``MOUNT_DRIVE``: None means on Colab, off elsewhere) and makes a folder on
+   it the kit's **home** (``KIT_HOME``, default ``MyDrive/skin-lesion-kit``): prepared data, run
+   folders, checkpoints and results go there, where the next runtime finds them; the runtime's own
+   disk holds a cache (raw files, local copies of the prepared arrays, previous checkpoints);
 2. installs the runtime requirements Colab lacks, and only those: whatever is installed stays at its
    version (a constraints file pins every installed package), so Colab's torch, kernel and widgets
    are never upgraded;
-3. stops a training notebook on a Colab runtime without a GPU, saying how to get one, unless the study's
-   profile is one made for a CPU: the notebook's ``PROFILE``, else the one notebook 01 recorded in the home
-   (checked once Drive is mounted, before anything is installed).
+3. stops a training notebook on a Colab runtime without a GPU, saying how to get one, unless the
+   study's profile is one made for a CPU: the notebook's ``PROFILE``, else the one notebook 01
+   recorded in the home (checked once Drive is mounted, before anything is installed).
 
 Elsewhere it changes nothing unless asked: the home is the repository (or ``KIT_HOME``), nothing is
 installed (``make`` does that) and the device is whatever there is. Nothing here runs on import.
@@ -43,7 +46,8 @@ _user_home = _UNSET  # $KIT_HOME as the user set it, before start() set it for t
 
 
 def user_home() -> str:
-    """``$KIT_HOME`` as it was before the first :func:`start` of this kernel (which sets it): the user's own."""
+    """``$KIT_HOME`` as it was before the first :func:`start` of this kernel (which sets it): the
+    user's own."""
     global _user_home
     if _user_home is _UNSET:
         _user_home = os.environ.get(paths.HOME_ENV, "")
@@ -66,12 +70,13 @@ class Kit:
     device: str
 
     def __repr__(self) -> str:
-        where = "on Google Drive" if self.on_drive else ("on this runtime's disk only: lost when it ends"
-                                                         if self.colab else "local")
+        where = "on Google Drive" if self.on_drive else (
+            "on this runtime's disk only: lost when it ends" if self.colab else "local")
         lines = [f"kit home   {self.home} ({where})", f"data       {paths.data_dir()}",
                  f"results    {paths.results_dir()}"]
         if self.local:
-            lines.append(f"local cache {self.local} (raw files, copies of the prepared arrays, previous checkpoints)")
+            lines.append(f"local cache {self.local} (raw files, copies of the prepared arrays, "
+                         f"previous checkpoints)")
         if self.colab:
             lines.append("installed  " + (", ".join(self.installed) if self.installed else
                                           "nothing: Colab has every runtime requirement"))
@@ -84,7 +89,8 @@ def _canonical(name: str) -> str:
 
 
 def read_requirements(path: str | os.PathLike | None = None) -> list[str]:
-    """The requirement lines of a requirements file (comments, blanks and ``-r`` includes left out)."""
+    """The requirement lines of a requirements file (comments, blanks and ``-r`` includes left
+    out)."""
     path = Path(path) if path else paths.repo_root() / "requirements.txt"
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
     return [line for line in lines if line and not line.startswith("-")]
@@ -109,13 +115,15 @@ def installed_packages() -> dict[str, str]:
 
 
 def missing_requirements(requirements: list[str], installed: dict[str, str]) -> list[str]:
-    """The requirements whose package is not installed at all (an installed one is never upgraded)."""
+    """The requirements whose package is not installed at all (an installed one is never
+    upgraded)."""
     return [r for r in requirements if requirement_name(r) not in installed]
 
 
 def install_missing(requirements: list[str] | None = None, installed: dict[str, str] | None = None,
                     run=subprocess.run) -> list[str]:
-    """pip-install the runtime requirements that are missing, keeping every installed package as it is.
+    """pip-install the runtime requirements that are missing, keeping every installed package as it
+    is.
 
     Args:
         requirements: default the lines of ``requirements.txt``.
@@ -134,10 +142,12 @@ def install_missing(requirements: list[str] | None = None, installed: dict[str, 
     missing = missing_requirements(requirements, installed)
     if not missing:
         return []
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="kit-constraints-", delete=False) as pins:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="kit-constraints-",
+                                     delete=False) as pins:
         pins.write("".join(f"{name}=={version}\n" for name, version in sorted(installed.items())))
     try:
-        print("Installing what this runtime lacks (installed packages are kept as they are):", ", ".join(missing))
+        print("Installing what this runtime lacks (installed packages are kept as they are):",
+              ", ".join(missing))
         run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, *missing], check=True)
     finally:
         os.unlink(pins.name)
@@ -148,21 +158,22 @@ def choose_home(home: str | os.PathLike | None, mydrive: Path | None) -> Path:
     """The kit's home folder.
 
     Args:
-        home: ``KIT_HOME``: empty for the default, a folder name or relative path (under MyDrive when
-            Drive is mounted, else under the repository), or an absolute path.
+        home: ``KIT_HOME``: empty for the default, a folder name or relative path (under MyDrive
+            when Drive is mounted, else under the repository), or an absolute path.
         mydrive: the mounted ``MyDrive`` folder, or None.
     """
     home = str(home or "")
     if mydrive is not None:
-        return (Path(mydrive) / (home or DEFAULT_DRIVE_HOME)).resolve() if not Path(home).is_absolute() \
-            else Path(home).resolve()
+        return ((Path(mydrive) / (home or DEFAULT_DRIVE_HOME)).resolve()
+                if not Path(home).is_absolute() else Path(home).resolve())
     if not home:
         return Path(user_home() or paths.repo_root()).resolve()
     return (Path(home) if Path(home).is_absolute() else paths.repo_root() / home).resolve()
 
 
 def recorded_profile() -> str:
-    """The profile of the study notebook 01 recorded in the kit's home ("" when there is none, or unreadable)."""
+    """The profile of the study notebook 01 recorded in the kit's home ("" when there is none, or
+    unreadable)."""
     try:
         record = json.loads((paths.prepared_root() / "study.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -171,10 +182,12 @@ def recorded_profile() -> str:
 
 
 def check_gpu(profile: str, colab: bool, needs_gpu: bool, cuda: bool) -> None:
-    """Stop a training notebook on a Colab runtime without a GPU unless the study's profile is made for a CPU.
+    """Stop a training notebook on a Colab runtime without a GPU unless the study's profile is made
+    for a CPU.
 
     Args:
-        profile: the notebook's ``PROFILE``; empty: ``$KIT_PROFILE``, else the recorded study's profile.
+        profile: the notebook's ``PROFILE``; empty: ``$KIT_PROFILE``, else the recorded study's
+            profile.
 
     Raises:
         NoGPU: with what to do.
@@ -182,10 +195,10 @@ def check_gpu(profile: str, colab: bool, needs_gpu: bool, cuda: bool) -> None:
     chosen = profile or os.environ.get("KIT_PROFILE", "") or recorded_profile()
     if colab and needs_gpu and not cuda and chosen not in CPU_PROFILES:
         which = f"The study's profile is {chosen!r}, made for a GPU, and this" if chosen else "This"
-        raise NoGPU(f"{which} Colab runtime has no GPU. Choose Runtime → Change runtime type → T4 GPU, then "
-                    f"run the notebook again from the top (your files on Drive stay). Or, to train the small "
-                    f"CPU models here (slow), run notebook 01 with PROFILE = \"cpu\" (it records that study), "
-                    f"then this notebook.")
+        raise NoGPU(f"{which} Colab runtime has no GPU. Choose Runtime → Change runtime type → "
+                    f"T4 GPU, then run the notebook again from the top (your files on Drive stay). "
+                    f"Or, to train the small CPU models here (slow), run notebook 01 with "
+                    f"PROFILE = \"cpu\" (it records that study), then this notebook.")
 
 
 def start(profile: str = "", mount_drive: bool | None = None, home: str | os.PathLike | None = "",
@@ -196,7 +209,8 @@ def start(profile: str = "", mount_drive: bool | None = None, home: str | os.Pat
         profile: the notebook's ``PROFILE`` (empty: ``$KIT_PROFILE`` or by hardware).
         mount_drive: mount Google Drive and keep the kit's home there (None: on Colab only).
         home: ``KIT_HOME`` (see :func:`choose_home`).
-        needs_gpu: a training notebook: on Colab without a GPU, stop unless a CPU profile was chosen.
+        needs_gpu: a training notebook: on Colab without a GPU, stop unless a CPU profile was
+            chosen.
         install: on Colab, install the runtime requirements it lacks.
 
     Returns:
@@ -212,7 +226,8 @@ def start(profile: str = "", mount_drive: bool | None = None, home: str | os.Pat
     mydrive = paths.mount_drive() if mount_drive else None
     kit_home = choose_home(home, mydrive)
     os.environ[paths.HOME_ENV] = str(kit_home)
-    if colab and needs_gpu:  # once the home (and so the recorded study) is known, before anything is installed
+    # once the home (and so the recorded study) is known, before anything is installed
+    if colab and needs_gpu:
         import torch  # Colab always has it
 
         check_gpu(profile, colab, needs_gpu, torch.cuda.is_available())
@@ -231,6 +246,7 @@ def start(profile: str = "", mount_drive: bool | None = None, home: str | os.Pat
     device = torch.cuda.get_device_name(0) if cuda else "CPU (no GPU)"
     kit = Kit(kit_home, local, on_drive, colab, installed, device)
     if colab and not on_drive:
-        print("⚠ The kit's home is not on Google Drive: everything this notebook makes stays on this runtime and is "
-              "gone when it ends (and the next notebook, on its own runtime, will not see it).")
+        print("⚠ The kit's home is not on Google Drive: everything this notebook makes stays on "
+              "this runtime and is gone when it ends (and the next notebook, on its own runtime, "
+              "will not see it).")
     return kit

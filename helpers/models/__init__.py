@@ -26,11 +26,13 @@ from helpers.models.unet import UNET_CONFIGS, UNet, UNetConfig
 from helpers.models.unetpp import UNETPP_CONFIGS, UNetPlusPlus, UNetPPConfig
 
 ModelConfig = UNetConfig | UNetPPConfig | TransUNetConfig
-DISPLAY_NAMES = {"unet": "UNet", "unetpp": "UNet++", "transunet": "TransUNet"}  # as the course's text names them
+# as the course's text names them
+DISPLAY_NAMES = {"unet": "UNet", "unetpp": "UNet++", "transunet": "TransUNet"}
 
 
 def display_name(model: str) -> str:
-    """``unetpp`` → ``UNet++``: a model as figures and tables name it (unknown names as they are)."""
+    """``unetpp`` → ``UNet++``: a model as figures and tables name it (unknown names as they
+    are)."""
     return DISPLAY_NAMES.get(str(model), str(model))
 
 
@@ -47,14 +49,15 @@ _MODEL_CLASSES: dict[str, Callable[[ModelConfig], nn.Module]] = {
 }
 
 __all__ = [
-    "MODEL_CONFIGS", "LoadReport", "ModelConfig", "TransUNet", "TransUNetConfig", "UNet", "UNetConfig",
-    "UNetPPConfig", "UNetPlusPlus", "build_model", "get_config", "input_multiple", "list_configs", "load_encoder_weights",
-    "load_pretrained",
+    "MODEL_CONFIGS", "LoadReport", "ModelConfig", "TransUNet", "TransUNetConfig", "UNet",
+    "UNetConfig", "UNetPPConfig", "UNetPlusPlus", "build_model", "get_config", "input_multiple",
+    "list_configs", "load_encoder_weights", "load_pretrained",
 ]
 
 
 def list_configs() -> dict[str, list[str]]:
-    """Names of the registered configurations per model, e.g. {"unet": ["paper", "small", "cpu", "tiny", "r34"], ...}."""
+    """Names of the registered configurations per model, e.g. {"unet": ["paper", "small", "cpu",
+    "tiny", "r34"], ...}."""
     return {name: list(configs) for name, configs in MODEL_CONFIGS.items()}
 
 
@@ -78,19 +81,23 @@ def get_config(name: str, config: str | ModelConfig = "paper", **overrides) -> M
     config_class = type(next(iter(configs.values())))
     if isinstance(config, str):
         if config not in configs:
-            raise ValueError(f"unknown configuration {config!r} for {name}; choose one of {sorted(configs)}")
+            raise ValueError(f"unknown configuration {config!r} for {name}; choose one of "
+                             f"{sorted(configs)}")
         config = configs[config]
     elif not isinstance(config, config_class):
-        raise ValueError(f"{name} needs a {config_class.__name__} or a configuration name; got {type(config).__name__}")
+        raise ValueError(f"{name} needs a {config_class.__name__} or a configuration name; got "
+                         f"{type(config).__name__}")
     fields = {field.name for field in dataclasses.fields(config_class)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"unknown {config_class.__name__} fields {unknown}; valid fields are {sorted(fields)}")
+        raise ValueError(f"unknown {config_class.__name__} fields {unknown}; valid fields are "
+                         f"{sorted(fields)}")
     return dataclasses.replace(config, **overrides)
 
 
 def input_multiple(name: str, config: str | ModelConfig = "paper", **overrides) -> int:
-    """The number an input's height and width must be a multiple of: 2 ** poolings, or TransUNet's 16.
+    """The number an input's height and width must be a multiple of: 2 ** poolings, or TransUNet's
+    16.
 
     Raises:
         ValueError: If the model, the configuration or an override field is unknown.

@@ -19,8 +19,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from helpers.models import ModelConfig, build_model
 
-# Sustained fp32 speed assumed when a teaching cell sizes its work (GFLOP/s): a Colab T4 at about half its peak, and
-# 2 CPU cores (measured here: the paper UNet and UNet++ run at 60-80 GFLOP/s on 2 cores, alone; less when shared).
+# Sustained fp32 speed assumed when a teaching cell sizes its work (GFLOP/s): a Colab T4 at about
+# half its peak, and 2 CPU cores (measured here: the paper UNet and UNet++ run at 60-80 GFLOP/s on 2
+# cores, alone; less when shared).
 NOMINAL_GFLOPS = {"cuda": 4000.0, "cpu": 40.0}
 
 
@@ -51,7 +52,8 @@ def count_flops(model: nn.Module, image_size: int | tuple[int, int], batch: int 
     """
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     parameter = next(model.parameters())
-    images = torch.zeros(batch, 3, height, width, device=parameter.device, dtype=parameter.dtype)  # (B, 3, H, W)
+    # (B, 3, H, W)
+    images = torch.zeros(batch, 3, height, width, device=parameter.device, dtype=parameter.dtype)
     was_training = model.training
     model.eval()
     try:
@@ -62,7 +64,8 @@ def count_flops(model: nn.Module, image_size: int | tuple[int, int], batch: int 
     return counter.get_total_flops()
 
 
-def model_table(specs: list[tuple[str, str | ModelConfig]], image_size: int | tuple[int, int]) -> pd.DataFrame:
+def model_table(specs: list[tuple[str, str | ModelConfig]],
+                image_size: int | tuple[int, int]) -> pd.DataFrame:
     """Parameters and forward GFLOPs per image for a list of (model name, configuration).
 
     The models are built on the "meta" device: nothing is allocated or computed,
@@ -91,13 +94,14 @@ def model_table(specs: list[tuple[str, str | ModelConfig]], image_size: int | tu
 def layer_shapes(model: nn.Module, image_size: int, batch: int = 1) -> pd.DataFrame:
     """The output shape of each block of a model, from a real forward pass on a random batch.
 
-    Hooks the model's top-level blocks (and each block of a ``ModuleList``, e.g. UNet's ``downs`` and ``ups``),
-    runs one forward pass in eval mode, and lists the blocks in the order they ran. A block that returns a list of
-    feature maps (an encoder's stages, e.g. the ResNet-34 of UNet++ ``r34``) gets one row per map, ``encoder[k]``.
+    Hooks the model's top-level blocks (and each block of a ``ModuleList``, e.g. UNet's ``downs``
+    and ``ups``), runs one forward pass in eval mode, and lists the blocks in the order they ran. A
+    block that returns a list of feature maps (an encoder's stages, e.g. the ResNet-34 of UNet++
+    ``r34``) gets one row per map, ``encoder[k]``.
 
     Returns:
-        One row per block output: block (its name), output shape ``(B, C, H, W)``, parameters (of the block, on
-        its first row; 0 on the rows of its further maps).
+        One row per block output: block (its name), output shape ``(B, C, H, W)``, parameters (of
+        the block, on its first row; 0 on the rows of its further maps).
     """
     blocks = []
     for name, child in model.named_children():
@@ -112,7 +116,8 @@ def layer_shapes(model: nn.Module, image_size: int, batch: int = 1) -> pd.DataFr
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.rand(batch, 3, image_size, image_size, device=next(model.parameters()).device))
+            model(torch.rand(batch, 3, image_size, image_size,
+                             device=next(model.parameters()).device))
     finally:
         model.train(was_training)
         for handle in handles:
@@ -123,30 +128,34 @@ def layer_shapes(model: nn.Module, image_size: int, batch: int = 1) -> pd.DataFr
 def _output_rows(name: str, output, params: int) -> list[dict]:
     """Rows of :func:`layer_shapes` for one block's output: one per map of a list, else one.
 
-    A tuple is a block's ``(features, extras)`` (e.g. TransUNet's backbone: the 1/16 map and its skips): the features.
+    A tuple is a block's ``(features, extras)`` (e.g. TransUNet's backbone: the 1/16 map and its
+    skips): the features.
     """
     while isinstance(output, tuple):
         output = output[0]
     if not isinstance(output, list):
         return [{"block": name, "output shape": tuple(output.shape), "params": params}]
-    return [{"block": f"{name}[{k}]", "output shape": tuple(feature.shape), "params": params if k == 0 else 0}
+    return [{"block": f"{name}[{k}]", "output shape": tuple(feature.shape),
+             "params": params if k == 0 else 0}
             for k, feature in enumerate(output)]
 
 
 def images_within(model: nn.Module, image_size: int, seconds: float, device: torch.device | str,
                   passes: float = 1.0, at_least: int = 4) -> int:
-    """How many images a teaching cell can send through ``model`` in about ``seconds`` on ``device``.
+    """How many images a teaching cell can send through ``model`` in about ``seconds`` on
+    ``device``.
 
-    Counted from the model's FLOPs per image (on a "meta" copy: nothing is computed) at the nominal speed of the
-    device's kind (:data:`NOMINAL_GFLOPS`), so the same runtime kind always gets the same count, whatever the load.
+    Counted from the model's FLOPs per image (on a "meta" copy: nothing is computed) at the nominal
+    speed of the device's kind (:data:`NOMINAL_GFLOPS`), so the same runtime kind always gets the
+    same count, whatever the load.
 
     Args:
         model: the model the cell runs (any device).
         image_size: side of its square inputs.
         seconds: the cell's budget.
         device: where the cell runs.
-        passes: forward passes per image (e.g. 2 for a UNet++ scored at its four depths, which cost about two
-            full passes together).
+        passes: forward passes per image (e.g. 2 for a UNet++ scored at its four depths, which cost
+            about two full passes together).
         at_least: the fewest images to return.
     """
     per_image = count_flops(copy.deepcopy(model).to("meta"), image_size) * passes / 1e9

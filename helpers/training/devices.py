@@ -1,6 +1,8 @@
-"""Devices and processes: which device a run uses, its mixed precision, and the same ``fit()`` under ``torchrun``.
+"""Devices and processes: which device a run uses, its mixed precision, and the same ``fit()`` under
+``torchrun``.
 
-    torchrun --nproc_per_node=4 -m helpers.training --profile t4 --models unet,unetpp --fractions 0.1,1.0
+    torchrun --nproc_per_node=4 -m helpers.training --profile t4 --models unet,unetpp
+             --fractions 0.1,1.0
 
 ``torchrun`` starts one process per GPU and sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``;
 :func:`setup` joins them into a process group (NCCL on CUDA, gloo on the CPU), each process
@@ -9,10 +11,10 @@ synchronised batch norm on GPUs), each process loads its share of every global b
 rank 0 writes checkpoints and logs. Without ``torchrun`` all of this is a no-op. The command line
 itself lives with the grid, in :mod:`helpers.training.grid`.
 
-GPU memory, counted in GB of 2**30 bytes (torch's and ``nvidia-smi``'s unit): :func:`limit_memory` caps what a
-run may use (15 GB with fp16 AMP is the T4 path, emulated on a bigger GPU; a real T4 shows torch 14.7 GB of its
-nominal 15), and :func:`peak_memory_gb` reads the most it used since :func:`reset_peak_memory`. On the CPU
-these do nothing.
+GPU memory, counted in GB of 2**30 bytes (torch's and ``nvidia-smi``'s unit): :func:`limit_memory`
+caps what a run may use (15 GB with fp16 AMP is the T4 path, emulated on a bigger GPU; a real T4
+shows torch 14.7 GB of its nominal 15), and :func:`peak_memory_gb` reads the most it used since
+:func:`reset_peak_memory`. On the CPU these do nothing.
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ GB = 2 ** 30  # bytes in a GB of GPU memory
 
 @dataclass(frozen=True)
 class DistInfo:
-    """Where this process stands: ``rank`` of ``world_size`` processes, ``local_rank`` on its machine."""
+    """Where this process stands: ``rank`` of ``world_size`` processes, ``local_rank`` on its
+    machine."""
 
     rank: int = 0
     world_size: int = 1
@@ -57,13 +60,15 @@ def setup() -> DistInfo:
 
 
 def pick_device() -> torch.device:
-    """The device this process computes on: ``$KIT_DEVICE`` when set (a command's ``--device``: ``cpu``, ``cuda``,
-    ``cuda:1``, ``mps``), else this process's GPU (its local rank's under torchrun), else the CPU."""
+    """The device this process computes on: ``$KIT_DEVICE`` when set (a command's ``--device``:
+    ``cpu``, ``cuda``, ``cuda:1``, ``mps``), else this process's GPU (its local rank's under
+    torchrun), else the CPU."""
     wanted = os.environ.get("KIT_DEVICE", "").strip()
     if wanted:
         chosen = torch.device(wanted)
         if chosen.type == "cuda" and chosen.index is None and torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+            return torch.device("cuda",
+                                int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
         return chosen
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
@@ -83,24 +88,29 @@ def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
     if device.type != "cuda" or amp == "off":
         return None
     if amp == "auto":
-        return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+        return (torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0)
+                else torch.float16)
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
-    """The gradient scaler of a run: on with fp16 (whose narrow range underflows small gradients without it),
-    whatever the GPU; off, a pass-through, with bf16 and fp32. Its state goes into every ``last.pt``."""
+    """The gradient scaler of a run: on with fp16 (whose narrow range underflows small gradients
+    without it), whatever the GPU; off, a pass-through, with bf16 and fp32. Its state goes into
+    every ``last.pt``."""
     return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
 def limit_memory(device: torch.device, gb: float | None) -> float | None:
-    """Let this process allocate at most ``gb`` GB on ``device`` (None: all of it); a no-op on the CPU.
+    """Let this process allocate at most ``gb`` GB on ``device`` (None: all of it); a no-op on the
+    CPU.
 
-    ``limit_memory(device, 15)`` with fp16 AMP emulates a Colab T4 (15 GB) on a bigger GPU: a batch size
-    that does not fit a T4 stops with an out-of-memory error here too. The cap does not change results.
+    ``limit_memory(device, 15)`` with fp16 AMP emulates a Colab T4 (15 GB) on a bigger GPU: a batch
+    size that does not fit a T4 stops with an out-of-memory error here too. The cap does not change
+    results.
 
     Returns:
-        The fraction of the GPU's memory allowed (1.0 when ``gb`` is None or more than the GPU has), or None on the CPU.
+        The fraction of the GPU's memory allowed (1.0 when ``gb`` is None or more than the GPU has),
+        or None on the CPU.
     """
     if device.type != "cuda":
         return None
@@ -108,7 +118,8 @@ def limit_memory(device: torch.device, gb: float | None) -> float | None:
     if gb is not None and gb > total:
         print(f"GPU_MEMORY_GB = {gb:g} is more than this GPU's {total:.1f} GB: no cap.")
     fraction = 1.0 if gb is None else min(1.0, gb / total)
-    torch.cuda.empty_cache()  # memory cached by an earlier run would otherwise be reused past the cap
+    # memory cached by an earlier run would otherwise be reused past the cap
+    torch.cuda.empty_cache()
     torch.cuda.set_per_process_memory_fraction(fraction, device)
     return fraction
 
@@ -120,13 +131,16 @@ def reset_peak_memory(device: torch.device) -> None:
 
 
 def peak_memory_gb(device: torch.device) -> float:
-    """The most GPU memory tensors of this process held since :func:`reset_peak_memory`, in GB (NaN on the CPU)."""
+    """The most GPU memory tensors of this process held since :func:`reset_peak_memory`, in GB (NaN
+    on the CPU)."""
     return torch.cuda.max_memory_allocated(device) / GB if device.type == "cuda" else float("nan")
 
 
 def hardware(device: torch.device, info: DistInfo) -> str:
-    """What a run ran on, for its config: the GPU's name, or ``cpu: N cores``; and the process count."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu: {os.cpu_count()} cores"
+    """What a run ran on, for its config: the GPU's name, or ``cpu: N cores``; and the process
+    count."""
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"cpu: {os.cpu_count()} cores")
     return name + (f" × {info.world_size} processes" if info.world_size > 1 else "")
 
 

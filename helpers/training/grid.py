@@ -1,11 +1,13 @@
-"""The study's grid, models × fractions × seeds (its command line: :mod:`helpers.training.__main__`).
+"""The study's grid, models × fractions × seeds (its command line:
+:mod:`helpers.training.__main__`).
 
 Every run's settings come from one :class:`~helpers.profiles.RunConfig`: the profile's, with the
 notebook's parameters or the command line's options on top. Finished runs with the same settings
 are skipped, interrupted ones resumed; a run with other settings gets a run id of its own.
 
 Before it trains anything the grid says how much space its checkpoints need where they go (on Colab:
-Google Drive) and refuses to start when less is free (:func:`space_needed`, :class:`NotEnoughSpace`).
+Google Drive) and refuses to start when less is free (:func:`space_needed`,
+:class:`NotEnoughSpace`).
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ COLUMNS = ["run_id", "model", "fraction", "seed", "status", *runs.DONE_KEYS, "ru
 
 
 def describe(config: profiles.RunConfig) -> str:
-    """What a notebook is about to train, and on what: the profile, device, precision, models and settings.
+    """What a notebook is about to train, and on what: the profile, device, precision, models and
+    settings.
 
     Raises:
         ValueError: an image size that a model of the grid cannot take (:func:`check_sizes`).
@@ -37,20 +40,26 @@ def describe(config: profiles.RunConfig) -> str:
     device = devices.pick_device()
     amp = devices.amp_dtype(device, config.amp)
     models = " · ".join(f"{m} {config.model_configs[m]!r}" for m in config.models)
-    cap = f" · GPU memory capped at {config.gpu_memory_gb:g} GB" if config.gpu_memory_gb and device.type == "cuda" else ""
-    t4 = " (the T4 path, emulated)" if cap and str(amp) == "torch.float16" and config.gpu_memory_gb <= 16 else ""
+    cap = (f" · GPU memory capped at {config.gpu_memory_gb:g} GB"
+           if config.gpu_memory_gb and device.type == "cuda" else "")
+    t4 = (" (the T4 path, emulated)"
+          if cap and str(amp) == "torch.float16" and config.gpu_memory_gb <= 16 else "")
     return (f"profile {config.name}: {config.description}\n"
-            f"device {device} · mixed precision {amp or 'off'}{cap}{t4} · {models} · {config.image_size} px\n"
-            f"{config.num_epochs} epoch(s) per run · batch {config.batch_size} · lr {config.lr:g} · fractions "
-            f"{list(config.fractions)} · seeds {list(config.seeds)}"
-            + (f" · UNet++ deep supervision {config.deep_supervision}" if "unetpp" in config.models else ""))
+            f"device {device} · mixed precision {amp or 'off'}{cap}{t4} · {models} · "
+            f"{config.image_size} px\n{config.num_epochs} epoch(s) per run · batch "
+            f"{config.batch_size} · lr {config.lr:g} · fractions {list(config.fractions)} · seeds "
+            f"{list(config.seeds)}"
+            + (f" · UNet++ deep supervision {config.deep_supervision}" if "unetpp" in config.models
+               else ""))
 
 
 def check_sizes(config: profiles.RunConfig) -> None:
-    """Refuse an image size that one of the grid's models cannot take, before anything is prepared or trained.
+    """Refuse an image size that one of the grid's models cannot take, before anything is prepared
+    or trained.
 
     Raises:
-        ValueError: names the model, its config, the multiple it needs and the nearest size that works.
+        ValueError: names the model, its config, the multiple it needs and the nearest size that
+            works.
     """
     for model in config.models:
         overrides = config.model_overrides.get(model, {})
@@ -58,19 +67,22 @@ def check_sizes(config: profiles.RunConfig) -> None:
         if config.image_size % step:
             near = max(step, round(config.image_size / step) * step)
             raise ValueError(f"IMAGE_SIZE = {config.image_size} does not fit {model} "
-                             f"{config.model_configs.get(model, 'paper')!r}: its sides must be multiples of {step} "
-                             f"(2 to the power of its poolings); use e.g. {near}.")
+                             f"{config.model_configs.get(model, 'paper')!r}: its sides must be "
+                             f"multiples of {step} (2 to the power of its poolings); use e.g. "
+                             f"{near}.")
 
 
 class NotEnoughSpace(OSError):
     """Less space is free where the checkpoints go than the grid needs."""
 
 
-def checkpoint_bytes(model: str, model_config: str, overrides: dict | None = None) -> tuple[int, int]:
-    """Sizes of a model's ``best.pt`` (weights) and ``last.pt`` (weights, AdamW's two moments, the rest), in bytes.
+def checkpoint_bytes(model: str, model_config: str,
+                     overrides: dict | None = None) -> tuple[int, int]:
+    """Sizes of a model's ``best.pt`` (weights) and ``last.pt`` (weights, AdamW's two moments, the
+    rest), in bytes.
 
-    Counted from the model built on the ``meta`` device (no memory, no time), plus a small allowance for
-    what a checkpoint adds (names, RNG states, history).
+    Counted from the model built on the ``meta`` device (no memory, no time), plus a small allowance
+    for what a checkpoint adds (names, RNG states, history).
     """
     with torch.device("meta"):
         net = build_model(model, model_config, **(overrides or {}))
@@ -80,14 +92,16 @@ def checkpoint_bytes(model: str, model_config: str, overrides: dict | None = Non
     return weights + allowance, weights + 2 * params + 4 * allowance
 
 
-def space_needed(config: profiles.RunConfig, prepared, *, keep_last: bool = False, restart: bool = False) -> dict:
+def space_needed(config: profiles.RunConfig, prepared, *, keep_last: bool = False,
+                 restart: bool = False) -> dict:
     """The most checkpoint space the grid uses at any time, for the runs it still has to train.
 
     Every run keeps ``best.pt`` (and ``last.pt`` with ``keep_last``); the run in training also has
     ``last.pt``, and while a file is replaced its new copy sits beside it for a moment.
 
     Returns:
-        ``{"bytes": total, "runs": runs to train, "best": bytes per run's best.pt, "last": largest last.pt}``.
+        ``{"bytes": total, "runs": runs to train, "best": bytes per run's best.pt, "last": largest
+        last.pt}``.
     """
     sizes, todo = {}, []
     for model in config.models:
@@ -98,20 +112,23 @@ def space_needed(config: profiles.RunConfig, prepared, *, keep_last: bool = Fals
                     continue
                 key = (spec.model, spec.model_config, tuple(sorted(spec.model_overrides.items())))
                 if key not in sizes:
-                    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.model_overrides.items()}
+                    overrides = {k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in spec.model_overrides.items()}
                     sizes[key] = checkpoint_bytes(spec.model, spec.model_config, overrides)
                 todo.append(sizes[key])
     if not todo:
         return {"bytes": 0, "runs": 0, "best": 0, "last": 0}
     kept = sum(best + (last if keep_last else 0) for best, last in todo)
-    in_flight = max(best + (last if keep_last else 2 * last) for best, last in todo)  # + new copies mid-write
+    # + new copies mid-write
+    in_flight = max(best + (last if keep_last else 2 * last) for best, last in todo)
     return {"bytes": kept + in_flight, "runs": len(todo), "best": max(b for b, _ in todo),
             "last": max(last for _, last in todo)}
 
 
-def check_space(config: profiles.RunConfig, prepared, folder: str | os.PathLike, *, keep_last: bool = False,
-                restart: bool = False) -> dict:
-    """Print the checkpoint space the grid needs and what is free in ``folder``; refuse when it is short.
+def check_space(config: profiles.RunConfig, prepared, folder: str | os.PathLike, *,
+                keep_last: bool = False, restart: bool = False) -> dict:
+    """Print the checkpoint space the grid needs and what is free in ``folder``; refuse when it is
+    short.
 
     Raises:
         NotEnoughSpace: with the two figures and what to do.
@@ -119,20 +136,22 @@ def check_space(config: profiles.RunConfig, prepared, folder: str | os.PathLike,
     need = space_needed(config, prepared, keep_last=keep_last, restart=restart)
     free = paths.free_bytes(folder)
     if need["runs"]:
-        print(f"Checkpoint space: up to {paths.human_bytes(need['bytes'])} for {need['runs']} run(s) still to train "
-              f"(best.pt up to {paths.human_bytes(need['best'])} each is kept; last.pt up to "
-              f"{paths.human_bytes(need['last'])} while a run trains); {paths.human_bytes(free)} free in {folder}.")
+        print(f"Checkpoint space: up to {paths.human_bytes(need['bytes'])} for {need['runs']} "
+              f"run(s) still to train (best.pt up to {paths.human_bytes(need['best'])} each is "
+              f"kept; last.pt up to {paths.human_bytes(need['last'])} while a run trains); "
+              f"{paths.human_bytes(free)} free in {folder}.")
     if need["bytes"] > free:
         raise NotEnoughSpace(
-            f"The grid needs up to {paths.human_bytes(need['bytes'])} for checkpoints in {folder}, but only "
-            f"{paths.human_bytes(free)} is free there, so no run was started. Free space there (on Google Drive: "
-            f"delete files and empty Drive's trash, which counts), or train fewer runs at a time (FRACTIONS, MODELS, "
-            f"SEEDS), or choose another KIT_HOME.")
+            f"The grid needs up to {paths.human_bytes(need['bytes'])} for checkpoints in {folder}, "
+            f"but only {paths.human_bytes(free)} is free there, so no run was started. Free space "
+            f"there (on Google Drive: delete files and empty Drive's trash, which counts), or "
+            f"train fewer runs at a time (FRACTIONS, MODELS, SEEDS), or choose another KIT_HOME.")
     return {**need, "free": free}
 
 
 def _check_space_on_every_rank(config, prepared, folder, keep_last: bool, restart: bool) -> None:
-    """Rank 0 checks the space; under torchrun every rank then stops, or none does (no rank waits for the others)."""
+    """Rank 0 checks the space; under torchrun every rank then stops, or none does (no rank waits
+    for the others)."""
     info, error = devices.setup(), None
     if info.is_main:
         try:
@@ -140,9 +159,11 @@ def _check_space_on_every_rank(config, prepared, folder, keep_last: bool, restar
         except NotEnoughSpace as err:
             error = err
     if info.world_size > 1:
-        failed = devices.all_reduce_sum(torch.tensor([float(error is not None)], device=devices.pick_device()), info)
+        failed = devices.all_reduce_sum(torch.tensor([float(error is not None)],
+                                                     device=devices.pick_device()), info)
         if failed.item() and error is None:
-            raise NotEnoughSpace(f"Rank 0 found too little space for the checkpoints in {folder} (see its message).")
+            raise NotEnoughSpace(f"Rank 0 found too little space for the checkpoints in {folder} "
+                                 f"(see its message).")
     if error is not None:
         raise error
 
@@ -158,9 +179,10 @@ def run_grid(config: profiles.RunConfig, prepared, *,
     """Train every model of ``config`` on every fraction with every seed.
 
     A notebook's grid (one runtime) trains its runs in order. Workers that share a grid (the command
-    line: ``python -m helpers.training``) pass ``claim`` (:func:`helpers.training.claims.claim_run`):
-    each run is claimed before it trains, so several processes started on one results folder train
-    each run once; a run another worker holds is waited for, ``wait_s`` seconds at a time.
+    line: ``python -m helpers.training``) pass ``claim``
+    (:func:`helpers.training.claims.claim_run`): each run is claimed before it trains, so several
+    processes started on one results folder train each run once; a run another worker holds is
+    waited for, ``wait_s`` seconds at a time.
 
     Args:
         config: the run config (models, fractions, seeds and every training setting).
@@ -208,19 +230,23 @@ def run_grid(config: profiles.RunConfig, prepared, *,
                 continue
             with holding:
                 result = _train_one(spec, prepared, config, checkpoint_root, **options)
-            rows[model, fraction, seed] = {"model": model, "fraction": fraction, "seed": seed, **result}
+            rows[model, fraction, seed] = {"model": model, "fraction": fraction,
+                                           "seed": seed, **result}
         if held:
             print(f"{len(held)} run(s) held by other workers: waiting for them (or for their "
                   f"heartbeat to stop).", flush=True)
             time.sleep(wait_s)
             stops.stop_if_requested("while waiting for runs that other workers hold")
-        pending, options["restart"] = held, False  # a run another worker finished is not started over
+        # a run another worker finished is not started over
+        pending, options["restart"] = held, False
     ordered = [rows[cell] for cell in cells if cell in rows]
     return pd.DataFrame(ordered).reindex(columns=COLUMNS)
 
 
-def _train_one(spec: runs.RunSpec, prepared, config: profiles.RunConfig, checkpoint_root, **options) -> dict:
-    """Train (resume, or skip) one run of the grid; a run that diverges is reported, and the grid goes on."""
+def _train_one(spec: runs.RunSpec, prepared, config: profiles.RunConfig, checkpoint_root,
+               **options) -> dict:
+    """Train (resume, or skip) one run of the grid; a run that diverges is reported, and the grid
+    goes on."""
     where = Path(checkpoint_root) / runs.run_id(spec) if checkpoint_root else None
     try:
         return engine.fit(spec, prepared, num_workers=config.num_workers, checkpoint_dir=where,
@@ -228,7 +254,8 @@ def _train_one(spec: runs.RunSpec, prepared, config: profiles.RunConfig, checkpo
                           gpu_memory_gb=config.gpu_memory_gb, **options)
     except engine.TrainingDiverged as err:
         print(err)
-        return {"run_id": runs.run_id(spec), "run_dir": str(runs.run_dir(spec)), "status": "diverged"}
+        return {"run_id": runs.run_id(spec), "run_dir": str(runs.run_dir(spec)),
+                "status": "diverged"}
     except stops.TakenOver as err:  # another worker trains it now
         print(err)
         return {"run_id": runs.run_id(spec), "run_dir": str(runs.run_dir(spec)),

@@ -1,7 +1,9 @@
-"""Training curves, live in a notebook: one figure for a grid of runs, redrawn as epochs end (every few seconds).
+"""Training curves, live in a notebook: one figure for a grid of runs, redrawn as epochs end (every
+few seconds).
 
     curves = LiveCurves()
-    grid.run_grid(cfg, prepared, callbacks=[curves])   # or live.train(cfg, prepared): the same, with these curves
+    grid.run_grid(cfg, prepared, callbacks=[curves])
+    # or live.train(cfg, prepared): the same, with these curves
 
 In a Jupyter kernel the figure is shown once and then updated in place (also under papermill,
 whose saved notebook keeps the last drawing); elsewhere nothing is drawn until you ask for
@@ -23,7 +25,8 @@ from helpers.training import grid, runs
 
 
 def short_label(run_id: str) -> str:
-    """``unet-paper_f025_256px_seed_s42_isic2018`` → ``unet-paper f025``: enough to tell a grid's runs apart."""
+    """``unet-paper_f025_256px_seed_s42_isic2018`` → ``unet-paper f025``: enough to tell a grid's
+    runs apart."""
     found = re.match(r"(.+?)_(f\d{3})_", run_id)
     return f"{found[1]} {found[2]}" if found else run_id
 
@@ -40,11 +43,14 @@ def draw_histories(histories: dict[str, pd.DataFrame], fig: Figure | None = None
     ax_loss, ax_dice = fig.subplots(1, 2)
     for k, (run_id, history) in enumerate(histories.items()):
         style = {"color": f"C{k % 10}", "marker": "o", "ms": 3}
-        ax_loss.plot(history["epoch"], history["train_loss"], "-", **style, label=short_label(run_id))
+        ax_loss.plot(history["epoch"], history["train_loss"], "-", **style,
+                     label=short_label(run_id))
         ax_loss.plot(history["epoch"], history["val_loss"], "--", **style)
         ax_dice.plot(history["epoch"], history["val_dice"], "-", **style)
-    ax_loss.set(title="Loss (solid: train, dashed: validation)", xlabel="epoch", ylabel="0.5·Dice + 0.5·BCE")
-    ax_dice.set(title="Validation Dice (mean per image)", xlabel="epoch", ylabel="Dice", ylim=(0, 1))
+    ax_loss.set(title="Loss (solid: train, dashed: validation)", xlabel="epoch",
+                ylabel="0.5·Dice + 0.5·BCE")
+    ax_dice.set(title="Validation Dice (mean per image)", xlabel="epoch",
+                ylabel="Dice", ylim=(0, 1))
     for ax in (ax_loss, ax_dice):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if histories:
@@ -74,7 +80,8 @@ class LiveCurves:
             (``KIT_LIVE_PLOTS=0`` turns it off, e.g. for long headless batches).
     """
 
-    every = 3.0  # seconds: at most one redraw this often (each is an image sent to the notebook and saved)
+    # seconds: at most one redraw this often (each is an image sent to the notebook and saved)
+    every = 3.0
 
     def __init__(self, live: bool | None = None):
         if live is None:
@@ -83,7 +90,8 @@ class LiveCurves:
         self._drawn = -float("inf")
 
     def __call__(self, run_id: str, history: list[dict]) -> None:
-        """Record a run's history so far (called by ``fit`` after every epoch); redraw if it is time."""
+        """Record a run's history so far (called by ``fit`` after every epoch); redraw if it is
+        time."""
         self.histories[run_id] = pd.DataFrame(history)
         if self.live and time.monotonic() - self._drawn >= self.every:
             self.show()
@@ -105,8 +113,10 @@ class LiveCurves:
         return self._fig
 
 
-def train(config, prepared, *, restart: bool = False, keep_last: bool = False, local_fallback: bool = False):
-    """Train a notebook's grid with live curves: what notebooks 02 and 03 call (see :func:`helpers.training.grid.run_grid`).
+def train(config, prepared, *, restart: bool = False, keep_last: bool = False,
+          local_fallback: bool = False):
+    """Train a notebook's grid with live curves: what notebooks 02 and 03 call (see
+    :func:`helpers.training.grid.run_grid`).
 
     Returns:
         The grid's table, one row per run.
@@ -115,5 +125,6 @@ def train(config, prepared, *, restart: bool = False, keep_last: bool = False, l
     table = grid.run_grid(config, prepared, restart=restart, keep_last=keep_last,
                           local_fallback=local_fallback, callbacks=[curves])
     if _in_kernel() and curves.histories:
-        curves.show()  # the last epochs (also in a headless run, which redraws nothing while training)
+        # the last epochs (also in a headless run, which redraws nothing while training)
+        curves.show()
     return table

@@ -96,14 +96,17 @@ class DiceBCELoss(nn.Module):
         return self.head_losses(logits, masks).mean()
 
     def head_losses(self, logits: Logits, masks: torch.Tensor) -> torch.Tensor:
-        """The loss of each output: ``forward`` is their mean (deep supervision weighs every head equally).
+        """The loss of each output: ``forward`` is their mean (deep supervision weighs every head
+        equally).
 
         Args:
-            logits: one output or a list/tuple of them (UNet++'s heads ``x_0_1`` ... ``x_0_4`` in training).
+            logits: one output or a list/tuple of them (UNet++'s heads ``x_0_1`` ... ``x_0_4`` in
+                training).
             masks: as for ``forward``.
 
         Returns:
-            fp32 tensor (heads,): ``dice_weight · soft Dice loss + bce_weight · BCE`` of each output.
+            fp32 tensor (heads,): ``dice_weight · soft Dice loss + bce_weight · BCE`` of each
+            output.
         """
         heads = list(logits) if isinstance(logits, (list, tuple)) else [logits]
         if not heads:

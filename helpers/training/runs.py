@@ -5,16 +5,18 @@ set of settings (:class:`RunSpec`). Its name comes from one function, :func:`run
 ``unet-paper_f025_256px_seed_s42_isic2018_3f9c01ab`` (the last part hashes every setting), and its
 folder is ``results/runs/<run_id>/``:
 
-    config.json        what was run: every setting of the spec, data and checkpoint folders (relative to
-                       the data and results homes, so the folder moves between machines), hardware
+    config.json        what was run: every setting of the spec, data and checkpoint folders
+                       (relative to the data and results homes, so the folder moves between
+                       machines), hardware
     history.csv        one row per epoch: epoch, train_loss, val_loss, val_dice (mean per image),
                        lr (after the epoch's last step), epoch_seconds, images_per_s (training),
-                       peak_gpu_gb (the most GPU memory its tensors held in the epoch; empty on the CPU)
+                       peak_gpu_gb (the most GPU memory its tensors held in the epoch; empty on the
+                       CPU)
     done.json          only once the run finished: best_epoch, best_val_dice, epochs,
                        train_seconds, images_per_s, peak_gpu_gb (over all epochs; null on the CPU),
                        stopped_early, status
-    checkpoints/       best.pt, and while it trains last.pt (+ last.prev.pt, on local disk only when the
-                       results are on Drive); or in the folder named in config.json
+    checkpoints/       best.pt, and while it trains last.pt (+ last.prev.pt, on local disk only when
+                       the results are on Drive); or in the folder named in config.json
 
 Evaluation adds ``test_metrics.csv`` and ``eval.json`` to the same folder.
 """
@@ -36,22 +38,32 @@ from helpers import paths
 from helpers.data.prep import Prepared, load_prepared
 from helpers.models import build_model, list_configs
 from helpers.profiles import PER_RUN, SETTINGS, RunConfig
-from helpers.training.checkpoints import CheckpointError, load_checkpoint, load_latest, restore_state
+from helpers.training.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    load_latest,
+    restore_state,
+)
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_seconds", "images_per_s", "peak_gpu_gb"]
-DONE_KEYS = ["best_epoch", "best_val_dice", "epochs", "train_seconds", "images_per_s", "peak_gpu_gb", "stopped_early"]
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_seconds",
+                   "images_per_s", "peak_gpu_gb"]
+DONE_KEYS = ["best_epoch", "best_val_dice", "epochs", "train_seconds", "images_per_s",
+             "peak_gpu_gb", "stopped_early"]
 
 
 def _per_run_settings() -> type:
-    """A frozen dataclass of the settings every run copies from its RunConfig (:data:`~helpers.profiles.PER_RUN`).
+    """A frozen dataclass of the settings every run copies from its RunConfig
+    (:data:`~helpers.profiles.PER_RUN`).
 
-    Derived from RunConfig's declarations: the same names, types and defaults; a setting that does not change
-    the result (``recipe``, a label) is left out of the comparison, and so out of the run id.
+    Derived from RunConfig's declarations: the same names, types and defaults; a setting that does
+    not change the result (``recipe``, a label) is left out of the comparison, and so out of the run
+    id.
     """
     spec_fields = []
     for name in PER_RUN:
         declared = SETTINGS[name]
-        spec_fields.append((name, declared.type, field(default=declared.default, compare=declared.metadata["result"])))
+        spec_fields.append((name, declared.type,
+                            field(default=declared.default, compare=declared.metadata["result"])))
     return make_dataclass("PerRunSettings", spec_fields, frozen=True, kw_only=True)
 
 
@@ -59,19 +71,22 @@ def _per_run_settings() -> type:
 class RunSpec(_per_run_settings()):
     """What makes a run: every setting its result depends on (and so its run id).
 
-    The training settings (``num_epochs``, ``batch_size``, ``lr``, ...: :data:`~helpers.profiles.PER_RUN`) come
-    from :class:`~helpers.profiles.RunConfig`'s declarations, with its defaults; the fields below are the run's own.
+    The training settings (``num_epochs``, ``batch_size``, ``lr``, ...:
+    :data:`~helpers.profiles.PER_RUN`) come from :class:`~helpers.profiles.RunConfig`'s
+    declarations, with its defaults; the fields below are the run's own.
 
     Attributes:
         model: ``unet``, ``unetpp`` or ``transunet``.
-        model_config: named configuration in the model registry (``paper``, ``small``, ``cpu``, ``tiny``).
+        model_config: named configuration in the model registry (``paper``, ``small``, ``cpu``,
+            ``tiny``).
         fraction: training fraction, e.g. 0.25.
         image_size: side of the square training images.
         protocol: ``seed`` or ``official``.
         dataset: name of the data source, e.g. ``synthetic-60-s0`` or ``isic2018``.
         seed: initialisation, batch order and augmentation seed.
         split_seed: seed of the split and the fractions (the prepared cache's).
-        model_overrides: config fields changed on top of the named config, e.g. ``{"deep_supervision": True}``.
+        model_overrides: config fields changed on top of the named config, e.g.
+            ``{"deep_supervision": True}``.
         pretrained: start from ImageNet weights.
     """
 
@@ -87,7 +102,8 @@ class RunSpec(_per_run_settings()):
     pretrained: bool = False
 
 
-SPEC_FIELDS = tuple(sorted(f.name for f in fields(RunSpec) if f.compare))  # what changes a result (id, hash)
+# what changes a result (id, hash)
+SPEC_FIELDS = tuple(sorted(f.name for f in fields(RunSpec) if f.compare))
 TRAINING_SETTINGS = PER_RUN  # the spec fields copied unchanged from the RunConfig of the same name
 
 
@@ -124,21 +140,26 @@ def run_id(spec: RunSpec) -> str:
     """
     percent = spec.fraction * 100
     if not 0 < percent <= 100 or abs(percent - round(percent)) > 1e-6:
-        raise ValueError(f"fraction {spec.fraction} is not a whole percentage in (0, 100]; use e.g. 0.1 or 0.25.")
-    config = spec.model_config + "".join(f"+{_tag(k, v)}" for k, v in sorted(spec.model_overrides.items()))
+        raise ValueError(f"fraction {spec.fraction} is not a whole percentage in (0, 100]; use "
+                         f"e.g. 0.1 or 0.25.")
+    config = spec.model_config + "".join(f"+{_tag(k, v)}"
+                                         for k, v in sorted(spec.model_overrides.items()))
     config += "+pretrained" if spec.pretrained else ""
-    name = f"{spec.model}-{config}_f{round(percent):03d}_{spec.image_size}px_{spec.protocol}_s{spec.seed}"
+    name = (f"{spec.model}-{config}_f{round(percent):03d}_{spec.image_size}px_"
+            f"{spec.protocol}_s{spec.seed}")
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", f"{name}_{spec.dataset}_{settings_hash(spec)}")
 
 
 def dataset_of(prepared: Prepared) -> str:
-    """The data-source name of a prepared cache (its folder name without protocol, size and seed)."""
+    """The data-source name of a prepared cache (its folder name without protocol, size and
+    seed)."""
     manifest = prepared.manifest
     suffix = f"_{manifest.get('protocol')}_{manifest.get('image_size')}px_s{manifest.get('seed')}"
     return prepared.root.name.removesuffix(suffix) or prepared.root.name
 
 
-def make_spec(model: str, fraction: float, seed: int, prepared: Prepared, config: RunConfig) -> RunSpec:
+def make_spec(model: str, fraction: float, seed: int, prepared: Prepared,
+              config: RunConfig) -> RunSpec:
     """The spec of one grid cell: every setting from the run config, the data's from the cache.
 
     Raises:
@@ -146,15 +167,18 @@ def make_spec(model: str, fraction: float, seed: int, prepared: Prepared, config
     """
     size, split_seed = int(prepared.manifest["image_size"]), int(prepared.manifest["seed"])
     if (size, split_seed) != (config.image_size, config.split_seed):
-        raise ValueError(f"{prepared.root} holds {size}px images split with seed {split_seed}, but the run config "
-                         f"asks for {config.image_size}px and split seed {config.split_seed}; prepare the data with "
-                         f"the same config (sources.ensure_prepared).")
+        raise ValueError(f"{prepared.root} holds {size}px images split with seed {split_seed}, but "
+                         f"the run config asks for {config.image_size}px and split seed "
+                         f"{config.split_seed}; prepare the data with the same config "
+                         f"(sources.ensure_prepared).")
     overrides = dict(config.model_overrides.get(model, {}))
     if model == "unetpp":
         overrides.setdefault("deep_supervision", config.deep_supervision)
-    return RunSpec(model=model, model_config=config.model_configs.get(model, "paper"), fraction=float(fraction),
-                   image_size=size, protocol=str(prepared.manifest["protocol"]), dataset=dataset_of(prepared),
-                   seed=int(seed), split_seed=split_seed, model_overrides=overrides, pretrained=model in config.pretrained,
+    return RunSpec(model=model, model_config=config.model_configs.get(model, "paper"),
+                   fraction=float(fraction), image_size=size,
+                   protocol=str(prepared.manifest["protocol"]), dataset=dataset_of(prepared),
+                   seed=int(seed), split_seed=split_seed, model_overrides=overrides,
+                   pretrained=model in config.pretrained,
                    **{name: getattr(config, name) for name in TRAINING_SETTINGS})
 
 
@@ -175,33 +199,39 @@ def run_dir(spec_or_id: RunSpec | str) -> Path:
 
 def write_json(path: Path, data: dict) -> Path:
     """Write ``data`` as JSON via a temp file and a rename (never half-written)."""
-    return paths.write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, default=str)))
+    return paths.write_atomic(path,
+                              lambda tmp: tmp.write_text(json.dumps(data, indent=1, default=str)))
 
 
 def write_history(folder: Path, history: list[dict]) -> Path:
-    """Write ``history.csv`` (one row per epoch, :data:`HISTORY_COLUMNS`) via a temp file and a rename."""
+    """Write ``history.csv`` (one row per epoch, :data:`HISTORY_COLUMNS`) via a temp file and a
+    rename."""
     table = pd.DataFrame(history, columns=HISTORY_COLUMNS)
     return paths.write_atomic(folder / "history.csv", lambda tmp: table.to_csv(tmp, index=False))
 
 
 def read_history(folder: str | os.PathLike) -> pd.DataFrame:
-    """A run's ``history.csv``, its floats read back exactly as they were written (whatever the pandas version).
+    """A run's ``history.csv``, its floats read back exactly as they were written (whatever the
+    pandas version).
 
     Raises:
-        ValueError: the file is unreadable, lacks the epoch/loss/Dice columns or holds non-numbers there (the
-            message names it).
+        ValueError: the file is unreadable, lacks the epoch/loss/Dice columns or holds non-numbers
+            there (the message names it).
     """
     path = Path(folder) / "history.csv"
-    exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}  # 3.x: the default
+    # 3.x: the default
+    exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
     try:
         table = pd.read_csv(path, **exact)
     except (UnicodeDecodeError, ValueError) as err:  # ParserError, EmptyDataError are ValueErrors
-        raise ValueError(f"{path} is unreadable ({type(err).__name__}: {' '.join(str(err).split())[:160]}); "
-                         f"delete the run folder and train it again.") from None
+        raise ValueError(f"{path} is unreadable ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:160]}); delete the run folder and train it "
+                         f"again.") from None
     needed = HISTORY_COLUMNS[:4]
     missing = [c for c in needed if c not in table.columns]
     if missing or any(not pd.api.types.is_numeric_dtype(table[c]) for c in needed):
-        what = f"no columns {', '.join(missing)}" if missing else f"non-numbers in {', '.join(needed)}"
+        what = (f"no columns {', '.join(missing)}" if missing
+                else f"non-numbers in {', '.join(needed)}")
         raise ValueError(f"{path} is garbled ({what}); delete the run folder and train it again.")
     # an epoch written twice (a resume that repeated it): its last row counts, in epoch order
     table = table.drop_duplicates("epoch", keep="last").sort_values("epoch", kind="stable")
@@ -218,21 +248,24 @@ def read_json(path: str | os.PathLike) -> dict:
     try:
         value = json.loads(path.read_text())
     except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
-        raise ValueError(f"{path} is unreadable (truncated or not JSON: {err}); restore it from a copy, or delete "
-                         f"the run folder and run it again.") from None
+        raise ValueError(f"{path} is unreadable (truncated or not JSON: {err}); restore it from a "
+                         f"copy, or delete the run folder and run it again.") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{path} holds a {type(value).__name__}, not a JSON object; restore it from a copy.")
+        raise ValueError(f"{path} holds a {type(value).__name__}, not a JSON object; restore it "
+                         f"from a copy.")
     return value
 
 
 def summarize(history: list[dict], stopped_early: bool) -> dict:
-    """The ``done.json`` of a history: best epoch and Dice, epochs, seconds, throughput, peak GPU memory."""
+    """The ``done.json`` of a history: best epoch and Dice, epochs, seconds, throughput, peak GPU
+    memory."""
     table = pd.DataFrame(history, columns=HISTORY_COLUMNS)
     best, peak = table.loc[table["val_dice"].idxmax()], table["peak_gpu_gb"].astype(float).max()
-    return {"best_epoch": int(best["epoch"]), "best_val_dice": float(best["val_dice"]), "epochs": len(table),
-            "train_seconds": float(table["epoch_seconds"].sum()), "images_per_s": float(table["images_per_s"].mean()),
-            "peak_gpu_gb": None if pd.isna(peak) else float(peak), "stopped_early": bool(stopped_early),
-            "status": "finished"}
+    return {"best_epoch": int(best["epoch"]), "best_val_dice": float(best["val_dice"]),
+            "epochs": len(table), "train_seconds": float(table["epoch_seconds"].sum()),
+            "images_per_s": float(table["images_per_s"].mean()),
+            "peak_gpu_gb": None if pd.isna(peak) else float(peak),
+            "stopped_early": bool(stopped_early), "status": "finished"}
 
 
 def load_run_config(folder: str | os.PathLike) -> dict:
@@ -244,8 +277,9 @@ def load_run_config(folder: str | os.PathLike) -> dict:
     """
     path = Path(folder) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: {folder} is not a run folder, or the run never started. "
-                                f"Give one of the folders that `ls {paths.results_dir() / 'runs'}` lists.")
+        raise FileNotFoundError(f"{path} does not exist: {folder} is not a run folder, or the run "
+                                f"never started. Give one of the folders that `ls "
+                                f"{paths.results_dir() / 'runs'}` lists.")
     return check_config_types(path, read_json(path))
 
 
@@ -290,11 +324,12 @@ def is_finished(folder: str | os.PathLike) -> bool:
 
 
 def checkpoint_dirs(folder: str | os.PathLike) -> list[Path]:
-    """Where a run's checkpoints may be: the folder in its config (if reachable), ``<run>/checkpoints``, and this
-    runtime's local copies of both (a home on Drive)."""
+    """Where a run's checkpoints may be: the folder in its config (if reachable),
+    ``<run>/checkpoints``, and this runtime's local copies of both (a home on Drive)."""
     local = Path(folder) / "checkpoints"
     config = Path(folder) / "config.json"
-    named = paths.locate(load_run_config(folder)["checkpoint_dir"], Path(folder)) if config.is_file() else None
+    named = (paths.locate(load_run_config(folder)["checkpoint_dir"], Path(folder))
+             if config.is_file() else None)
     found = [named or local, local]
     return list(dict.fromkeys([*found, *filter(None, map(paths.mirror, found))]))
 
@@ -302,8 +337,9 @@ def checkpoint_dirs(folder: str | os.PathLike) -> list[Path]:
 def prepared_dir(config: dict) -> Path:
     """The prepared dataset a run was trained on, wherever the data home is now.
 
-    Recorded relative to the data home (``prepared/<name>``); configs written by earlier versions hold
-    an absolute path of the machine that made them, which is looked for under this data home by name.
+    Recorded relative to the data home (``prepared/<name>``); configs written by earlier versions
+    hold an absolute path of the machine that made them, which is looked for under this data home by
+    name.
     """
     return paths.locate(config["prepared_dir"], paths.data_dir(), paths.prepared_root()) or \
         paths.prepared_root() / Path(config["prepared_dir"]).name
@@ -312,9 +348,10 @@ def prepared_dir(config: dict) -> Path:
 def portable_config(config: dict) -> dict:
     """A copy of a run's config.json without the absolute paths of the machine that wrote it.
 
-    An absolute ``prepared_dir`` becomes ``prepared/<name>`` (relative to the data home), and an absolute
-    ``checkpoint_dir`` inside the run's own folder becomes ``checkpoints``; a checkpoint folder elsewhere
-    (e.g. on Drive) is kept. Configs written by this version are portable already and come back unchanged.
+    An absolute ``prepared_dir`` becomes ``prepared/<name>`` (relative to the data home), and an
+    absolute ``checkpoint_dir`` inside the run's own folder becomes ``checkpoints``; a checkpoint
+    folder elsewhere (e.g. on Drive) is kept. Configs written by this version are portable already
+    and come back unchanged.
     """
     out = dict(config)
     prepared = Path(str(config.get("prepared_dir", "")))
@@ -330,14 +367,15 @@ def load_run_data(folder: str | os.PathLike) -> Prepared:
     """The prepared dataset of a run folder (its test split is what evaluation scores).
 
     Raises:
-        FileNotFoundError: the dataset is not prepared on this machine; the message says how to prepare it.
+        FileNotFoundError: the dataset is not prepared on this machine; the message says how to
+            prepare it.
     """
     return load_prepared(prepared_dir(load_run_config(folder)))
 
 
 def has_data(folder: str | os.PathLike) -> bool:
-    """True when the prepared dataset a run was trained on is on this machine (a committed study's runs name data
-    that only a machine which prepared the same source has)."""
+    """True when the prepared dataset a run was trained on is on this machine (a committed study's
+    runs name data that only a machine which prepared the same source has)."""
     try:
         return (prepared_dir(load_run_config(folder)) / "prepared.json").is_file()
     except (FileNotFoundError, ValueError, KeyError):
@@ -345,17 +383,20 @@ def has_data(folder: str | os.PathLike) -> bool:
 
 
 def has_checkpoint(folder: str | os.PathLike) -> bool:
-    """True when the run's ``best.pt`` is reachable (a results folder copied without checkpoints has none)."""
+    """True when the run's ``best.pt`` is reachable (a results folder copied without checkpoints has
+    none)."""
     return best_checkpoint(folder) is not None
 
 
 def best_checkpoint(folder: str | os.PathLike) -> Path | None:
-    """A run's ``best.pt``: the newest of its :func:`checkpoint_dirs` copies, or None when it has none."""
+    """A run's ``best.pt``: the newest of its :func:`checkpoint_dirs` copies, or None when it has
+    none."""
     files = [d / "best.pt" for d in checkpoint_dirs(folder) if (d / "best.pt").is_file()]
     return max(files, key=lambda f: f.stat().st_mtime, default=None)
 
 
-def load_run_model(folder: str | os.PathLike, which: str = "best", map_location: Any = "cpu") -> nn.Module:
+def load_run_model(folder: str | os.PathLike, which: str = "best",
+                   map_location: Any = "cpu") -> nn.Module:
     """Rebuild a run's model from ``config.json`` and load its ``best`` or ``last`` weights.
 
     Weights are read with ``weights_only=True``. When a checkpoint exists in several places (the
@@ -370,7 +411,8 @@ def load_run_model(folder: str | os.PathLike, which: str = "best", map_location:
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last', got {which!r}")
     config = load_run_config(folder)
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config["model_overrides"].items()}
+    overrides = {k: tuple(v) if isinstance(v, list) else v
+                 for k, v in config["model_overrides"].items()}
     model = build_model(config["model"], config["model_config"], **overrides)
     dirs = checkpoint_dirs(folder)
     if which == "last":
@@ -378,10 +420,12 @@ def load_run_model(folder: str | os.PathLike, which: str = "best", map_location:
         state = max((s for s, _ in found if s is not None), key=lambda s: s["epoch"], default=None)
     else:
         best = best_checkpoint(folder)
-        state = load_checkpoint(best, "cpu") if best else None  # on the CPU: a missing GPU is not the file's fault
+        # on the CPU: a missing GPU is not the file's fault
+        state = load_checkpoint(best, "cpu") if best else None
     if state is None:
-        raise FileNotFoundError(f"No {which} checkpoint of run {Path(folder).name} in {', '.join(map(str, dirs))}; "
-                                f"mount Drive if the run kept its checkpoints there, or train it first.")
+        raise FileNotFoundError(f"No {which} checkpoint of run {Path(folder).name} in "
+                                f"{', '.join(map(str, dirs))}; mount Drive if the run kept its "
+                                f"checkpoints there, or train it first.")
     try:
         restore_state(state, model, restore_rng=False)
     except RuntimeError:
@@ -397,28 +441,32 @@ def _note_another_run(folder, which: str, state: dict, config: dict) -> None:
     if theirs is None and which == "last":
         theirs = (state.get("config") or {}).get("run_id")
     if theirs and theirs != mine:
-        print(f"⚠ {which}.pt of run {mine} was saved by run {theirs}: it was copied in from another "
-              f"run, and its weights are used as they are; put back this run's own {which}.pt if "
-              f"that was not meant.")
+        print(f"⚠ {which}.pt of run {mine} was saved by run {theirs}: it was copied in from "
+              f"another run, and its weights are used as they are; put back this run's own "
+              f"{which}.pt if that was not meant.")
 
 
 def _misfit(folder, which: str, weights: dict, model: nn.Module, config: dict) -> str:
-    """One line saying that a checkpoint holds another model than ``config.json`` names, naming both."""
+    """One line saying that a checkpoint holds another model than ``config.json`` names, naming
+    both."""
     overrides = config.get("model_overrides") or {}
     mine = f"{config['model']} '{config['model_config']}'" + (f" {overrides}" if overrides else "")
     theirs = _identify(weights) or (f"another model ({len(weights)} tensors, "
-                                           f"{sum(int(t.numel()) for t in weights.values()):,} weights)")
-    return (f"{which}.pt of run {Path(folder).name} holds {theirs}, but its config.json names {mine} "
-            f"({len(model.state_dict())} tensors, {sum(p.numel() for p in model.parameters()):,} weights): the "
-            f"checkpoint or config.json was copied from another run; put back the pair that belong together.")
+                                    f"{sum(int(t.numel()) for t in weights.values()):,} weights)")
+    return (f"{which}.pt of run {Path(folder).name} holds {theirs}, but its config.json names "
+            f"{mine} ({len(model.state_dict())} tensors, "
+            f"{sum(p.numel() for p in model.parameters()):,} weights): the checkpoint or "
+            f"config.json was copied from another run; put back the pair that belong together.")
 
 
 def _identify(weights: dict) -> str | None:
-    """Which registered model and config a checkpoint's weights are (names and shapes match), else None."""
+    """Which registered model and config a checkpoint's weights are (names and shapes match), else
+    None."""
 
     shapes = {k: tuple(v.shape) for k, v in weights.items()}
     for name, configs in list_configs().items():
-        variants = ({}, {"deep_supervision": True}, {"deep_supervision": False}) if name == "unetpp" else ({},)
+        variants = (({}, {"deep_supervision": True}, {"deep_supervision": False})
+                    if name == "unetpp" else ({},))
         for config in configs:
             for overrides in variants:
                 with torch.device("meta"):
@@ -435,20 +483,24 @@ def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
         root: folder of run folders (default ``results/runs``).
     """
     root = Path(root) if root else paths.results_dir() / "runs"
-    columns = ["run_id", "model", "model_config", "pretrained", "fraction", "image_size", "seed", "protocol", "dataset",
-               "finished", "best_val_dice", "best_epoch", "epochs", "train_seconds", "run_dir"]
+    columns = ["run_id", "model", "model_config", "pretrained", "fraction", "image_size", "seed",
+               "protocol", "dataset", "finished", "best_val_dice", "best_epoch", "epochs",
+               "train_seconds", "run_dir"]
     rows = []
     for folder in sorted(p for p in root.glob("*") if (p / "config.json").is_file()):
         config, done = load_run_config(folder), load_done(folder) or {}
-        rows.append({**{k: config.get(k) for k in columns}, **{k: done.get(k) for k in columns if k in done},
+        rows.append({**{k: config.get(k) for k in columns},
+                     **{k: done.get(k) for k in columns if k in done},
                      "finished": is_finished(folder), "run_dir": str(folder)})
     return pd.DataFrame(rows, columns=columns)
 
 
 def run_files(run_id_or_dir: str | os.PathLike) -> pd.DataFrame:
-    """The files of a run, wherever they are (run folder, checkpoint folders): name, size, folder."""
+    """The files of a run, wherever they are (run folder, checkpoint folders): name, size,
+    folder."""
     folder = Path(run_id_or_dir) if Path(run_id_or_dir).is_dir() else run_dir(str(run_id_or_dir))
     files = sorted(p for p in folder.glob("*") if p.is_file())
     files += [p for d in checkpoint_dirs(folder) if d.is_dir() for p in sorted(d.glob("*.pt"))]
-    return pd.DataFrame({"file": [p.name for p in files], "kB": [round(p.stat().st_size / 1024, 1) for p in files],
+    return pd.DataFrame({"file": [p.name for p in files],
+                         "kB": [round(p.stat().st_size / 1024, 1) for p in files],
                          "folder": [str(p.parent) for p in files]})
