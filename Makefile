@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= demo
+# pytest-xdist workers for make test and test-fast: one per core (WORKERS=0 runs in one process)
+WORKERS ?= auto
 STAMP := $(VENV)/.installed-requirements
 
 .PHONY: demo test test-fast bench gpu-window install lab docs clean-results
@@ -18,13 +20,13 @@ install: $(STAMP)  ## create/update the virtual environment only
 demo: $(STAMP)  ## run the notebooks headlessly on 300 real lesions of the bundled archive (PROFILE=demo|smoke|cpu|class)
 	$(PY) -m helpers.pipeline --profile $(PROFILE) $(ARGS)
 
-test: $(STAMP)  ## lint (ruff), then unit tests + every notebook under nbval (smoke profile)
+test: $(STAMP)  ## lint (ruff), then unit tests + every notebook under nbval (smoke profile), one worker per core
 	$(PY) -m ruff check helpers tests
-	$(PY) -m pytest -c tests/pytest.ini --rootdir . tests notebooks $(PYTEST_ARGS)
+	$(PY) -m pytest -c tests/pytest.ini --rootdir . tests notebooks -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## the same without the slow tests (notebooks, multi-epoch trainings, pipelines)
 	$(PY) -m ruff check helpers tests
-	$(PY) -m pytest -c tests/pytest.ini --rootdir . tests notebooks -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -c tests/pytest.ini --rootdir . tests notebooks -m "not slow" -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## benchmarks: data path, training, inference → table + results/bench.csv
 	$(PY) -m helpers.tools.bench $(ARGS)

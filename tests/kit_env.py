@@ -20,12 +20,17 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network call to PyPI when a test imports albumentations
 
 
-@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects: ``-m "not slow"`` leaves the notebooks out
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects and before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Mark every notebook cell nbval runs as ``slow``: running a notebook is a notebook execution."""
+    """Mark every notebook cell nbval runs as ``slow``: running a notebook is a notebook execution.
+
+    Under pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``) each file is one group, so one worker runs
+    a file's tests in order: a notebook's cells share one kernel, and a module's fixtures are built once.
+    """
     for item in items:
         if item.path.suffix == ".ipynb":
             item.add_marker(pytest.mark.slow)
+        item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -114,7 +114,7 @@ def test_notebook_parameters_reads_names_and_comments(tmp_path):
                                             'A, B = 1, 2   # both\nprint(X)\n')
     assert pipeline.notebook_parameters(path) == {"X": "the x # with a hash", "Y": "", "Z": "", "A": "both", "B": "both"}
     real = pipeline.notebook_parameters(Path(pipeline.__file__).parents[1] / "notebooks" / "02_unet.ipynb")
-    assert real["LR"].startswith("Learning rate (AdamW's peak)") and "PROFILE" in real and "SETTINGS" in real
+    assert real["LR"].startswith("Learning rate: peak AdamW learning rate") and "PROFILE" in real and "SETTINGS" in real
     assert len([name for name in real if name not in ("SETTINGS", "KIT_HOME", "MOUNT_DRIVE", "KIT_REPO", "KIT_REF")]) <= 5
 
 
