@@ -19,7 +19,8 @@ def _finite(values) -> np.ndarray:
 
 
 def bootstrap_means(values, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
-    """Means of ``n_boot`` resamples (with replacement, same size) of the finite values; (n_boot,)."""
+    """Means of ``n_boot`` resamples (with replacement, same size) of the finite values;
+    (n_boot,)."""
     values = _finite(values)
     if values.size == 0:
         return np.full(n_boot, np.nan)
@@ -27,7 +28,8 @@ def bootstrap_means(values, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
     return values[rows].mean(axis=1)
 
 
-def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval of the mean of per-image values.
 
     Args:
@@ -43,7 +45,8 @@ def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0)
 
 
 def percentile_interval(resampled, level: float = 0.95) -> tuple[float, float]:
-    """The central ``level`` interval of bootstrap statistics, e.g. means or differences of means (NaN ignored)."""
+    """The central ``level`` interval of bootstrap statistics, e.g. means or differences of means
+    (NaN ignored)."""
     resampled = np.asarray(resampled, dtype=np.float64)
     if np.isnan(resampled).all():
         return float("nan"), float("nan")
@@ -63,7 +66,9 @@ def wilcoxon_p(differences) -> float:
     if np.all(differences == 0):
         return 1.0
     try:
-        from scipy.stats import wilcoxon  # heavy (seconds to import): only once a p-value is asked for
+        from scipy.stats import (  # heavy (seconds to import): only once a p-value is asked for
+            wilcoxon,
+        )
     except ImportError:  # scipy is a kit requirement; this keeps the bootstrap usable without it
         return float("nan")
     return float(wilcoxon(differences, zero_method="wilcox").pvalue)
@@ -86,14 +91,16 @@ def paired_difference(a, b, n_boot: int = 2000, level: float = 0.95, seed: int =
     """
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     if a.shape != b.shape:
-        raise ValueError(f"paired scores must cover the same images: got {a.size} and {b.size} values.")
+        raise ValueError(f"paired scores must cover the same images: "
+                         f"got {a.size} and {b.size} values.")
     keep = np.isfinite(a) & np.isfinite(b)
     diff = a[keep] - b[keep]
     low, high = bootstrap_ci(diff, n_boot, level, seed)
     return {"n": int(keep.sum()), "mean_a": float(a[keep].mean()) if keep.any() else float("nan"),
             "mean_b": float(b[keep].mean()) if keep.any() else float("nan"),
-            "mean_diff": float(diff.mean()) if diff.size else float("nan"), "ci_low": low, "ci_high": high,
-            "p_wilcoxon": wilcoxon_p(diff), "a_wins": float((diff > 0).mean()) if diff.size else float("nan")}
+            "mean_diff": float(diff.mean()) if diff.size else float("nan"), "ci_low": low,
+            "ci_high": high, "p_wilcoxon": wilcoxon_p(diff),
+            "a_wins": float((diff > 0).mean()) if diff.size else float("nan")}
 
 
 def holm(pvalues) -> np.ndarray:
@@ -126,7 +133,8 @@ def verdict(name_a: str, name_b: str, ci_low: float, ci_high: float, p: float = 
 
 
 def between_seeds(means) -> dict:
-    """Spread of one model's mean score over several initialisation seeds (same split, same test images).
+    """Spread of one model's mean score over several initialisation seeds (same split, same test
+    images).
 
     Returns:
         ``n``, ``mean``, ``std`` (sample standard deviation, 0 for one seed), ``min`` and ``max``.

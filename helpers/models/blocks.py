@@ -37,9 +37,11 @@ class DoubleConv(nn.Sequential):
         mid_channels: Channels between the two convolutions (default: out_channels).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None) -> None:
+    def __init__(self, in_channels: int, out_channels: int,
+                 mid_channels: int | None = None) -> None:
         mid_channels = mid_channels or out_channels
-        super().__init__(ConvBNReLU(in_channels, mid_channels), ConvBNReLU(mid_channels, out_channels))
+        super().__init__(ConvBNReLU(in_channels, mid_channels),
+                         ConvBNReLU(mid_channels, out_channels))
 
 
 def check_input_size(images: torch.Tensor, multiple: int, model_name: str) -> None:

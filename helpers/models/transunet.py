@@ -72,11 +72,13 @@ TRANSUNET_CONFIGS: dict[str, TransUNetConfig] = {
     "paper": TransUNetConfig(),
     # torchvision's ResNet-50 stages 1-3 as they are (3, 4, 6) and a ViT-S-sized transformer:
     # 25.3 M parameters, 34 GFLOPs per 256-px image (paper: 77; UNet paper: 96).
-    "small": TransUNetConfig(resnet_blocks=(3, 4, 6), hidden_size=384, num_layers=6, num_heads=6, mlp_dim=1536),
-    # The cpu profile's: a narrow two-block-per-stage CNN and a 4-layer, 128-wide transformer, 1.3 M parameters.
+    "small": TransUNetConfig(resnet_blocks=(3, 4, 6), hidden_size=384, num_layers=6, num_heads=6,
+                             mlp_dim=1536),
+    # The cpu profile's: a narrow two-block-per-stage CNN and a 4-layer, 128-wide transformer,
+    # 1.3 M parameters.
     "cpu": TransUNetConfig(
-        img_size=128, resnet_width=16, resnet_blocks=(2, 2, 2), hidden_size=128, num_layers=4, num_heads=4,
-        mlp_dim=512, head_channels=64, decoder_channels=(64, 32, 16, 8),
+        img_size=128, resnet_width=16, resnet_blocks=(2, 2, 2), hidden_size=128, num_layers=4,
+        num_heads=4, mlp_dim=512, head_channels=64, decoder_channels=(64, 32, 16, 8),
     ),
     "tiny": TransUNetConfig(
         img_size=64, resnet_width=8, resnet_blocks=(1, 1, 1), hidden_size=32, num_layers=2,
@@ -85,7 +87,8 @@ TRANSUNET_CONFIGS: dict[str, TransUNetConfig] = {
 }
 
 
-def resize_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int]) -> torch.Tensor:
+def resize_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int],
+                     old_grid: tuple[int, int]) -> torch.Tensor:
     """Resize position embeddings (1, gh*gw, D) from grid `old_grid` to `new_grid` bicubically.
 
     Args:
@@ -103,16 +106,20 @@ def resize_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], old_gri
 
 
 class ResNetBackbone(nn.Module):
-    """ResNet-50 stem and three stages in torchvision's layout; returns the 1/16 map and the skips."""
+    """ResNet-50 stem and three stages in torchvision's layout; returns the 1/16 map and the
+    skips."""
 
     def __init__(self, config: TransUNetConfig) -> None:
         super().__init__()
         width = config.resnet_width
-        self.conv1 = nn.Conv2d(config.in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(config.in_channels, width, kernel_size=7, stride=2,
+                               padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        from torchvision.models.resnet import Bottleneck  # here: importing torchvision costs seconds
+        from torchvision.models.resnet import (  # here: importing torchvision costs seconds
+            Bottleneck,
+        )
 
         in_channels = width
         for index, num_blocks in enumerate(config.resnet_blocks):
@@ -185,16 +192,19 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.grid = (config.img_size // 16, config.img_size // 16)
         self.patch_embed = nn.Conv2d(in_channels, config.hidden_size, kernel_size=1)
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], config.hidden_size))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1],
+                                                  config.hidden_size))
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(TransformerLayer(config) for _ in range(config.num_layers))
         self.norm = nn.LayerNorm(config.hidden_size, eps=1e-6)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Encode the (B, C, h, w) feature map into tokens (B, h*w, D)."""
-        grid = (features.shape[-2], features.shape[-1])  # symbolic under torch.export: no int(), no branch
+        # symbolic under torch.export: no int(), no branch
+        grid = (features.shape[-2], features.shape[-1])
         tokens = self.patch_embed(features).flatten(2).transpose(1, 2)  # (B, h*w, D)
-        pos_embed = resize_pos_embed(self.pos_embed, grid, self.grid)  # exactly pos_embed at self.grid
+        # exactly pos_embed at self.grid
+        pos_embed = resize_pos_embed(self.pos_embed, grid, self.grid)
         tokens = self.dropout(tokens + pos_embed)
         for layer in self.layers:
             tokens = layer(tokens)
@@ -210,7 +220,8 @@ class DecoderBlock(nn.Module):
         self.conv = DoubleConv(in_channels + skip_channels, out_channels)
 
     def forward(self, features: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
-        """Upsample (B, C_in, h, w) to (B, C_out, 2h, 2w), fusing `skip` (B, C_skip, 2h, 2w) if given."""
+        """Upsample (B, C_in, h, w) to (B, C_out, 2h, 2w), fusing `skip` (B, C_skip, 2h, 2w) if
+        given."""
         features = self.up(features)
         if skip is not None:
             features = torch.cat([features, skip], dim=1)
@@ -228,23 +239,28 @@ class TransUNet(nn.Module):
         super().__init__()
         self.config = config = config or TransUNetConfig()
         if config.img_size % 16:
-            raise ValueError(f"TransUNet img_size must be a multiple of 16; got {config.img_size} — use e.g. 256")
+            raise ValueError(f"TransUNet img_size must be a multiple of 16; got {config.img_size} "
+                             f"— use e.g. 256")
         if not 0 <= config.n_skip <= 3:
-            raise ValueError(f"TransUNet n_skip must be 0, 1, 2 or 3 (skips at 1/8, 1/4, 1/2); got {config.n_skip}")
+            raise ValueError(f"TransUNet n_skip must be 0, 1, 2 or 3 (skips at 1/8, 1/4, 1/2); "
+                             f"got {config.n_skip}")
         width = config.resnet_width
         self.backbone = ResNetBackbone(config)
         self.transformer = TransformerEncoder(config, in_channels=16 * width)
         self.conv_more = ConvBNReLU(config.hidden_size, config.head_channels)
-        skip_channels = [c if i < config.n_skip else 0 for i, c in enumerate((8 * width, 4 * width, width, 0))]
+        skip_channels = [c if i < config.n_skip else 0
+                         for i, c in enumerate((8 * width, 4 * width, width, 0))]
         in_channels = (config.head_channels, *config.decoder_channels[:-1])
         self.decoder = nn.ModuleList(
-            DecoderBlock(i, o, s) for i, o, s in zip(in_channels, config.decoder_channels, skip_channels)
+            DecoderBlock(i, o, s)
+            for i, o, s in zip(in_channels, config.decoder_channels, skip_channels)
         )
         self.head = nn.Conv2d(config.decoder_channels[-1], 1, kernel_size=3, padding=1)
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """Kaiming init for convolutions (as torchvision's ResNet), Xavier for linear layers (as ViT)."""
+        """Kaiming init for convolutions (as torchvision's ResNet), Xavier for linear layers (as
+        ViT)."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -266,7 +282,8 @@ class TransUNet(nn.Module):
         features, skips = self.backbone(images)  # (B, 16w, H/16, W/16)
         height, width = features.shape[-2:]
         tokens = self.transformer(features)  # (B, H/16 * W/16, D)
-        features = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, height, width)  # (B, D, H/16, W/16)
+        # (B, D, H/16, W/16)
+        features = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, height, width)
         features = self.conv_more(features)  # (B, head_channels, H/16, W/16)
         for index, block in enumerate(self.decoder):
             features = block(features, skips[index] if index < self.config.n_skip else None)

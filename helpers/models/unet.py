@@ -49,7 +49,8 @@ UNET_CONFIGS: dict[str, UNetConfig] = {
     "small": UNetConfig(base=32),  # 7.8 M parameters, a quarter of the compute
     "cpu": UNetConfig(base=16),  # 1.9 M parameters, the cpu profile
     "tiny": UNetConfig(base=4),  # for tests and the smoke profile
-    "r34": UNetConfig(base=32, depth=RESNET_LEVELS, encoder="resnet34"),  # 24.5 M parameters, 21.3 M of them ResNet-34
+    # 24.5 M parameters, 21.3 M of them ResNet-34
+    "r34": UNetConfig(base=32, depth=RESNET_LEVELS, encoder="resnet34"),
 }
 
 
@@ -82,13 +83,16 @@ class UNet(nn.Module):
     def __init__(self, config: UNetConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or UNetConfig()
-        self.encoder, widths = backbone(config.encoder, config.in_channels, config.base, config.depth)
+        self.encoder, widths = backbone(config.encoder, config.in_channels,
+                                        config.base, config.depth)
         if self.encoder is None:  # the plain stack, under its original names
             self.inc = DoubleConv(config.in_channels, widths[0])
             self.downs = nn.ModuleList(
-                nn.Sequential(nn.MaxPool2d(2), DoubleConv(widths[i], widths[i + 1])) for i in range(config.depth)
+                nn.Sequential(nn.MaxPool2d(2), DoubleConv(widths[i], widths[i + 1]))
+                for i in range(config.depth)
             )
-        self.ups = nn.ModuleList(Up(widths[i + 1], widths[i]) for i in reversed(range(config.depth)))
+        self.ups = nn.ModuleList(Up(widths[i + 1], widths[i])
+                                 for i in reversed(range(config.depth)))
         self.head = nn.Conv2d(widths[0], 1, kernel_size=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -59,7 +59,8 @@ UNETPP_CONFIGS: dict[str, UNetPPConfig] = {
     "small": UNetPPConfig(base=16),  # 2.3 M parameters
     "cpu": UNetPPConfig(base=8),  # 0.57 M parameters: about a cpu UNet's cost per image
     "tiny": UNetPPConfig(base=4),  # for tests and the smoke profile
-    "r34": UNetPPConfig(base=16, depth=RESNET_LEVELS, encoder="resnet34"),  # 26.3 M parameters, 21.3 M of them ResNet-34
+    # 26.3 M parameters, 21.3 M of them ResNet-34
+    "r34": UNetPPConfig(base=16, depth=RESNET_LEVELS, encoder="resnet34"),
 }
 
 
@@ -73,7 +74,8 @@ class UNetPlusPlus(nn.Module):
     def __init__(self, config: UNetPPConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or UNetPPConfig()
-        self.encoder, self.filters = backbone(config.encoder, config.in_channels, config.base, config.depth)
+        self.encoder, self.filters = backbone(config.encoder, config.in_channels,
+                                              config.base, config.depth)
         for i in range(config.depth + 1):
             for j in range(config.depth + 1 - i):
                 if j > 0 or self.encoder is None:  # an encoder is the column x_{i}_0
@@ -81,11 +83,13 @@ class UNetPlusPlus(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
         num_heads = config.depth if config.deep_supervision else 1
-        self.heads = nn.ModuleList(nn.Conv2d(self.filters[0], 1, kernel_size=1) for _ in range(num_heads))
+        self.heads = nn.ModuleList(nn.Conv2d(self.filters[0], 1, kernel_size=1)
+                                   for _ in range(num_heads))
         self.prune_depth = config.prune_depth
 
     def _node(self, i: int, j: int) -> DoubleConv:
-        """Block of node x_{i}_{j}: its input is j same-row maps plus one upsampled map (or the pooled one)."""
+        """Block of node x_{i}_{j}: its input is j same-row maps plus one upsampled map (or the
+        pooled one)."""
         if j == 0:
             in_channels = self.config.in_channels if i == 0 else self.filters[i - 1]
         else:
@@ -100,16 +104,19 @@ class UNetPlusPlus(nn.Module):
     @prune_depth.setter
     def prune_depth(self, value: int | None) -> None:
         if value is not None and not self.config.deep_supervision:
-            raise ValueError("prune_depth needs the deep-supervision heads; build with deep_supervision=True")
+            raise ValueError("prune_depth needs the deep-supervision heads; build with "
+                             "deep_supervision=True")
         if value is not None and not 1 <= value <= self.config.depth:
-            raise ValueError(f"prune_depth must be between 1 and {self.config.depth} or None; got {value}")
+            raise ValueError(f"prune_depth must be between 1 and {self.config.depth} or None; "
+                             f"got {value}")
         self._prune_depth = value
 
     def _nodes(self, images: torch.Tensor, depth: int) -> dict[tuple[int, int], torch.Tensor]:
         """Compute every node x_{i}_{j} with i + j <= depth, diagonal by diagonal."""
         nodes: dict[tuple[int, int], torch.Tensor] = {}
         if self.encoder is not None:  # x_{i}_0 for i <= depth, first
-            nodes.update({(i, 0): features for i, features in enumerate(self.encoder(images, depth))})
+            nodes.update({(i, 0): features
+                          for i, features in enumerate(self.encoder(images, depth))})
         for diagonal in range(depth + 1):
             for i in range(diagonal, -1, -1):
                 j = diagonal - i

@@ -39,7 +39,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from helpers import cli, paths
-from helpers.data.loaders import LesionDataset, seed_worker, single_threaded_opencv, to_model_input, train_transform
+from helpers.data.loaders import (
+    LesionDataset,
+    seed_worker,
+    single_threaded_opencv,
+    to_model_input,
+    train_transform,
+)
 from helpers.data.sources import SOURCES, ensure_prepared
 from helpers.evaluation.inference import iter_probs
 from helpers.models import build_model

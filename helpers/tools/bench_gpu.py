@@ -17,7 +17,13 @@ import torch
 
 from helpers.models import build_model
 from helpers.models.summary import count_flops
-from helpers.training.devices import amp_dtype, grad_scaler, peak_memory_gb, pick_device, reset_peak_memory
+from helpers.training.devices import (
+    amp_dtype,
+    grad_scaler,
+    peak_memory_gb,
+    pick_device,
+    reset_peak_memory,
+)
 from helpers.training.losses import DiceBCELoss
 
 # Peak dense (no sparsity) fp16/bf16 tensor-core TFLOP/s from the vendors' datasheets, matched in this order

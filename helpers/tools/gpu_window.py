@@ -37,7 +37,14 @@ from pathlib import Path
 import pandas as pd
 
 from helpers import cli, paths
-from helpers.tools.gpu_window_steps import Window, step_bench, step_data, step_grid, step_recipes, step_t4
+from helpers.tools.gpu_window_steps import (
+    Window,
+    step_bench,
+    step_data,
+    step_grid,
+    step_recipes,
+    step_t4,
+)
 
 STEPS = ("t4", "bench", "recipes", "grid")
 SHARES = {"data": 0.25, "t4": 0.2, "bench": 0.2, "recipes": 0.5, "grid": 1.0}  # the most of the window each may use

@@ -149,7 +149,11 @@ def step_t4(w: Window, deadline: float, entry: dict) -> None:
     """fp16 within 15 GB, a few hundred steps of each ``t4`` model (restarted each window: a check, not a result)."""
     import torch  # torch: only once --dry-run has hidden the GPU
 
-    from helpers.training import devices, engine, runs  # torch: only once --dry-run has hidden the GPU
+    from helpers.training import (  # torch: only once --dry-run has hidden the GPU
+        devices,
+        engine,
+        runs,
+    )
 
     device, kept = devices.pick_device(), _earlier_rows(w, "t4_check.csv", lambda r: r["status"] == "ok")
     config = w.study(amp="fp16", fractions="1.0")

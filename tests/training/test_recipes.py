@@ -3,7 +3,14 @@ import dataclasses
 
 import pytest
 
-from helpers.profiles import CHOICES, PROFILES, RECIPES, get_profile, recipe_settings, resolve_config
+from helpers.profiles import (
+    CHOICES,
+    PROFILES,
+    RECIPES,
+    get_profile,
+    recipe_settings,
+    resolve_config,
+)
 
 TRAINING = ("num_epochs", "lr", "weight_decay", "warmup_epochs", "schedule", "augment")
 
