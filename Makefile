@@ -22,11 +22,11 @@ demo: $(STAMP)  ## run the notebooks headlessly on 300 real lesions of the bundl
 
 test: $(STAMP)  ## lint (ruff), then unit tests + every notebook under nbval (smoke profile), one worker per core
 	$(PY) -m ruff check helpers tests
-	$(PY) -m pytest -c tests/pytest.ini --rootdir . tests notebooks -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -c tests/pytest.ini --rootdir . tests notebooks -n $(WORKERS) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## the same without the slow tests (notebooks, multi-epoch trainings, pipelines)
 	$(PY) -m ruff check helpers tests
-	$(PY) -m pytest -c tests/pytest.ini --rootdir . tests notebooks -m "not slow" -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -c tests/pytest.ini --rootdir . tests notebooks -m "not slow" -n $(WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## benchmarks: data path, training, inference → table + results/bench.csv
 	$(PY) -m helpers.tools.bench $(ARGS)

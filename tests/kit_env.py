@@ -20,17 +20,31 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network call to PyPI when a test imports albumentations
 
 
-@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects and before pytest-xdist reads the groups
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects: ``-m "not slow"`` leaves the notebooks out
 def pytest_collection_modifyitems(config, items):
-    """Mark every notebook cell nbval runs as ``slow``: running a notebook is a notebook execution.
-
-    Under pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``) each file is one group, so one worker runs
-    a file's tests in order: a notebook's cells share one kernel, and a module's fixtures are built once.
-    """
+    """Mark every notebook cell nbval runs as ``slow``: running a notebook is a notebook execution."""
     for item in items:
         if item.path.suffix == ".ipynb":
             item.add_marker(pytest.mark.slow)
-        item.add_marker(pytest.mark.xdist_group(item.path.name))
+
+
+try:
+    from xdist.scheduler import LoadFileScheduling
+except ImportError:  # pytest-xdist is optional: without it, the tests run in one process
+    LoadFileScheduling = None
+
+if LoadFileScheduling is not None:
+    class _FilesAndTheCourse(LoadFileScheduling):
+        """Each test file goes whole to one worker (its module fixtures are built once); the four notebooks go
+        together, in order, to one worker, because 02-04 follow the study 01 records in that worker's home."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "notebooks" if path.endswith(".ipynb") else path
+
+    def pytest_xdist_make_scheduler(config, log):
+        """``make test`` runs ``-n auto``: one worker per core, scheduled as above."""
+        return _FilesAndTheCourse(config, log)
 
 
 def pytest_sessionfinish(session, exitstatus):
