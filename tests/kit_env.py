@@ -28,23 +28,27 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
-try:
-    from xdist.scheduler import LoadFileScheduling
-except ImportError:  # pytest-xdist is optional: without it, the tests run in one process
-    LoadFileScheduling = None
+class _Scheduling:
+    """pytest-xdist's scheduler for ``make test -n auto``: each test file goes whole to one worker (its module
+    fixtures are built once); the four notebooks go together, in order, to one worker, because 02-04 follow
+    the study 01 records in that worker's home."""
 
-if LoadFileScheduling is not None:
-    class _FilesAndTheCourse(LoadFileScheduling):
-        """Each test file goes whole to one worker (its module fixtures are built once); the four notebooks go
-        together, in order, to one worker, because 02-04 follow the study 01 records in that worker's home."""
-
-        def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return "notebooks" if path.endswith(".ipynb") else path
-
+    @staticmethod
     def pytest_xdist_make_scheduler(config, log):
-        """``make test`` runs ``-n auto``: one worker per core, scheduled as above."""
-        return _FilesAndTheCourse(config, log)
+        from xdist.scheduler import LoadFileScheduling
+
+        class FilesAndTheCourse(LoadFileScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                path = nodeid.split("::", 1)[0]
+                return "notebooks" if path.endswith(".ipynb") else path
+
+        return FilesAndTheCourse(config, log)
+
+
+def pytest_configure(config):
+    """Schedule as above where pytest-xdist is loaded (it is optional: without it the tests run in one process)."""
+    if hasattr(config.hook, "pytest_xdist_make_scheduler"):
+        config.pluginmanager.register(_Scheduling(), "kit-scheduling")
 
 
 def pytest_sessionfinish(session, exitstatus):

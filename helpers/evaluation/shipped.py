@@ -16,6 +16,8 @@ the profile a notebook runs: the evidence is the same in ``smoke`` as in ``t4``.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -72,13 +74,25 @@ def split_rows(prepared, split: str) -> np.ndarray:
 
 
 def test_factors(prepared) -> pd.DataFrame:
-    """The :func:`~helpers.evaluation.image_factors.image_factors` of the test images."""
+    """The :func:`~helpers.evaluation.image_factors.image_factors` of the test images.
+
+    Measured once per preparation and kept beside it (a few seconds saved in each notebook); the
+    file's name carries a hash of the measuring code, so a changed measure is measured again.
+    """
+    code = hashlib.sha256(Path(image_factors.__file__).read_bytes()).hexdigest()[:12]
+    kept = Path(prepared.root) / f"test_factors_{code}.csv"
+    if kept.is_file():
+        factors = pd.read_csv(kept, keep_default_na=False, na_values=[""])
+        return factors.assign(ita_group=image_factors.ita_group(factors["ita"]))  # a category again
     rows = split_rows(prepared, "test")
-    return image_factors.image_factors(
+    factors = image_factors.image_factors(
         np.asarray(prepared.images[rows]),
         np.asarray(prepared.masks[rows]),
         prepared.table["isic_id"].to_numpy()[rows],
     )
+    with contextlib.suppress(OSError):  # a read-only home: measured each time instead
+        paths.write_atomic(kept, lambda tmp: factors.to_csv(tmp, index=False))
+    return factors
 
 
 def test_scores(prepared, factors: pd.DataFrame | None = None) -> pd.DataFrame:

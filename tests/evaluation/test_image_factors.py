@@ -224,3 +224,27 @@ def test_the_model_cards_skin_tone_figures_are_the_bundled_archives(tmp_path, mo
               re.findall(r"(very light|light|intermediate|tan|brown|dark) ([\d,]+) \(", model_card.SKIN_TONE_MEASURED)}
     assert stated == {name: int(counts[name]) for name in image_factors.ITA_GROUPS}
     assert f"{int(factors['ita'].isna().sum())} without skin" in model_card.SKIN_TONE_MEASURED
+
+
+def test_the_test_factors_are_measured_once_per_preparation(tmp_path, monkeypatch):
+    """Kept beside the preparation, read back equal (ITA groups a category again); a file written by other
+    measuring code (another hash in its name) is not read."""
+    from types import SimpleNamespace
+
+    images = np.stack([skin((70, 10, 15)), skin((40, 15, 30)), skin((60, 5, 10))])
+    masks = np.stack([lesion(), lesion(top=0), lesion(size=30)])
+    table = pd.DataFrame({"isic_id": ["a", "b", "c"], "split": ["test", "train", "test"]})
+    prepared = SimpleNamespace(root=tmp_path, images=images, masks=masks, table=table)
+    (tmp_path / "test_factors_0123456789ab.csv").write_text("isic_id,ita\nzzz,1.0\n")  # other code's file
+    first = shipped.test_factors(prepared)
+    assert first["isic_id"].tolist() == ["a", "c"]
+    kept = [p for p in tmp_path.glob("test_factors_*.csv") if "0123456789ab" not in p.name]
+    assert len(kept) == 1
+
+    def measured_again(*_args, **_kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(image_factors, "image_factors", measured_again)
+    again = shipped.test_factors(prepared)
+    pd.testing.assert_frame_equal(again, first)
+    assert isinstance(again["ita_group"].dtype, pd.CategoricalDtype)
