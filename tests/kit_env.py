@@ -13,6 +13,12 @@ from pathlib import Path
 import pytest
 
 _scratch = Path(tempfile.mkdtemp(prefix="kit-tests-"))
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("KIT_TESTS_SCRATCH"):
+    # a pytest-xdist worker: its own folders, not the ones it inherited from the process that started it
+    for name in ("KIT_DATA_DIR", "KIT_RESULTS_DIR"):
+        if os.environ.get(name, "").startswith(os.environ["KIT_TESTS_SCRATCH"]):
+            del os.environ[name]
+os.environ["KIT_TESTS_SCRATCH"] = str(_scratch)
 os.environ.setdefault("KIT_PROFILE", "smoke")
 os.environ.setdefault("KIT_DATA_DIR", str(_scratch / "data"))
 os.environ.setdefault("KIT_RESULTS_DIR", str(_scratch / "results"))
