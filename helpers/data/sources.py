@@ -221,7 +221,8 @@ def _prepared_once(config: RunConfig, data_source: str, data_dir: str | None, pr
     source = expected_source(data_source, data_dir, config, sample_seed)
     given = _given(data_source, data_dir)
     if data_source == "bundled" and not given.is_file():
-        bundled.check_archive(given)  # missing: named, with how to restore it (damaged: when extracted)
+        # missing: named, with how to restore it (a damaged archive is named when it is extracted)
+        bundled.check_archive(given)
     stamp = source_stamp(given, by_content=data_source == "bundled") if given is not None else None
     if given is not None:
         _refuse_a_namesake(out_dir, source if data_source == "folder" else given)

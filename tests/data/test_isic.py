@@ -3,7 +3,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.data.isic import BadFile, DataError, Pair, find_split_dirs, format_problems, load_pair, pair_files
+from helpers.data.isic import (
+    BadFile,
+    DataError,
+    Pair,
+    find_split_dirs,
+    format_problems,
+    load_pair,
+    pair_files,
+)
 from tests.builders import make_dataset, write_pair
 
 
