@@ -8,6 +8,7 @@ inherit this environment, take the smoke path and never touch your own data/ or 
 import os
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.suffix == ".ipynb":
             item.add_marker(pytest.mark.slow)
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the longest groups first, so that no worker ends alone on one
+        weight = Counter()
+        for item in items:
+            weight[_group(item.nodeid)] += 20 if item.get_closest_marker("slow") else 1
+        items.sort(key=lambda item: -weight[_group(item.nodeid)])  # stable: a group's tests keep their order
+
+
+def _group(nodeid: str) -> str:
+    """What one worker runs whole: a test file, or the four notebooks together."""
+    path = nodeid.split("::", 1)[0]
+    return "notebooks" if path.endswith(".ipynb") else path
 
 
 class _Scheduling:
@@ -45,9 +57,9 @@ class _Scheduling:
 
         class FilesAndTheCourse(LoadFileScheduling):
             def _split_scope(self, nodeid: str) -> str:
-                path = nodeid.split("::", 1)[0]
-                return "notebooks" if path.endswith(".ipynb") else path
+                return _group(nodeid)
 
+        config.option.loadscopereorder = False  # keep the order of the collection: longest groups first
         return FilesAndTheCourse(config, log)
 
 

@@ -4,9 +4,10 @@ import ast
 import json
 import subprocess
 import sys
-import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 
