@@ -44,8 +44,8 @@ ORIG_METRICS = tuple(f"{m}_orig" for m in METRICS if m != "hd95")
 PREDS_FILE, METRICS_FILE, EVAL_FILE = "test_preds.npz", "test_metrics.csv", "eval.json"
 # The kit's colour-vision-safe palette (Okabe & Ito's blues and orange; never red with green), RGB
 # 0-255. Every overlay and figure takes its colours from here (helpers.reporting.figures re-exports
-# it); tests/test_palette.py checks that the colours shown together stay apart under protanopia and
-# deuteranopia.
+# it); tests/reporting/test_palette.py checks that the colours shown together stay apart under
+# protanopia and deuteranopia.
 PALETTE = {"truth": (86, 180, 233), "prediction": (230, 159, 0),      # outlines: light blue, orange
            # white, orange, dark blue
            "hit": (255, 255, 255), "false_alarm": (230, 159, 0), "missed": (0, 114, 178),

@@ -28,8 +28,8 @@ from helpers.models import display_name
 from helpers.models.summary import layer_shapes
 
 # Lines and bars of up to three series (models, splits): Okabe & Ito's blue, orange and reddish
-# purple, which stay apart under protanopia and deuteranopia (tests/test_palette.py); overlays
-# use PALETTE.
+# purple, which stay apart under protanopia and deuteranopia (tests/reporting/test_palette.py);
+# overlays use PALETTE.
 SERIES = ("#0072B2", "#E69F00", "#CC79A7")
 # boxes of the model diagrams
 DIAGRAM = {"encoder": "#9ecae1", "bottleneck": "#f0e442", "decoder": "#fdae6b"}
