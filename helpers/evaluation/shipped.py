@@ -76,11 +76,16 @@ def split_rows(prepared, split: str) -> np.ndarray:
 def test_factors(prepared) -> pd.DataFrame:
     """The :func:`~helpers.evaluation.image_factors.image_factors` of the test images.
 
-    Measured once per preparation and kept beside it (a few seconds saved in each notebook); the
-    file's name carries a hash of the measuring code, so a changed measure is measured again.
+    Measured once per preparation and kept beside it (a few seconds saved in each notebook). The
+    file's name carries a hash of the measuring code and of the preparation's records, so a changed
+    measure, or data prepared again in the same folder, is measured again.
     """
-    code = hashlib.sha256(Path(image_factors.__file__).read_bytes()).hexdigest()[:12]
-    kept = Path(prepared.root) / f"test_factors_{code}.csv"
+    root = Path(prepared.root)
+    digest = hashlib.sha256(Path(image_factors.__file__).read_bytes())
+    for record in ("prepared.json", "source_stamp.json", "splits.csv"):
+        if (root / record).is_file():
+            digest.update((root / record).read_bytes())
+    kept = root / f"test_factors_{digest.hexdigest()[:12]}.csv"
     if kept.is_file():
         factors = pd.read_csv(kept, keep_default_na=False, na_values=[""])
         return factors.assign(ita_group=image_factors.ita_group(factors["ita"]))  # a category again

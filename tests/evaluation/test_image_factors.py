@@ -248,3 +248,16 @@ def test_the_test_factors_are_measured_once_per_preparation(tmp_path, monkeypatc
     again = shipped.test_factors(prepared)
     pd.testing.assert_frame_equal(again, first)
     assert isinstance(again["ita_group"].dtype, pd.CategoricalDtype)
+
+
+def test_data_prepared_again_in_the_same_folder_has_its_factors_measured_again(tmp_path):
+    from types import SimpleNamespace
+
+    table = pd.DataFrame({"isic_id": ["a"], "split": ["test"]})
+    (tmp_path / "source_stamp.json").write_text('{"hash": "first"}')
+    before = shipped.test_factors(SimpleNamespace(root=tmp_path, images=skin((70, 10, 15))[None],
+                                                  masks=lesion()[None], table=table))
+    (tmp_path / "source_stamp.json").write_text('{"hash": "second"}')  # the archive changed: prepared again
+    after = shipped.test_factors(SimpleNamespace(root=tmp_path, images=skin((40, 15, 30))[None],
+                                                 masks=lesion()[None], table=table))
+    assert after["ita"][0] != before["ita"][0] and len(list(tmp_path.glob("test_factors_*.csv"))) == 2
