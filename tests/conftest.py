@@ -15,7 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.builders import make_tiny_prepared, shifted_prepared  # noqa: E402
+from tests.builders import Brightness, make_run, make_tiny_prepared, shifted_prepared  # noqa: E402
 from tests.httpserver import Handler  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data" / "isic2018_task1_512"
@@ -70,3 +70,15 @@ def server():
     yield srv
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture
+def scored_home(tmp_path, monkeypatch):
+    """A kit home with one evaluated run (the Brightness 'model', which marks bright pixels) and its data."""
+    from helpers.evaluation import scoring
+
+    monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
+    own = shifted_prepared(tmp_path / "data")
+    make_run(tmp_path / "results", "unet_f100", "unet", 1.0, own.root)
+    scoring.evaluate_runs(tmp_path / "results", progress=False, load_model=lambda _: Brightness())
+    return tmp_path / "results"

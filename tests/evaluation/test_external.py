@@ -192,16 +192,6 @@ def test_the_demo_path_scores_a_second_draw_of_the_offline_sample(tmp_path, monk
     assert len(external.external_table(tmp_path / "results", n_boot=50)) == 1
 
 
-@pytest.fixture
-def scored_home(tmp_path, monkeypatch):
-    """A kit home with one evaluated run (the 'model' that marks bright pixels) and its data."""
-    monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
-    own = shifted_prepared(tmp_path / "data")
-    make_run(tmp_path / "results", "unet_f100", "unet", 1.0, own.root)
-    scoring.evaluate_runs(tmp_path / "results", progress=False, load_model=lambda _: Brightness())
-    return tmp_path / "results"
-
-
 def _score(home, folder):
     from helpers.profiles import resolve_config
 

@@ -22,7 +22,7 @@ from helpers.reporting import figures, report
 from helpers.reporting.viewer import PredictionViewer
 from helpers.training import runs
 from helpers.training.checkpoints import save_weights_atomic
-from tests.builders import Brightness, make_run, shifted_prepared, write_pair
+from tests.builders import make_run, write_pair
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,16 +106,6 @@ def test_the_funnel_gives_one_line_and_exit_codes(capsys):
     assert cli.run(lambda argv: 0 if argv == ["a"] else 5, ["a", "--debug"]) == 0  # --debug never reaches the parser
 
 
-@pytest.fixture
-def evaluated(tmp_path, monkeypatch):
-    """A kit home with one evaluated run (the Brightness 'model')."""
-    monkeypatch.setenv("KIT_DATA_DIR", str(tmp_path / "data"))
-    own = shifted_prepared(tmp_path / "data")
-    make_run(tmp_path / "results", "unet_f100", "unet", 1.0, own.root)
-    scoring.evaluate_runs(tmp_path / "results", progress=False, load_model=lambda _: Brightness())
-    return tmp_path / "results"
-
-
 def _mask_of_other_size(root):
     _, mask = write_pair(root, "train", "ISIC_0000601")
     Image.open(mask).resize((20, 20)).save(mask)
@@ -135,7 +125,7 @@ def _coloured_mask(root):
 
 @pytest.mark.parametrize("defect, said", [(_mask_of_other_size, "they must match"), (_missing_mask, "ISIC_0000602"),
                                           (_coloured_mask, "mask mode is RGB"), (None, "")])
-def test_dataset_problems_reach_the_external_command_as_one_line(evaluated, tmp_path, capsys, defect, said):
+def test_dataset_problems_reach_the_external_command_as_one_line(scored_home, tmp_path, capsys, defect, said):
     raw = tmp_path / "other"
     for k in range(4):
         write_pair(raw, "train", f"ISIC_{610 + k:07d}")
@@ -144,7 +134,7 @@ def test_dataset_problems_reach_the_external_command_as_one_line(evaluated, tmp_
     else:  # an empty folder
         raw = tmp_path / "empty"
         raw.mkdir()
-    code = external.main(["--data-dir", str(raw), "--results", str(evaluated)])
+    code = external.main(["--data-dir", str(raw), "--results", str(scored_home)])
     err = capsys.readouterr().err
     assert code == 1 and "✗ " in err and "Traceback" not in err and said in err.split("✗ ")[1]  # after the progress bar
 
