@@ -39,7 +39,7 @@ MODELS = ("unet", "unetpp", "transunet")
 def setting(help: str, default=dataclasses.MISSING, *, factory=dataclasses.MISSING, result: bool = True,
             flag: str | None = "", per_run: bool = False, choices: tuple = (), minimum: float | None = None,
             above: float | None = None, multiple_of: int | None = None, hint: str = "",
-            maximum: float | None = None) -> dataclasses.Field:
+            maximum: float | None = None, neutral: bool = False) -> dataclasses.Field:
     """A :class:`RunConfig` field with everything else derives from it: the CLI, the notebooks, the run id, the docs.
 
     Args:
@@ -53,10 +53,12 @@ def setting(help: str, default=dataclasses.MISSING, *, factory=dataclasses.MISSI
         maximum: the largest allowed value.
         multiple_of: a whole number the value must be a multiple of (image sides).
         hint: what an invalid value's error says is expected (default: made from the checks above).
+        neutral: at its default the setting is left out of the run id, so runs made before it
+            existed keep their ids.
     """
     meta = {"help": help, "result": result, "flag": flag, "per_run": per_run, "choices": tuple(choices),
             "minimum": minimum, "above": above, "multiple_of": multiple_of,
-            "hint": hint, "maximum": maximum}
+            "hint": hint, "maximum": maximum, "neutral": neutral}
     return dataclasses.field(default=default, default_factory=factory, metadata=meta)
 
 
@@ -117,6 +119,9 @@ class RunConfig:
                                           hint="a number of GB above 0, e.g. 15 (a T4's), or None for no cap")
     early_stopping: int | None = setting("stop after this many epochs without a better validation Dice (None: "
                                          "never)", default=None, per_run=True, minimum=0)
+    ema_epochs: float = setting("average the weights over about this many epochs (an exponential moving average) "
+                                "and validate, keep and test the average; 0: off", default=0.0, per_run=True,
+                                minimum=0, neutral=True)
     num_workers: int = setting("DataLoader worker processes", default=2, result=False, minimum=0)
     checkpoint_minutes: float | None = setting("also save last.pt within an epoch this often, in minutes (None: "
                                                "after each epoch only)", default=None, result=False, minimum=0)

@@ -1,6 +1,7 @@
 """One training run in its own process, for the SIGKILL-resume and torchrun tests.
 
     python tests/train_worker.py --prepared DIR --results DIR --epochs 3 [--hang-at-step N] [--checkpoint-minutes M]
+        [--ema-epochs E]
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/train_worker.py ...
 
 It calls the real ``helpers.training.engine.fit`` on a tiny UNet. ``--hang-at-step N`` wraps the loss so
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hang-at-step", type=int, default=0)
     parser.add_argument("--checkpoint-minutes", type=float, default=None)
+    parser.add_argument("--ema-epochs", type=float, default=0.0, help="keep a moving average of the weights")
     parser.add_argument("--groupnorm", action="store_true", help="GroupNorm in place of BatchNorm")
     args = parser.parse_args()
     if args.groupnorm:  # batch statistics differ per process on the CPU (no SyncBatchNorm there)
@@ -58,7 +60,8 @@ def main() -> None:
     state.seed_everything(args.seed, deterministic=True)
     prepared = load_prepared(args.prepared)
     config = resolve_config("smoke", image_size=prepared.images.shape[1], batch_size=args.batch_size,
-                            num_epochs=args.epochs, split_seed=prepared.manifest["seed"])
+                            num_epochs=args.epochs, split_seed=prepared.manifest["seed"],
+                            ema_epochs=args.ema_epochs)
     spec = runs.make_spec(args.model, 1.0, args.seed, prepared, config)
     if args.hang_at_step:  # the run's loss, wrapped so that this process stops inside that step
         state.DiceBCELoss = lambda: HangAt(args.hang_at_step, Path(args.results) / "hanging")

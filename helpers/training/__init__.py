@@ -6,6 +6,7 @@
 - ``devices``: device, mixed-precision dtype, hardware label, torchrun process groups.
 - ``checkpoints``: atomic checkpoint files with a previous copy and a fallback folder.
 - ``runs``: :class:`~helpers.training.runs.RunSpec`, run ids, run folders, loading a run back.
+- ``averaging``: an exponential moving average of the weights (``ema_epochs``), validated and kept as best.pt.
 - ``state``: building a run from its spec: model, loaders, optimizer, schedule, scaler, its config.json record.
 - ``loop``: ``train_one_epoch`` and ``validate``, the loop a student reads (plain torch objects, hooks).
 - ``checkpointer``: the one object the engine calls to resume, checkpoint (Drive copies) and record a run.

@@ -128,6 +128,11 @@ class Checkpointer:
                     f"is not resumed. Start this run over (RESTART = True in the notebook, --restart on the "
                     f"command line), or ask for the settings it was made with.")
             info = restore_state(state, run.model, run.optimizer, run.scheduler, run.scaler)
+            if run.average is not None:
+                if "average" not in state:
+                    raise CheckpointError(f"{path} holds no weight average, which this run keeps "
+                                          f"(ema_epochs = {self.spec.ema_epochs}): start the run over.")
+                run.average.load_state_dict(state["average"])
             self.progress = RunProgress(epochs_done=info["epoch"], history=info["history"],
                                         best=info["best_metric"], finished=state["finished"],
                                         batches=state["batches_done"], loss_sum=state["partial"][0],
@@ -209,7 +214,7 @@ class Checkpointer:
             return
         if improved:  # best.pt before last.pt: a crash in between only repeats this epoch
             self._save("best.pt", lambda path, local: save_weights_atomic(
-                run.model, path, metric=row["val_dice"], epoch=row["epoch"], run_id=self.run_id,
+                run.evaluated, path, metric=row["val_dice"], epoch=row["epoch"], run_id=self.run_id,
                 local_copy=local))
         self._save_last(run, row["epoch"])
         runs.write_history(self.folder, so_far.history)
@@ -223,6 +228,8 @@ class Checkpointer:
         state = make_state(run.model, run.optimizer, run.scheduler, run.scaler, epoch=epoch,
                            best_metric=so_far.best, history=so_far.history, config=run.config)
         state.update(batches_done=batches, partial=list(partial), finished=so_far.finished)
+        if run.average is not None:
+            state["average"] = run.average.state_dict()
         self._save("last.pt", lambda path, local: save_checkpoint(state, path, local_copy=local))
         self.last_save = time.monotonic()
 

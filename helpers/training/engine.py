@@ -49,10 +49,13 @@ def train_epoch(run: RunState, saver: Checkpointer, epoch: int,
 
 
 def _after_batch(run: RunState, saver: Checkpointer, tally: EpochProgress, bar) -> loop.OnBatch:
-    """The loop's ``on_batch`` hook: count the batch; every tenth of the epoch (reading the loss
-    waits for the GPU) check it, show it, and save last.pt when ``checkpoint_minutes`` are due."""
+    """The loop's ``on_batch`` hook: count the batch and move the weights' average; every tenth of
+    the epoch (reading the loss waits for the GPU) check it, show it, and save last.pt when
+    ``checkpoint_minutes`` are due."""
     def after_batch(step: int, loss: torch.Tensor, count: int) -> None:
         tally.add(loss, count)
+        if run.average is not None:
+            run.average.update(run.model)  # before any mid-epoch save: a resume is exact
         if tally.time_to_look() or saver.mid_epoch_due():
             where = f"epoch {tally.epoch} (training, by batch {tally.batches})"
             check_finite(run, saver, tally.mean_loss(), where)
@@ -62,9 +65,9 @@ def _after_batch(run: RunState, saver: Checkpointer, tally: EpochProgress, bar) 
 
 
 def validate(run: RunState) -> tuple[float, float]:
-    """:func:`helpers.training.loop.validate` on the run's validation images, summed over
-    processes."""
-    return loop.validate(run.model, run.loaders.val, run.criterion, run.device, amp_dtype=run.dtype,
+    """:func:`helpers.training.loop.validate` of the run's evaluated model (the weights' average
+    when there is one) on the validation images, summed over processes."""
+    return loop.validate(run.evaluated, run.loaders.val, run.criterion, run.device, amp_dtype=run.dtype,
                          to_input=lambda images: to_model_input(images, run.device),
                          reduce=lambda totals: devices.all_reduce_sum(totals, run.dist))
 

@@ -105,6 +105,9 @@ class RunSpec(_per_run_settings()):
 # what changes a result (id, hash)
 SPEC_FIELDS = tuple(sorted(f.name for f in fields(RunSpec) if f.compare))
 TRAINING_SETTINGS = PER_RUN  # the spec fields copied unchanged from the RunConfig of the same name
+# settings left out of the run id at their default (ema_epochs = 0: no average), so that the runs
+# made before they existed keep their ids
+NEUTRAL = {name: SETTINGS[name].default for name in PER_RUN if SETTINGS[name].metadata["neutral"]}
 
 
 def _tag(key: str, value: Any) -> str:
@@ -118,9 +121,12 @@ def _tag(key: str, value: Any) -> str:
 
 
 def settings_of(spec_or_config: RunSpec | dict) -> dict:
-    """The result-changing settings of a spec, or of a recorded config, as plain JSON values."""
+    """The result-changing settings of a spec, or of a recorded config, as plain JSON values; a
+    neutral setting (:data:`NEUTRAL`) at its default, or not recorded, is left out."""
     values = asdict(spec_or_config) if isinstance(spec_or_config, RunSpec) else spec_or_config
-    return json.loads(json.dumps({k: values.get(k) for k in SPEC_FIELDS}, sort_keys=True))
+    kept = {k: values.get(k) for k in SPEC_FIELDS
+            if not (k in NEUTRAL and values.get(k) in (None, NEUTRAL[k]))}
+    return json.loads(json.dumps(kept, sort_keys=True))
 
 
 def settings_hash(spec: RunSpec) -> str:
@@ -188,7 +194,7 @@ def differing_settings(recorded: dict, spec: RunSpec) -> list[str]:
     A config written before a setting existed lacks it; such a missing setting counts as different.
     """
     wanted, have = settings_of(spec), settings_of(recorded)
-    return [k for k in SPEC_FIELDS if wanted[k] != have[k]]
+    return [k for k in SPEC_FIELDS if wanted.get(k, NEUTRAL.get(k)) != have.get(k, NEUTRAL.get(k))]
 
 
 def run_dir(spec_or_id: RunSpec | str) -> Path:

@@ -29,6 +29,7 @@ from helpers.data.prep import Prepared
 from helpers.models import build_model, load_encoder_weights, load_pretrained
 from helpers.models.summary import count_parameters
 from helpers.training import devices, runs
+from helpers.training.averaging import WeightAverage, decay_for
 from helpers.training.devices import amp_dtype, pick_device
 from helpers.training.losses import DiceBCELoss
 
@@ -97,6 +98,12 @@ class RunState:
     scaler: torch.amp.GradScaler
     criterion: nn.Module       # 0.5·Dice + 0.5·BCE, in fp32
     config: dict               # what config.json records
+    average: WeightAverage | None = None  # the weights' moving average (ema_epochs > 0), else None
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The model validation scores and ``best.pt`` keeps: the weights' average when there is one."""
+        return self.average.model if self.average is not None else self.model
 
     @property
     def run_id(self) -> str:
@@ -187,12 +194,13 @@ def build_run(spec: runs.RunSpec, prepared: Prepared, *, checkpoint_dir: Path, n
     warmup = round(spec.warmup_epochs * steps)
     schedule = lr_schedule(optimizer, spec.num_epochs * steps, warmup, spec.schedule)
     dtype = amp_dtype(device, spec.amp)
+    average = WeightAverage(model, decay_for(spec.ema_epochs, steps)) if spec.ema_epochs > 0 else None
     config = run_config(spec, prepared, checkpoint_dir=checkpoint_dir, device=device, dtype=dtype, dist=info)
     config.update(gpu_memory_gb=gpu_memory_gb, params=count_parameters(model),
                   train_images=len(loaders.train.dataset))
     return RunState(spec=spec, device=device, dtype=dtype, dist=info, model=model, net=net, loaders=loaders,
                     optimizer=optimizer, scheduler=schedule, scaler=devices.grad_scaler(device, dtype),
-                    criterion=DiceBCELoss(), config=config)
+                    criterion=DiceBCELoss(), config=config, average=average)
 
 
 def run_config(spec: runs.RunSpec, prepared: Prepared, *, checkpoint_dir: Path, device: torch.device,

@@ -131,6 +131,20 @@ def test_timed_checkpoints_resume_mid_epoch_bit_exact(tiny, tmp_path, uninterrup
     _assert_same_weights(_weights(tmp_path)["model"], reference["model"])
 
 
+@pytest.mark.slow
+def test_a_weight_average_resumes_mid_epoch_bit_exact_and_is_what_best_pt_keeps(tiny, tmp_path):
+    reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
+    _run_worker(tiny, reference_dir, "--ema-epochs", "1")
+    reference = _weights(reference_dir)
+    _kill_worker_at(tiny, resumed_dir, STEPS_PER_EPOCH + 3, "--checkpoint-minutes", "1e-9", "--ema-epochs", "1")
+    assert _weights(resumed_dir)["average"]["updates"] == STEPS_PER_EPOCH + 2
+    _run_worker(tiny, resumed_dir, "--checkpoint-minutes", "1e-9", "--ema-epochs", "1")
+    resumed = _weights(resumed_dir)
+    _assert_same_weights(resumed["model"], reference["model"])
+    _assert_same_weights(resumed["average"]["model"], reference["average"]["model"])
+    assert resumed["average"]["updates"] == reference["average"]["updates"] == 3 * STEPS_PER_EPOCH
+
+
 # ---- in-process -------------------------------------------------------------------------------
 
 def test_truncated_last_checkpoint_falls_back_to_previous(tiny, results, tmp_path, monkeypatch):
@@ -233,6 +247,29 @@ def test_early_stopping_stops_after_patience_epochs_without_a_better_dice(tiny, 
     assert summary == (4, 2, 0.6, True)
     assert load_checkpoint(runs.run_dir(spec) / "checkpoints/best.pt")["epoch"] == 2
     assert engine.fit(spec, tiny, progress=False)["status"] == "skipped"
+
+
+def test_a_weight_average_is_validated_kept_as_best_pt_and_changes_the_run_id(tiny, results):
+    spec = _spec(tiny, num_epochs=1, ema_epochs=1.0)
+    assert runs.run_id(spec) != runs.run_id(_spec(tiny, num_epochs=1))
+    assert runs.run_id(_spec(tiny, num_epochs=1, ema_epochs=0.0)) == runs.run_id(_spec(tiny, num_epochs=1))
+    result = engine.fit(spec, tiny, keep_last=True, progress=False)
+    last, best = _weights(results), _weights(results, "best.pt")
+    assert last["average"]["updates"] == STEPS_PER_EPOCH
+    _assert_same_weights(best["model"], last["average"]["model"])  # the average, not the live weights
+    assert any(not torch.equal(last["model"][k], last["average"]["model"][k]) for k in last["model"])
+    model = runs.load_run_model(runs.run_dir(spec))
+    loader = runs.load_run_data(runs.run_dir(spec))
+    assert result["best_val_dice"] == pytest.approx(_val_dice(model, loader), abs=1e-6)
+
+
+def _val_dice(model, prepared):
+    """Mean per-image validation Dice at 0.5, as the loop computes it."""
+    from helpers.data.loaders import make_loaders, to_model_input
+    val = make_loaders(prepared, 1.0, 4, 0, 0).val
+    _, dice = engine.loop.validate(model, val, DiceBCELoss(), torch.device("cpu"),
+                                   to_input=lambda images: to_model_input(images, torch.device("cpu")))
+    return dice
 
 
 def test_unetpp_with_deep_supervision_trains_and_reloads(tiny, results):
