@@ -2,18 +2,22 @@
 model and fraction trained with a baseline recipe; and the test-time choices of one run, measured the same way.
 
     python -m helpers.tools.recipe_table RESULTS [RESULTS ...] --out results/benchmarks/recipes-cpu.csv
+    python -m helpers.tools.recipe_table RESULTS --baseline kit --metric dice_orig --out FILE --append
     python -m helpers.tools.recipe_table --test-time RUN [RUN ...] --out results/benchmarks/test-time-cpu.csv
 
 RESULTS is a results folder (its ``runs/`` holds finished, evaluated runs; ``python -m helpers.training`` trains
 them, :func:`helpers.evaluation.scoring.evaluate_runs` scores them). A run's recipe is the one its ``config.json``
-names (``custom`` when none), followed by every setting that differs from that recipe, e.g. ``kit lr=0.002``; for
-a recipe that leaves the epochs to the profile, also the epochs when they differ from the profile's
-(``kit num_epochs=16``).
+names (``custom`` when none), followed by every setting that differs from that recipe on its profile (the one
+that trains this model config at this size, else ``cpu``): ``kit lr=0.002``, ``kit num_epochs=12``,
+``kit ema_epochs=1``, ``kit model_config=small``, ``kit image_size=160``.
 
 **Recipe rows.** ``dice_mean`` and its 95 % percentile-bootstrap CI over the test images; per baseline recipe B
 (``--baseline``, default ``seed``), ``diff_to_B`` is this run minus B's run of the same model and fraction on the
 same images (``diff_B_ci_low``/``_high``: paired bootstrap CI; ``p_B``: Wilcoxon). ``verdict_B`` is ``better``
-or ``worse`` only when the CI of the difference leaves 0; ``inside CI`` otherwise: not a win.
+or ``worse`` only when the CI of the difference leaves 0; ``inside CI`` otherwise: not a win. ``metric`` says
+which Dice: ``dice`` at the training size, or ``dice_orig`` at the images' original size, the fair scale for runs
+trained at different sizes. ``--append`` adds the rows to an existing table, replacing a row of the same run and
+metric.
 
 **Test-time rows** (``--test-time``). On the run's test split: the plain prediction (threshold 0.5), flip TTA,
 post-processing (largest component, holes filled), a threshold tuned on the *validation* split (the best mean
@@ -34,45 +38,63 @@ from helpers.profiles import PROFILES
 from helpers.recipes import RECIPES, SMALL_CONFIGS
 from helpers.training import runs
 
-SHOWN = ("lr", "warmup_epochs", "num_epochs", "weight_decay", "schedule", "augment", "batch_size")
+SHOWN = ("lr", "warmup_epochs", "num_epochs", "weight_decay", "schedule", "augment", "batch_size", "ema_epochs",
+         "model_config", "image_size")
+METRICS = ("dice", "dice_orig")  # the per-image test Dice at the training size, or at the images' original size
 THRESHOLDS = tuple(np.round(np.arange(0.30, 0.701, 0.05), 2))
 
 
-def profile_epochs(config: dict) -> int | None:
-    """The epochs of the profile that trains this model config at this size: the one profile that does, or among
-    several the one named after the config (``cpu``: 16, not ``class``'s 12); None when neither picks one."""
+def reference_profile(config: dict, default: str = "cpu"):
+    """The profile a run is labelled against: the one profile that trains this model config at this size, or
+    among several the one named after the config (``cpu``, not ``class``); else ``default`` (the ``cpu``
+    profile: a wider model or a larger image is a change to it)."""
     profiles = [p for p in PROFILES.values()
                 if p.image_size == config.get("image_size") and p.model_configs.get(config.get("model")) ==
                 config.get("model_config")]
     named = [p for p in profiles if p.name == config.get("model_config")]
     chosen = named or (profiles if len({p.num_epochs for p in profiles}) == 1 else [])
-    return chosen[0].num_epochs if chosen else None
+    return chosen[0] if chosen else PROFILES[default]
+
+
+def profile_epochs(config: dict) -> int | None:
+    """The epochs of the profile that trains this model config at this size (:func:`reference_profile`; the
+    ``cpu`` profile's 16 for a config or size no profile trains)."""
+    return reference_profile(config).num_epochs
 
 
 def recipe_label(config: dict) -> str:
-    """The recipe a run was trained with, and what it changed: ``kit``, ``kit lr=0.002``, ``custom``."""
+    """The recipe a run was trained with, and what it changed from that recipe on its profile
+    (:func:`reference_profile`): ``kit``, ``kit lr=0.002``, ``kit model_config=small``, ``custom``."""
     name = config.get("recipe") or "custom"
     if name not in RECIPES:
         return name
-    recipe = RECIPES[name]
+    recipe, profile = RECIPES[name], reference_profile(config)
     expected = dict(recipe.settings)
-    if recipe.small_model_lr is not None and config.get("model_config") in SMALL_CONFIGS:
+    trained = profile.model_configs.get(config.get("model"), config.get("model_config"))  # the profile's model
+    if recipe.small_model_lr is not None and trained in SMALL_CONFIGS:
         expected["lr"] = recipe.small_model_lr
-    epochs = profile_epochs(config)
-    if "num_epochs" not in expected and epochs is not None:
-        expected["num_epochs"] = epochs
-    changed = [f"{k}={config.get(k):g}" if isinstance(config.get(k), float) else f"{k}={config.get(k)}"
-               for k in SHOWN if k in expected and config.get(k) != expected[k]]
+    expected.setdefault("num_epochs", profile.num_epochs)
+    if "model" in config:  # what the profile trains; a run made otherwise says so
+        expected.update(model_config=trained, image_size=profile.image_size)
+    expected["ema_epochs"] = profile.ema_epochs
+    recorded = {**runs.NEUTRAL, **config}  # a run recorded before a neutral setting existed had its default
+    changed = [f"{k}={recorded.get(k):g}" if isinstance(recorded.get(k), float) else f"{k}={recorded.get(k)}"
+               for k in SHOWN if k in expected and k in recorded and recorded[k] != expected[k]]
     return " ".join([name, *changed])
 
 
-def run_row(run_dir: Path) -> tuple[dict, pd.Series]:
-    """One table row of a finished, evaluated run, and its per-image test Dice indexed by image id."""
+def run_row(run_dir: Path, metric: str = "dice") -> tuple[dict, pd.Series]:
+    """One table row of a finished, evaluated run, and its per-image test Dice (``metric``: at the training
+    size, or ``dice_orig`` at the original size) indexed by image id."""
     config, done = scoring.run_config(run_dir), scoring.read_done(run_dir)
     metrics = scoring.read_metrics(run_dir / "test_metrics.csv")
-    dice = metrics.set_index("isic_id")["dice"]
+    if metric not in metrics:
+        raise ValueError(f"{run_dir / 'test_metrics.csv'} has no {metric!r} column: score the run at the images' "
+                         f"original size (scoring.evaluate_runs(..., overwrite=True)) or use --metric dice.")
+    dice = metrics.set_index("isic_id")[metric]
     low, high = stats.bootstrap_ci(dice.to_numpy())
     row = {"recipe": recipe_label(config), "model": config["model"], "fraction": config["fraction"],
+           "image_size": config.get("image_size"), "metric": metric,
            "epochs": config["num_epochs"], "lr": config["lr"], "warmup_epochs": config.get("warmup_epochs", 0.0),
            "batch_size": config["batch_size"], "n_test": len(dice), "dice_mean": float(dice.mean()),
            "dice_ci_low": low, "dice_ci_high": high, "best_epoch": done.get("best_epoch"),
@@ -112,17 +134,37 @@ def finished_runs(roots) -> list[Path]:
     return found
 
 
-def recipe_table(roots, baselines=("seed",)) -> pd.DataFrame:
+def recipe_table(roots, baselines=("seed",), metric: str = "dice") -> pd.DataFrame:
     """Every evaluated run under ``roots``, one row each, with the paired difference to each baseline recipe's run
-    of the same model and fraction (sorted by model, fraction, recipe)."""
-    rows, scores = zip(*(run_row(d) for d in finished_runs(roots)))
+    of the same model and fraction (sorted by model, fraction, recipe). ``metric``: ``dice`` (at the training
+    size) or ``dice_orig`` (at the original size: compares runs trained at different sizes)."""
+    rows, scores = zip(*(run_row(d, metric) for d in finished_runs(roots)))
     table = [dict(r) for r in rows]
     for name in baselines:
-        bases = {(r["model"], r["fraction"]): s for r, s in zip(rows, scores) if r["recipe"] == name}
+        bases = {(r["model"], r["fraction"]): (r, s) for r, s in zip(rows, scores) if r["recipe"] == name}
         for row, dice in zip(table, scores):
-            base = None if row["recipe"] == name else bases.get((row["model"], row["fraction"]))
+            base_row, base = bases.get((row["model"], row["fraction"]), (None, None))
+            if row["recipe"] == name or (metric == "dice" and base_row and
+                                         base_row["image_size"] != row["image_size"]):
+                base = None  # itself; or a run of another size, comparable at the original size only
             row.update(paired_columns(dice, base, name))
     return pd.DataFrame(table).sort_values(["model", "fraction", "recipe"], ignore_index=True)
+
+
+def appended(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """``table``'s rows added to the table already in ``path``. A row of the same run and metric is updated:
+    the new values win, and the columns the new table leaves empty (a difference to a baseline it does not
+    hold) keep their old values. Rows written before the ``metric`` column scored ``dice``."""
+    if not path.is_file():
+        return table
+    old = pd.read_csv(path)
+    old["metric"] = old["metric"].fillna("dice") if "metric" in old else "dice"
+    key = ["run_id", "metric"]
+    new = table.set_index(key).replace("", np.nan)
+    merged = new.combine_first(old.set_index(key)).reset_index()
+    merged = merged[[*dict.fromkeys([*old.columns, *table.columns])]]  # the old columns first, in their order
+    order = ["model", "fraction", "metric", "recipe"]
+    return merged.sort_values(order, ignore_index=True, kind="stable")
 
 
 def _probs(model, prepared, split: str, tta: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +224,14 @@ def _main(argv: list[str]) -> int:
     cli.add_device(parser)
     parser.add_argument("--evaluate", action="store_true", help="first score the finished runs that have no test "
                                                                     "scores yet (as notebook 04 does)")
+    parser.add_argument("--metric", choices=METRICS, default="dice",
+                        help="the per-image test Dice at the training size (dice), or at the images' original "
+                             "size (dice_orig: to compare runs trained at different sizes)")
     parser.add_argument("--out", type=Path, default=None, help="write the table to this CSV")
+    parser.add_argument("--append", action="store_true",
+                        help="add the rows to the table already in --out (a row of the same run and metric is "
+                             "replaced)")
+    parser.add_argument("--source", default="", help="a label for the new rows' source column, e.g. a date")
     args = cli.add_debug(parser).parse_args(argv)
     cli.use_device(args.device)
     args.baseline = cli.comma_list(args.baseline)
@@ -191,11 +240,15 @@ def _main(argv: list[str]) -> int:
     if args.test_time:
         table = pd.concat([test_time_table(Path(p)) for p in args.paths], ignore_index=True)
     else:
-        table = recipe_table(args.paths, args.baseline)
+        table = recipe_table(args.paths, args.baseline, args.metric)
+        if args.source:
+            table["source"] = args.source
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 4):
         print(table.drop(columns=["run_id"]).to_string(index=False))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.append and not args.test_time:
+            table = appended(table, args.out)
         table.to_csv(args.out, index=False, float_format="%.6g")
         print(f"✓ {args.out}")
     return 0

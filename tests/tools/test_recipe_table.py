@@ -13,11 +13,12 @@ from tests.builders import make_run
 IDS = [f"ISIC_{k:07d}" for k in range(60)]
 
 
-def _run(root, name, recipe, model="unetpp", fraction=1.0, lr=1e-3, warmup=1.0, epochs=12, dice=None, ids=IDS):
+def _run(root, name, recipe, model="unetpp", fraction=1.0, lr=1e-3, warmup=1.0, epochs=16, dice=None, ids=IDS):
     """A finished, evaluated run folder with the given per-image test Dice."""
     folder = root / "runs" / name
     folder.mkdir(parents=True)
-    config = {"run_id": name, "model": model, "model_config": "cpu", "fraction": fraction, "num_epochs": epochs,
+    config = {"run_id": name, "model": model, "model_config": "cpu", "image_size": 128, "fraction": fraction,
+              "num_epochs": epochs,
               "lr": lr, "warmup_epochs": warmup, "batch_size": 16, "weight_decay": 1e-4, "schedule": "cosine",
               "augment": "kit", "recipe": recipe}
     (folder / "config.json").write_text(json.dumps(config))
@@ -42,8 +43,15 @@ def test_labels_name_the_recipe_and_what_a_run_changed():
                "warmup_epochs": 1.0, "weight_decay": 1e-4, "schedule": "cosine", "augment": "kit"}
     assert rt.recipe_label({**cpu_kit, "num_epochs": 16}) == "kit"  # the cpu profile's epochs
     assert rt.recipe_label({**cpu_kit, "num_epochs": 12}) == "kit num_epochs=12"
-    assert rt.profile_epochs({**cpu_kit, "model_config": "tiny", "image_size": 64}) is None  # smoke 1, demo 10
     assert rt.profile_epochs({**cpu_kit, "model_config": "cpu", "image_size": 128}) == 16  # cpu's, not class's 12
+    # the steps beyond the recipe: each named as a change to the cpu profile
+    assert rt.recipe_label({**cpu_kit, "num_epochs": 16, "ema_epochs": 1.0}) == "kit ema_epochs=1"
+    assert rt.recipe_label({**cpu_kit, "num_epochs": 16, "ema_epochs": 0.0}) == "kit"
+    assert rt.recipe_label({**cpu_kit, "num_epochs": 16, "model_config": "small"}) == "kit model_config=small"
+    assert rt.recipe_label({**cpu_kit, "num_epochs": 16, "image_size": 160}) == "kit image_size=160"
+    assert rt.reference_profile({**cpu_kit, "model_config": "tiny", "image_size": 64}).name == "cpu"  # smoke or demo
+    paper = {**cpu_kit, "model_config": "paper", "image_size": 256, "lr": 3e-4, "num_epochs": 20}
+    assert rt.reference_profile(paper).name == "t4" and rt.recipe_label(paper) == "kit"
 
 
 def test_rows_carry_cis_and_paired_differences_to_the_baseline(tmp_path):
@@ -72,6 +80,39 @@ def test_runs_of_other_images_are_refused(tmp_path):
     _run(tmp_path, "b", "kit", dice=np.full(50, 0.8), ids=IDS[:50])
     with pytest.raises(ValueError, match="different test images"):
         rt.recipe_table([tmp_path])
+
+
+def test_runs_of_other_sizes_are_compared_at_the_original_size_and_rows_are_appended(tmp_path):
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.6, 0.9, len(IDS))
+    kit = _run(tmp_path / "a", "kit128", "kit", fraction=0.1, dice=base)
+    big = _run(tmp_path / "a", "kit160", "kit", fraction=0.1, dice=base)  # the same at its own size
+    for folder, orig in ((kit, base - 0.05), (big, base + 0.01)):  # at the original size: 160 px is better
+        metrics = pd.read_csv(folder / "test_metrics.csv").assign(dice_orig=orig)
+        metrics.to_csv(folder / "test_metrics.csv", index=False)
+    config = json.loads((big / "config.json").read_text())
+    (big / "config.json").write_text(json.dumps({**config, "image_size": 160}))
+    out = tmp_path / "table.csv"
+    assert rt.main([str(tmp_path / "a"), "--baseline", "kit", "--out", str(out)]) == 0
+    assert rt.main([str(tmp_path / "a"), "--baseline", "kit", "--metric", "dice_orig", "--out", str(out),
+                    "--append", "--source", "today"]) == 0
+    table = pd.read_csv(out).set_index(["run_id", "metric"])
+    assert len(table) == 4 and table.loc[("kit160", "dice"), "recipe"] == "kit image_size=160"
+    assert np.isnan(table.loc[("kit160", "dice"), "diff_to_kit"])  # 160 against 128 px masks: not comparable
+    assert table.loc[("kit160", "dice_orig"), "diff_to_kit"] == pytest.approx(0.06)
+    assert table.loc[("kit160", "dice_orig"), "verdict_kit"] == "better"
+    assert table.loc[("kit160", "dice_orig"), "source"] == "today"
+    earlier = pd.read_csv(out)
+    earlier.loc[earlier["run_id"] == "kit160", "diff_to_seed"] = 0.5  # a column the next table leaves empty
+    earlier.to_csv(out, index=False)
+    assert rt.main([str(tmp_path / "a"), "--baseline", "kit", "--out", str(out), "--append"]) == 0
+    again = pd.read_csv(out).set_index(["run_id", "metric"])
+    assert len(again) == 4 and list(again.columns)[:3] == ["recipe", "model", "fraction"]  # updated, not added
+    assert again.loc[("kit160", "dice"), "diff_to_seed"] == 0.5
+    assert again.loc[("kit160", "dice_orig"), "source"] == "today"
+    (big / "test_metrics.csv").write_text("isic_id,dice\nISIC_0000000,0.5\n")
+    with pytest.raises(ValueError, match="has no 'dice_orig' column"):
+        rt.run_row(big, "dice_orig")
 
 
 def test_the_command_writes_the_csv_and_names_an_empty_folder(tmp_path, capsys):
