@@ -103,6 +103,28 @@ def comma_list(values: str | list[str] | None) -> list[str] | None:
     return [item.strip() for value in values for item in str(value).split(",") if item.strip()]
 
 
+def model_config_pairs(text: str | None, known: dict[str, list[str]]) -> dict | None:
+    """``--model-config unet=small,unetpp=r34`` as ``{"unet": "small", "unetpp": "r34"}`` (None: not given).
+
+    Args:
+        known: the registry's configurations per model (:func:`helpers.models.list_configs`).
+
+    Raises:
+        BadValue: not ``MODEL=CONFIG`` pairs, or a model or configuration ``known`` does not have.
+    """
+    if text is None:
+        return None
+    chosen = {}
+    for item in comma_list(text):
+        model, _, config = (part.strip() for part in item.partition("="))
+        if model not in known or config not in known[model]:
+            names = "; ".join(f"{m}: {', '.join(configs)}" for m, configs in known.items())
+            raise BadValue(f"--model-config {item!r}: give MODEL=CONFIG pairs, comma-separated, e.g. unetpp=r34; "
+                           f"the configs are {names}.")
+        chosen[model] = config
+    return chosen
+
+
 def out_folder(out: str | None, *aliases: str | None, name: str = "--out") -> str | None:
     """The output folder a command was given: ``--out``, else the first older spelling given (a positional folder,
     ``--dest``, ``--results``); None when none was.

@@ -48,7 +48,7 @@ from helpers.data.loaders import (
 )
 from helpers.data.sources import SOURCES, ensure_prepared
 from helpers.evaluation.inference import iter_probs
-from helpers.models import build_model
+from helpers.models import build_model, list_configs
 from helpers.models.summary import count_flops
 from helpers.profiles import PROFILES, resolve_config
 from helpers.tools.bench_gpu import bench_steps, worker_counts
@@ -239,6 +239,10 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--compile", action="store_true", help="also time torch.compile in the step section")
     parse.add_argument("--sections", default=",".join(SECTIONS), help=f"of {','.join(SECTIONS)} (default: all)")
     parse.add_argument("--models", default=None, help="models to time, e.g. unet,unetpp (default: the profile's)")
+    parse.add_argument("--model-config", default=None, metavar="MODEL=CONFIG,...",
+                       help="named configurations of the models, e.g. unetpp=small (default: the profile's)")
+    parse.add_argument("--image-size", type=int, default=None, help="side of the training images (default: the "
+                                                                     "profile's)")
     parse.add_argument("--workers", default=None, help="loader workers the data section sweeps, e.g. 0,2 "
                                                        "(default: 0, 2, 4, 8 up to the CPU count)")
     cli.add_device(parse)
@@ -251,7 +255,9 @@ def _main(argv: list[str]) -> int:
     if unknown := sorted(set(args.sections.split(",")) - set(SECTIONS)):
         raise cli.BadValue(f"--sections names unknown section(s) {unknown}; choose from {','.join(SECTIONS)}.")
     results = paths.results_dir()
-    profile = resolve_config(args.profile or None, synthetic_count=args.images, models=args.models)
+    profile = resolve_config(args.profile or None, synthetic_count=args.images, models=args.models,
+                             image_size=args.image_size,
+                             model_configs=cli.model_config_pairs(args.model_config, list_configs()))
     with tempfile.TemporaryDirectory(prefix="kit-bench-") as scratch, paths.scoped_env(**{paths.RESULTS_ENV: scratch}):
         rows = run_sections(profile, args)  # training rows write their run folders into the scratch folder
     table = pd.DataFrame(rows).assign(profile=profile.name, data=args.data_source, hardware=hardware(pick_device(), DistInfo()),

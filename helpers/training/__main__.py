@@ -87,21 +87,9 @@ def _config_names() -> str:
 
 
 def model_configs(text: str | None) -> dict | None:
-    """``--model-config unet=small,unetpp=r34`` as ``{"unet": "small", "unetpp": "r34"}`` (None: not given).
-
-    Raises:
-        cli.BadValue: not ``MODEL=CONFIG`` pairs, or a model or configuration the registry does not have.
-    """
-    if text is None:
-        return None
-    known, chosen = list_configs(), {}
-    for item in cli.comma_list(text):
-        model, _, config = (part.strip() for part in item.partition("="))
-        if model not in known or config not in known[model]:
-            raise cli.BadValue(f"--model-config {item!r}: give MODEL=CONFIG pairs, comma-separated, e.g. unetpp=r34; "
-                               f"the configs are {_config_names()}.")
-        chosen[model] = config
-    return chosen
+    """``--model-config unet=small,unetpp=r34`` as ``{"unet": "small", "unetpp": "r34"}`` (None: not
+    given; :func:`helpers.cli.model_config_pairs` against the model registry)."""
+    return cli.model_config_pairs(text, list_configs())
 
 
 def settings_from_args(args: argparse.Namespace) -> dict:

@@ -76,3 +76,12 @@ def test_peak_rates_by_gpu_name_and_the_switches_timed(monkeypatch):
     assert bench_gpu.worker_counts("2,0") == [0, 2]
     monkeypatch.setattr(bench_gpu.os, "sched_getaffinity", lambda pid: set(range(6)))
     assert bench_gpu.worker_counts() == [0, 2, 4]                       # capped by the CPU count
+
+
+def test_the_step_section_times_a_wider_model_at_another_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_RESULTS_DIR", str(tmp_path / "results"))
+    assert bench.main(["--profile", "smoke", "--sections", "step", "--steps", "1", "--models", "unetpp",
+                       "--model-config", "unetpp=cpu", "--image-size", "48"]) == 0
+    step = pd.read_csv(tmp_path / "results" / "bench.csv")
+    assert set(step["config"]) == {"cpu"} and set(step["image_size"]) == {48} and set(step["model"]) == {"unetpp"}
+    assert bench.main(["--profile", "smoke", "--sections", "step", "--model-config", "unetpp=huge"]) == 2  # a bad value
