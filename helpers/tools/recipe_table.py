@@ -154,13 +154,16 @@ def recipe_table(roots, baselines=("seed",), metric: str = "dice") -> pd.DataFra
 def appended(table: pd.DataFrame, path: Path) -> pd.DataFrame:
     """``table``'s rows added to the table already in ``path``. A row of the same run and metric is updated:
     the new values win, and the columns the new table leaves empty (a difference to a baseline it does not
-    hold) keep their old values. Rows written before the ``metric`` column scored ``dice``."""
+    hold) keep their old values, as does ``source``. Rows written before the ``metric`` column scored
+    ``dice``."""
     if not path.is_file():
         return table
     old = pd.read_csv(path)
     old["metric"] = old["metric"].fillna("dice") if "metric" in old else "dice"
     key = ["run_id", "metric"]
     new = table.set_index(key).replace("", np.nan)
+    if "source" in new and "source" in old:  # a row keeps the source it was first made from
+        new.loc[new.index.isin(old.set_index(key).index), "source"] = np.nan
     merged = new.combine_first(old.set_index(key)).reset_index()
     merged = merged[[*dict.fromkeys([*old.columns, *table.columns])]]  # the old columns first, in their order
     order = ["model", "fraction", "metric", "recipe"]

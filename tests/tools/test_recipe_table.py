@@ -105,6 +105,8 @@ def test_runs_of_other_sizes_are_compared_at_the_original_size_and_rows_are_appe
     earlier = pd.read_csv(out)
     earlier.loc[earlier["run_id"] == "kit160", "diff_to_seed"] = 0.5  # a column the next table leaves empty
     earlier.to_csv(out, index=False)
+    assert rt.main([str(tmp_path / "a"), "--baseline", "kit", "--metric", "dice_orig", "--out", str(out),
+                    "--append", "--source", "later"]) == 0
     assert rt.main([str(tmp_path / "a"), "--baseline", "kit", "--out", str(out), "--append"]) == 0
     again = pd.read_csv(out).set_index(["run_id", "metric"])
     assert len(again) == 4 and list(again.columns)[:3] == ["recipe", "model", "fraction"]  # updated, not added
