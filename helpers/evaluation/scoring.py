@@ -29,9 +29,12 @@ def runs_dir(results_root: str | Path | None = None) -> Path:
 
 
 def list_run_dirs(results_root: str | Path | None = None) -> list[Path]:
-    """Every run folder (any subfolder of ``runs/``, finished or not), sorted by name."""
+    """Every run folder (any subfolder of ``runs/``, finished or not, but not a hidden one such as
+    the training command's ``.claims``), sorted by name."""
     folder = runs_dir(results_root)
-    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _checked(read, path: Path):

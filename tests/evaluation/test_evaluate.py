@@ -134,3 +134,13 @@ def test_saved_evaluation_round_trips(result, tmp_path):
     ids, preds = inference.load_predictions(tmp_path)
     assert list(ids) == list(result.table["isic_id"]) and np.array_equal(preds, result.preds)
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_the_claims_folder_of_the_training_command_is_no_run(tmp_path):
+    from helpers.evaluation import scoring
+    from helpers.training.claims import LOCK_FOLDER
+
+    for name in (LOCK_FOLDER, "unet-run_b", "unet-run_a"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+    assert [p.name for p in scoring.list_run_dirs(tmp_path)] == ["unet-run_a", "unet-run_b"]
+    assert scoring.list_run_dirs(tmp_path / "nothing") == []
