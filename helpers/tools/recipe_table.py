@@ -16,8 +16,8 @@ that trains this model config at this size, else ``cpu``): ``kit lr=0.002``, ``k
 same images (``diff_B_ci_low``/``_high``: paired bootstrap CI; ``p_B``: Wilcoxon). ``verdict_B`` is ``better``
 or ``worse`` only when the CI of the difference leaves 0; ``inside CI`` otherwise: not a win. ``metric`` says
 which Dice: ``dice`` at the training size, or ``dice_orig`` at the images' original size, the fair scale for runs
-trained at different sizes. ``--append`` adds the rows to an existing table, replacing a row of the same run and
-metric.
+trained at different sizes. ``--append`` adds the rows to an existing table; a row already there is kept, and
+only its empty columns are filled.
 
 **Test-time rows** (``--test-time``). On the run's test split: the plain prediction (threshold 0.5), flip TTA,
 post-processing (largest component, holes filled), a threshold tuned on the *validation* split (the best mean
@@ -152,19 +152,15 @@ def recipe_table(roots, baselines=("seed",), metric: str = "dice") -> pd.DataFra
 
 
 def appended(table: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """``table``'s rows added to the table already in ``path``. A row of the same run and metric is updated:
-    the new values win, and the columns the new table leaves empty (a difference to a baseline it does not
-    hold) keep their old values, as does ``source``. Rows written before the ``metric`` column scored
-    ``dice``."""
+    """``table``'s rows added to the table already in ``path``. A row already there (same run and metric) is
+    kept as it was; only its empty columns (a difference to a baseline it had no run of) are filled from
+    ``table``. Rows written before the ``metric`` column scored ``dice``."""
     if not path.is_file():
         return table
     old = pd.read_csv(path)
     old["metric"] = old["metric"].fillna("dice") if "metric" in old else "dice"
     key = ["run_id", "metric"]
-    new = table.set_index(key).replace("", np.nan)
-    if "source" in new and "source" in old:  # a row keeps the source it was first made from
-        new.loc[new.index.isin(old.set_index(key).index), "source"] = np.nan
-    merged = new.combine_first(old.set_index(key)).reset_index()
+    merged = old.set_index(key).combine_first(table.set_index(key).replace("", np.nan)).reset_index()
     merged = merged[[*dict.fromkeys([*old.columns, *table.columns])]]  # the old columns first, in their order
     order = ["model", "fraction", "metric", "recipe"]
     return merged.sort_values(order, ignore_index=True, kind="stable")
@@ -232,8 +228,8 @@ def _main(argv: list[str]) -> int:
                              "size (dice_orig: to compare runs trained at different sizes)")
     parser.add_argument("--out", type=Path, default=None, help="write the table to this CSV")
     parser.add_argument("--append", action="store_true",
-                        help="add the rows to the table already in --out (a row of the same run and metric is "
-                             "replaced)")
+                        help="add the rows to the table already in --out (a row already there is kept; only "
+                             "its empty columns are filled)")
     parser.add_argument("--source", default="", help="a label for the new rows' source column, e.g. a date")
     args = cli.add_debug(parser).parse_args(argv)
     cli.use_device(args.device)

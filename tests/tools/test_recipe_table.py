@@ -103,14 +103,15 @@ def test_runs_of_other_sizes_are_compared_at_the_original_size_and_rows_are_appe
     assert table.loc[("kit160", "dice_orig"), "verdict_kit"] == "better"
     assert table.loc[("kit160", "dice_orig"), "source"] == "today"
     earlier = pd.read_csv(out)
-    earlier.loc[earlier["run_id"] == "kit160", "diff_to_seed"] = 0.5  # a column the next table leaves empty
+    earlier.loc[earlier["run_id"] == "kit160", "diff_to_kit"] = np.nan  # an empty column, filled by the next table
+    earlier.loc[earlier["run_id"] == "kit128", "dice_mean"] = 0.5  # a value, kept
     earlier.to_csv(out, index=False)
     assert rt.main([str(tmp_path / "a"), "--baseline", "kit", "--metric", "dice_orig", "--out", str(out),
                     "--append", "--source", "later"]) == 0
-    assert rt.main([str(tmp_path / "a"), "--baseline", "kit", "--out", str(out), "--append"]) == 0
     again = pd.read_csv(out).set_index(["run_id", "metric"])
-    assert len(again) == 4 and list(again.columns)[:3] == ["recipe", "model", "fraction"]  # updated, not added
-    assert again.loc[("kit160", "dice"), "diff_to_seed"] == 0.5
+    assert len(again) == 4 and list(again.columns)[:3] == ["recipe", "model", "fraction"]  # kept, not added
+    assert again.loc[("kit160", "dice_orig"), "diff_to_kit"] == pytest.approx(0.06)
+    assert (again.loc["kit128", "dice_mean"] == 0.5).all()
     assert again.loc[("kit160", "dice_orig"), "source"] == "today"
     (big / "test_metrics.csv").write_text("isic_id,dice\nISIC_0000000,0.5\n")
     with pytest.raises(ValueError, match="has no 'dice_orig' column"):
